@@ -1,0 +1,55 @@
+"""One ``Settings`` object per process, built by :func:`get_settings` (never at import time).
+
+Values come from environment variables prefixed ``COLDSTART_`` with ``__`` as the nested delimiter,
+e.g. ``COLDSTART_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` or ``COLDSTART_FEAST__PROFILE=production``,
+and from an optional ``.env`` file. Each concept owns its section (``<package>/config.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from api.config import ApiSettings
+from exploration.config import ExplorationSettings
+from feature_repo.config import FeastSettings
+from models.config import ModelSettings
+from stream.config import KafkaSettings
+
+
+class Settings(BaseSettings):
+    """Process-wide settings.
+
+    Parameters
+    ----------
+    data_dir
+        Root of all runtime state of the embedded default (model artifacts, Feast files, model store).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="COLDSTART_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+    )
+
+    data_dir: Path = Path(".coldstart")
+    shared_dir: Path = Path("../shared")
+    seed: int = 0
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    feast: FeastSettings = Field(default_factory=FeastSettings)
+    exploration: ExplorationSettings = Field(default_factory=ExplorationSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @property
+    def movielens_dir(self) -> Path:
+        """Location of the shared MovieLens data (read only, never copied into the repo)."""
+        return self.shared_dir / "data" / "movielens"
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Build the process's settings from the environment, with explicit overrides on top."""
+    return Settings(**overrides)  # type: ignore[arg-type]
