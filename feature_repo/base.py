@@ -1,0 +1,45 @@
+"""The feature-store interface the rest of coldstart uses (implemented over Feast).
+
+Writers call :meth:`FeatureStore.write_items` once per micro-batch; it writes the online store AND
+the offline history, and is idempotent (re-writing the same row is harmless). Implementations are
+chosen by ``FeastSettings.profile`` (embedded: SQLite + files; production: Redis + PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+
+from feature_repo.records import StoredItem, StoredUser
+
+
+class FeatureStore(ABC):
+    """Online/offline access to item and user features."""
+
+    @abstractmethod
+    def write_items(self, items: Sequence[StoredItem]) -> None:
+        """Write rows to the online store and append them to the offline history (idempotent)."""
+
+    @abstractmethod
+    def get_items(self, item_ids: Sequence[str]) -> dict[str, StoredItem]:
+        """Online read; ids that are not stored are absent from the result."""
+
+    @abstractmethod
+    def iter_items(self) -> Iterator[StoredItem]:
+        """Every item currently in the online store (used to rebuild the pool index at start-up)."""
+
+    @abstractmethod
+    def users(self) -> UserStore:
+        """The user side of the store."""
+
+
+class UserStore(ABC):
+    """Online access to user vectors."""
+
+    @abstractmethod
+    def write_users(self, users: Sequence[StoredUser]) -> None:
+        """Write user rows online (and to the offline history)."""
+
+    @abstractmethod
+    def get_users(self, user_ids: Sequence[str]) -> dict[str, StoredUser]:
+        """Online read; unknown users are absent."""
