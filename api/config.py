@@ -1,15 +1,42 @@
-"""Settings section for api/ (owned by api/)."""
+"""Settings section for api/ (owned by api/).
+
+Environment variables use the ``COLDSTART_API__`` prefix, e.g.
+``COLDSTART_API__API_KEYS='["key-a","key-b"]'``.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ApiSettings(BaseModel):
-    """HTTP server settings."""
+    """HTTP server settings.
+
+    Parameters
+    ----------
+    api_keys
+        Accepted values of the ``X-API-Key`` header; every endpoint except ``/healthz`` and
+        ``/readyz`` requires one (``/metrics`` too unless ``metrics_public``).
+    kafka
+        Connect a producer (``POST /v1/items``, ``POST /v1/interactions`` and the decisions topic);
+        when no broker answers the API still serves slots and those endpoints answer 503.
+    offline_decisions
+        Also write every decision to the offline store (micro-batched background writer).
+    search_index
+        Keep a content-space index of cold items for ``GET /v1/search`` (needs an encoder artifact
+        for queries).
+    workers
+        uvicorn worker processes of ``coldstart api serve``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=0, le=65535)
     api_keys: list[str] = ["dev-key"]
+    metrics_public: bool = False
+    kafka: bool = True
+    offline_decisions: bool = True
+    search_index: bool = True
+    workers: int = Field(default=1, ge=1, le=64)
+    max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)

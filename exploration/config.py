@@ -1,11 +1,121 @@
-"""Settings section for exploration/ (owned by exploration/)."""
+"""Settings section for exploration/ (owned by exploration/).
+
+Policies are chosen by a pydantic config with a ``type`` discriminator (Feast's pattern)::
+
+    COLDSTART_EXPLORATION__POLICY='{"type": "vw", "exploration": "epsilon", "epsilon": 0.1}'
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _PolicyConfigBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_propensity: float = Field(
+        default=1e-4,
+        gt=0.0,
+        le=0.5,
+        description="Floor of every candidate's probability (the pmf is mixed with uniform to reach it).",
+    )
+
+
+class VWPolicyConfig(_PolicyConfigBase):
+    """Vowpal Wabbit ``--cb_explore_adf``; VW's own exploration reduction produces the pmf."""
+
+    type: Literal["vw"] = "vw"
+    exploration: Literal["squarecb", "epsilon", "bag", "cover"] = "squarecb"
+    gamma_scale: float = Field(default=10.0, gt=0.0, description="squarecb: exploitation strength.")
+    gamma_exponent: float = Field(default=0.5, ge=0.0, description="squarecb: gamma grows as t**exponent.")
+    epsilon: float = Field(default=0.1, ge=0.0, le=1.0, description="epsilon-greedy / bag / cover epsilon.")
+    bag: int = Field(default=5, ge=2, le=64, description="bag: number of bootstrapped policies.")
+    cover: int = Field(default=3, ge=1, le=64, description="cover: number of cover policies.")
+    learning_rate: float = Field(default=0.5, gt=0.0)
+    bits: int = Field(default=20, ge=12, le=28, description="Hash table size, 2**bits weights.")
+    interactions: tuple[str, ...] = Field(
+        default=("CA", "CI", "UA"),
+        description="VW -q namespace pairs: C=context, U=user-ness, A=arm numeric features, I=item id.",
+    )
+
+
+class EpsilonGreedyPolicyConfig(_PolicyConfigBase):
+    """Shortcut for ``VWPolicyConfig(exploration="epsilon")``."""
+
+    type: Literal["epsilon_greedy"] = "epsilon_greedy"
+    epsilon: float = Field(default=0.1, ge=0.0, le=1.0)
+
+
+class UniformPolicyConfig(_PolicyConfigBase):
+    """Uniformly random over the candidates (baseline; learns nothing)."""
+
+    type: Literal["uniform"] = "uniform"
+
+
+class GreedyPolicyConfig(_PolicyConfigBase):
+    """Content-greedy (no exploration): ranks by one candidate feature, by default the user·item dot."""
+
+    type: Literal["greedy"] = "greedy"
+    feature: str = "dot"
+
+
+PolicyConfig = Annotated[
+    VWPolicyConfig | EpsilonGreedyPolicyConfig | UniformPolicyConfig | GreedyPolicyConfig,
+    Field(discriminator="type"),
+]
+
+
+class PacingConfig(BaseModel):
+    """Exposure pacing and graduation out of the cold pool.
+
+    Every item should get at least ``target_impressions`` within ``window_hours`` of listing; an item
+    behind that (linear) schedule is *starving* and its probability is multiplied by up to
+    ``max_boost``. An item graduates once it has ``graduate_impressions`` impressions and
+    ``graduate_clicks`` clicks, or when it is older than ``max_age_hours``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target_impressions: int = Field(default=100, ge=1)
+    window_hours: float = Field(default=24.0, gt=0.0)
+    max_boost: float = Field(default=4.0, ge=1.0)
+    per_seller_cap: int | None = Field(default=None, ge=1, description="Max slots per seller per request.")
+    graduate_impressions: int = Field(default=500, ge=1)
+    graduate_clicks: int = Field(default=5, ge=0)
+    max_age_hours: float = Field(default=72.0, gt=0.0)
+
+
+class RewardConfig(BaseModel):
+    """How interactions become rewards (joined to decisions by ``decision_id``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window_s: float = Field(default=300.0, gt=0.0, description="Reward window after the decision.")
+    by_kind: dict[str, float] = Field(
+        default_factory=lambda: {"impression": 0.0, "click": 1.0, "add_to_cart": 1.0, "purchase": 1.0},
+        description="Reward per interaction kind; the reward of a slot is the max over its interactions.",
+    )
+    default_reward: float = 0.0
 
 
 class ExplorationSettings(BaseModel):
     """Bandit, candidate pool and pacing settings."""
 
     model_config = ConfigDict(extra="forbid")
+
+    policy: PolicyConfig = Field(default_factory=VWPolicyConfig)
+    pacing: PacingConfig = Field(default_factory=PacingConfig)
+    rewards: RewardConfig = Field(default_factory=RewardConfig)
+    candidates_m: int = Field(default=100, ge=1, le=10_000, description="Top-M pool candidates scored.")
+    starving_candidates: int = Field(
+        default=10, ge=0, description="Candidate places reserved for the items most behind their schedule."
+    )
+    model_store_dir: Path | None = Field(default=None, description="Default: <data_dir>/model_store.")
+    reload_interval_s: float = Field(default=2.0, gt=0.0, description="How often replicas look for a model.")
+    checkpoint_interval_s: float = Field(default=30.0, gt=0.0, description="Learner checkpoint period.")
+    pool_refresh_interval_s: float = Field(default=5.0, gt=0.0, description="Pool sync from the store.")
+    graduation_interval_s: float = Field(default=10.0, gt=0.0, description="How often graduation runs.")
+    learner_group_id: str = "coldstart-learner"

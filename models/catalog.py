@@ -178,7 +178,9 @@ def _read_csv(path: Path, required: Sequence[str], optional: Sequence[str]) -> p
 
 def _load_items(root: Path, *, check_images: bool) -> list[CatalogItem]:
     path = root / "items.csv"
-    frame = _read_csv(path, _REQUIRED_ITEM_COLUMNS, [c for c in ITEM_COLUMNS if c not in _REQUIRED_ITEM_COLUMNS])
+    frame = _read_csv(
+        path, _REQUIRED_ITEM_COLUMNS, [c for c in ITEM_COLUMNS if c not in _REQUIRED_ITEM_COLUMNS]
+    )
     items: list[CatalogItem] = []
     seen: dict[str, int] = {}
     for row_no, row in enumerate(frame[list(ITEM_COLUMNS)].itertuples(index=False, name=None), start=1):
@@ -194,7 +196,9 @@ def _load_items(root: Path, *, check_images: bool) -> list[CatalogItem]:
         image_rel = image_rel.strip()
         if image_rel:
             if Path(image_rel).is_absolute():
-                raise InvalidInputError(f"{where}.image_path", image_rel, "must be relative to the catalog dir")
+                raise InvalidInputError(
+                    f"{where}.image_path", image_rel, "must be relative to the catalog dir"
+                )
             image_path = (root / image_rel).absolute()
             if check_images and not image_path.is_file():
                 raise InvalidInputError(f"{where}.image_path", image_rel, f"no such file under {root}")
@@ -255,8 +259,12 @@ def _load_interactions(root: Path, item_ids: set[str]) -> pd.DataFrame:
         )
     ts = _parse_ts(frame["ts"])
     return pd.DataFrame(
-        {"user_id": user.to_numpy(dtype=object), "item_id": item.to_numpy(dtype=object),
-         "value": value.astype("float64").to_numpy(), "ts": ts.to_numpy()}
+        {
+            "user_id": user.to_numpy(dtype=object),
+            "item_id": item.to_numpy(dtype=object),
+            "value": value.astype("float64").to_numpy(),
+            "ts": ts.to_numpy(),
+        }
     ).astype({"ts": "datetime64[ns, UTC]"})
 
 
@@ -351,7 +359,9 @@ def adapt_movielens(
             raise InvalidInputError("out", str(out_path), "out/images exists and is not a symlink")
         link.unlink()
     link.symlink_to(posters, target_is_directory=True)
-    pd.DataFrame(rows, columns=list(ITEM_COLUMNS)).to_csv(out_path / "items.csv", index=False, quoting=csv.QUOTE_MINIMAL)
+    pd.DataFrame(rows, columns=list(ITEM_COLUMNS)).to_csv(
+        out_path / "items.csv", index=False, quoting=csv.QUOTE_MINIMAL
+    )
     pd.DataFrame(
         {
             "user_id": kept["userId"].to_numpy(),

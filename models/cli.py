@@ -1,7 +1,193 @@
-"""`coldstart models ...` commands."""
+"""`coldstart models ...` commands: train, export (and the evaluation commands of models/eval_cli.py).
+
+Heavy imports (torch, transformers, open_clip) happen inside the commands.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
 
+from models import eval_cli
+
+if TYPE_CHECKING:
+    from models.config import EncoderConfig
+
 app = typer.Typer(no_args_is_help=True)
+
+
+def _encoder_config(
+    encoder: str,
+    model_name: str | None,
+    pretrained: str | None,
+    shared_dim: int,
+    max_text_tokens: int | None,
+    tiny: bool,
+) -> EncoderConfig:
+    from coldstart.errors import InvalidInputError
+    from models.config import OfflineEncoderConfig, OpenClipEncoderConfig
+
+    if encoder == "offline":
+        if tiny:
+            from models.testing import TINY_OFFLINE
+
+            return TINY_OFFLINE
+        return OfflineEncoderConfig(shared_dim=shared_dim, max_text_tokens=max_text_tokens or 256)
+    if encoder == "open_clip":
+        if tiny:
+            from models.testing import TINY_OPEN_CLIP
+
+            return TINY_OPEN_CLIP
+        return OpenClipEncoderConfig(
+            model_name=model_name or "ViT-B-32", pretrained=pretrained, max_text_tokens=max_text_tokens
+        )
+    raise InvalidInputError("--encoder", encoder, "expected 'offline' or 'open_clip'")
+
+
+def _fingerprint(catalog_dir: Path) -> str:
+    h = hashlib.sha256()
+    for name in ("items.csv", "interactions.csv"):
+        path = catalog_dir / name
+        if path.is_file():
+            h.update(name.encode())
+            with path.open("rb") as fh:
+                while block := fh.read(1 << 20):
+                    h.update(block)
+    return h.hexdigest()
+
+
+@app.command("train")
+def train_command(
+    catalog: Annotated[Path, typer.Option(help="Catalog dir: items.csv, interactions.csv, images.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Artifacts root (default: settings models.artifacts_dir).")
+    ] = None,
+    encoder: Annotated[str, typer.Option(help="Encoder kind: offline | open_clip.")] = "offline",
+    model_name: Annotated[str | None, typer.Option(help="open_clip model name.")] = None,
+    pretrained: Annotated[
+        str | None, typer.Option(help="open_clip pretrained tag or local checkpoint.")
+    ] = None,
+    shared_dim: Annotated[int, typer.Option(help="Shared image/text space dimension (offline).")] = 256,
+    max_text_tokens: Annotated[int | None, typer.Option(help="Text token cap (throughput knob).")] = None,
+    item_dim: Annotated[int, typer.Option(help="Item tower output dimension.")] = 128,
+    positive_threshold: Annotated[
+        float | None, typer.Option(help="Interactions with value >= this are positives (default: all).")
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Max epochs of projection-head training.")] = 40,
+    tower_epochs: Annotated[int, typer.Option(help="Max epochs of item-tower training.")] = 40,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    threads: Annotated[int, typer.Option(help="torch threads.")] = 2,
+    cache_dir: Annotated[Path | None, typer.Option(help="Feature cache dir (default: settings).")] = None,
+    tiny: Annotated[bool, typer.Option(help="Tiny random towers (smoke tests only, no quality).")] = False,
+) -> None:
+    """Train projection heads (CLIP loss) and the item tower on a catalog, export ONNX, write the manifest."""
+    import torch
+
+    from coldstart.settings import get_settings
+    from models.artifact import TrainingData
+    from models.catalog import Catalog
+    from models.export import build_artifact
+    from models.features import extract_features
+    from models.item_tower import ItemTowerConfig, train_item_tower
+    from models.projection import ProjectionTrainConfig, train_projection
+    from models.towers import build_towers
+
+    torch.set_num_threads(threads)
+    settings = get_settings().models
+    cfg = _encoder_config(encoder, model_name, pretrained, shared_dim, max_text_tokens, tiny)
+    cat = Catalog.load(catalog)
+    typer.echo(f"catalog {catalog}: {len(cat.items)} items, {len(cat.interactions)} interactions")
+    contents = [it.content() for it in cat.items]
+    features = extract_features(
+        contents, cfg, cache_dir=cache_dir or settings.feature_cache_dir, progress=True, seed=seed
+    )
+    typer.echo(
+        f"features: {len(features)} items, image_ok {int(features.image_ok.sum())}, "
+        f"text_ok {int(features.text_ok.sum())}"
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        towers = build_towers(cfg, seed=seed)
+    proj = train_projection(towers, features, ProjectionTrainConfig(epochs=epochs), seed=seed, progress=True)
+    inter = cat.interactions
+    if positive_threshold is not None:
+        inter = inter[inter["value"] >= positive_threshold]
+    trained = train_item_tower(
+        features,
+        inter[["user_id", "item_id"]],
+        ItemTowerConfig(item_dim=item_dim, max_epochs=tower_epochs),
+        seed=seed,
+        progress=True,
+    )
+    metrics = {**proj.metrics, **{f"item_tower/{k}": float(v) for k, v in trained.metrics.items()}}
+    path = build_artifact(
+        towers,
+        trained.module,
+        out or settings.artifacts_dir,
+        training_data=TrainingData(
+            fingerprint=_fingerprint(catalog),
+            source=str(catalog),
+            n_items=len(cat.items),
+            n_interactions=len(inter),
+        ),
+        metrics=metrics,
+        users=(trained.user_ids, trained.user_embeddings),
+        seed=seed,
+    )
+    typer.echo(json.dumps({"artifact": str(path), "version": path.name, "metrics": metrics}, indent=2))
+
+
+@app.command("export")
+def export_command(
+    artifact: Annotated[Path, typer.Option(help="Artifact dir (or root: newest) holding checkpoint.pt.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Artifacts root for the new version (default: same root).")
+    ] = None,
+    max_text_tokens: Annotated[int | None, typer.Option(help="New text token cap.")] = None,
+) -> None:
+    """Re-export a trained checkpoint to ONNX as a new artifact version (e.g. after an upgrade)."""
+    from models.artifact import read_manifest, resolve_artifact
+    from models.export import CHECKPOINT, build_artifact, load_checkpoint
+
+    src = resolve_artifact(artifact, artifact)
+    manifest = read_manifest(src)
+    towers, item_tower, seed = load_checkpoint(src / CHECKPOINT)
+    if max_text_tokens is not None:
+        towers.max_tokens = max_text_tokens
+    users = None
+    if (src / "users.npz").is_file():
+        from models.artifact import load_users
+
+        users = load_users(src)
+    path = build_artifact(
+        towers,
+        item_tower,
+        out or src.parent,
+        training_data=manifest.training_data,
+        metrics={k: v for k, v in manifest.metrics.items() if not k.startswith("parity/")},
+        users=users,
+        seed=seed,
+        notes=f"re-exported from {manifest.version}",
+    )
+    typer.echo(json.dumps({"artifact": str(path), "version": path.name, "from": manifest.version}))
+
+
+@app.command("info")
+def info_command(
+    artifact: Annotated[Path | None, typer.Option(help="Artifact dir or root (default: settings).")] = None,
+    verify: Annotated[bool, typer.Option(help="Re-hash every file.")] = True,
+) -> None:
+    """Print an artifact's manifest (the one serving would load)."""
+    from coldstart.settings import get_settings
+    from models.artifact import read_manifest, resolve_artifact
+
+    settings = get_settings().models
+    path = resolve_artifact(artifact or settings.artifact, settings.artifacts_dir)
+    typer.echo(read_manifest(path, verify=verify).model_dump_json(indent=2))
+
+
+eval_cli.register(app)

@@ -18,7 +18,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("adapt-movielens")
     def adapt_movielens_command(
-        src: Annotated[Path, typer.Option(help="The shared MovieLens folder.")] = Path("../shared/data/movielens"),
+        src: Annotated[Path, typer.Option(help="The shared MovieLens folder.")] = Path(
+            "../shared/data/movielens"
+        ),
         out: Annotated[Path, typer.Option(help="Catalog directory to write.")] = Path(
             ".coldstart/catalogs/movielens"
         ),

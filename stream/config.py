@@ -1,12 +1,68 @@
-"""Settings section for stream/ (owned by stream/)."""
+"""Settings section for stream/ (owned by stream/).
+
+Environment variables use the ``COLDSTART_KAFKA__`` prefix, e.g.
+``COLDSTART_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` or ``COLDSTART_KAFKA__ENCODE__MAX_BATCH_SIZE=64``.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ImageFetchSettings(BaseModel):
+    """How the encoder worker fetches item images.
+
+    Parameters
+    ----------
+    timeout_s
+        Per-image deadline for http/https fetches (connect + read), in seconds.
+    max_bytes
+        Byte cap for one image, whatever its source (URL body, file, base64 payload).
+    concurrency
+        Images fetched at the same time (threads).
+    path_roots
+        Local image paths must resolve inside one of these directories; ``None`` allows any readable
+        path (the embedded default). Set it in production: event producers should not name arbitrary
+        files on the worker's disk.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: float = Field(default=3.0, gt=0.0, le=120.0)
+    max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    concurrency: int = Field(default=8, ge=1, le=256)
+    path_roots: list[Path] | None = None
+
+
+class EncodeWorkerSettings(BaseModel):
+    """The ``items.listed`` encoder worker (a consumer group; scale out by starting more workers).
+
+    Parameters
+    ----------
+    group_id
+        Kafka consumer group of the encoder workers.
+    max_batch_size
+        Most events in one micro-batch (one encoder call, one store write, one commit).
+    linger_ms
+        How long a micro-batch waits for more events after its first one, in milliseconds.
+    pipeline_depth
+        Micro-batches in flight at once (fetch/encode/write overlap); offsets are still committed in
+        order and only after their batch is written.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    group_id: str = "coldstart-encoder"
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    linger_ms: int = Field(default=50, ge=0, le=60_000)
+    pipeline_depth: int = Field(default=2, ge=1, le=16)
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
 
 
 class KafkaSettings(BaseModel):
-    """Kafka connection. ``bootstrap_servers=None`` starts the embedded Tansu broker on 127.0.0.1."""
+    """Kafka connection. ``bootstrap_servers=None`` uses the embedded Tansu broker on 127.0.0.1."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -16,3 +72,9 @@ class KafkaSettings(BaseModel):
     # Tansu needs short group timeouts, or a consumer group takes ~23 s to join.
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
+    client_id: str = "coldstart"
+    # Producer: acks="all" so a publish returns only once the broker has the event.
+    producer_linger_ms: int = Field(default=5, ge=0)
+    request_timeout_ms: int = Field(default=30_000, ge=1000)
+    encode: EncodeWorkerSettings = Field(default_factory=EncodeWorkerSettings)
+    images: ImageFetchSettings = Field(default_factory=ImageFetchSettings)

@@ -1,0 +1,384 @@
+"""The slot-selection service: pool + user vector + policy + pacing → a logged :class:`Decision`.
+
+For one request it
+
+1. reads the user's vector from the feature store (an unknown user falls back to context only);
+2. takes the top ``M - R`` cold items of the pool by inner product with that vector, plus up to ``R``
+   of the most starving items (``R = starving_candidates``; an unknown user gets ``M`` items, the most
+   starving first), honouring the request's category/seller filters and exclusions;
+3. builds each candidate's features (user·item dot, user⊙item bucket sums, item age, impressions,
+   pacing boost) and lets the current policy sample ``k`` slots without replacement, the pmf
+   multiplied by the pacing boosts and the per-seller cap applied, propensities logged as sampled;
+4. counts the impressions for pacing and hands the decision to its sinks (decisions topic, offline
+   store).
+
+The service also keeps the pool in sync with the feature store (:meth:`SlotService.sync_from_store`)
+and graduates items out of it (:meth:`SlotService.graduate`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+from numpy.typing import NDArray
+
+from coldstart.errors import InvalidInputError
+from exploration.model_store import PolicyHolder
+from exploration.pacing import Exposure, ExposurePacer, GraduationEvent
+from exploration.policies import Arm
+from exploration.pool.base import CandidatePool, PoolEntry, PoolFilter
+from exploration.records import Candidate, Decision, Slot
+from exploration.sinks import DecisionSink
+from feature_repo.base import UserStore
+from feature_repo.records import StoredItem
+
+log = logging.getLogger(__name__)
+
+N_BUCKETS = 8
+MAX_K = 50
+COLD_STATUSES = frozenset({"cold", "warming"})
+
+
+@dataclass(frozen=True)
+class SlotRequest:
+    """One request for exploration slots.
+
+    Parameters
+    ----------
+    user_id
+        The user (may be unknown to the store).
+    k
+        Slots wanted, 1..50.
+    context
+        Free-form request features: numbers or categorical strings.
+    exclude_item_ids
+        Items that must not be returned (already on the page...).
+    categories, sellers
+        Restrict candidates to these categories / sellers (empty = no restriction).
+    """
+
+    user_id: str
+    k: int
+    context: Mapping[str, float | str] = field(default_factory=dict)
+    exclude_item_ids: frozenset[str] = frozenset()
+    categories: tuple[str, ...] = ()
+    sellers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SlotResult:
+    """A decision and what the service observed making it."""
+
+    decision: Decision
+    explored: int
+    """Slots whose item was not the policy's best-scored remaining candidate."""
+    known_user: bool
+
+
+class SlotService:
+    """Chooses exploration slots among cold items.
+
+    Parameters
+    ----------
+    pool
+        Nearest-neighbour index over the cold items' ``item_vector`` (recommendation space).
+    users
+        Online user vectors (``None``: every user is unknown).
+    holder
+        The current policy (hot-reloaded).
+    pacer
+        Exposure pacing state.
+    sinks
+        Receivers of every decision.
+    candidates_m
+        Candidates scored per request (M).
+    starving_candidates
+        Candidate places reserved for the most starving items (R).
+    per_seller_cap
+        Max slots per seller in one response.
+    clock
+        Epoch seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        pool: CandidatePool,
+        users: UserStore | None,
+        holder: PolicyHolder,
+        pacer: ExposurePacer,
+        sinks: Sequence[DecisionSink] = (),
+        candidates_m: int = 100,
+        starving_candidates: int = 10,
+        per_seller_cap: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if candidates_m < 1:
+            raise InvalidInputError("candidates_m", candidates_m, "must be >= 1")
+        self.pool = pool
+        self.users = users
+        self.holder = holder
+        self.pacer = pacer
+        self.sinks = list(sinks)
+        self.candidates_m = candidates_m
+        self.starving_candidates = max(0, min(starving_candidates, candidates_m))
+        self.per_seller_cap = per_seller_cap
+        self.clock = clock
+        self._entries: dict[str, PoolEntry] = {}
+        self._lock = threading.Lock()
+        self.graduation_hooks: list[Callable[[list[GraduationEvent]], None]] = []
+        self.decisions = 0
+        self.slots_served = 0
+        self.slots_explored = 0
+
+    # ------------------------------------------------------------------ pool membership
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entry(self, item_id: str) -> PoolEntry | None:
+        """The pool entry of a cold item, or ``None``."""
+        return self._entries.get(item_id)
+
+    def add_items(
+        self, entries: Sequence[PoolEntry], counts: Mapping[str, tuple[int, int]] | None = None
+    ) -> None:
+        """Add or replace cold items (pool + pacing); ``counts`` seeds ``(impressions, clicks)``."""
+        if not entries:
+            return
+        self.pool.upsert(entries)
+        with self._lock:
+            for e in entries:
+                self._entries[e.item_id] = e
+        for e in entries:
+            imps, clicks = (counts or {}).get(e.item_id, (0, 0))
+            self.pacer.register(
+                e.item_id,
+                e.listed_at_s,
+                seller_id=e.seller_id,
+                category=e.category,
+                impressions=imps,
+                clicks=clicks,
+            )
+
+    def remove_items(self, item_ids: Sequence[str]) -> None:
+        """Take items out of the cold pool."""
+        if not item_ids:
+            return
+        self.pool.remove(item_ids)
+        with self._lock:
+            for item_id in item_ids:
+                self._entries.pop(item_id, None)
+        self.pacer.forget(item_ids)
+
+    def sync_from_store(self, items: Iterable[StoredItem]) -> tuple[int, int]:
+        """Make the pool match the store's cold items: returns ``(added_or_updated, removed)``.
+
+        Items with status ``cold``/``warming`` are (re)indexed by their current ``item_vector``;
+        graduated or warm items leave the pool.
+        """
+        add: list[PoolEntry] = []
+        counts: dict[str, tuple[int, int]] = {}
+        gone: list[str] = []
+        for item in items:
+            if item.status not in COLD_STATUSES:
+                if item.item_id in self._entries:
+                    gone.append(item.item_id)
+                continue
+            entry = entry_from_item(item)
+            old = self._entries.get(item.item_id)
+            counts[item.item_id] = (item.impressions, item.clicks)
+            if old is None or not np.array_equal(old.vector, entry.vector):
+                add.append(entry)
+            else:
+                self.pacer.register(
+                    item.item_id, entry.listed_at_s, impressions=item.impressions, clicks=item.clicks
+                )
+        self.add_items(add, counts)
+        self.remove_items(gone)
+        return len(add), len(gone)
+
+    def graduate(self, now_s: float | None = None) -> list[GraduationEvent]:
+        """Remove the items that graduate now from the pool; hooks receive the events."""
+        events = self.pacer.graduations(now_s)
+        if events:
+            self.remove_items([e.item_id for e in events])
+            for hook in self.graduation_hooks:
+                try:
+                    hook(events)
+                except Exception as exc:  # a hook must not break serving
+                    log.error("graduation hook failed: %s", exc)
+        return events
+
+    # ------------------------------------------------------------------ serving
+    def select(self, request: SlotRequest) -> SlotResult:
+        """Choose up to ``k`` exploration slots and log the decision."""
+        if not 1 <= request.k <= MAX_K:
+            raise InvalidInputError("k", request.k, f"must be between 1 and {MAX_K}")
+        if not request.user_id:
+            raise InvalidInputError("user_id", request.user_id, "must be a non-empty string")
+        now = self.clock()
+        loaded = self.holder.current
+        user_vec: NDArray[np.float32] | None = None
+        if self.users is not None:
+            user = self.users.get_users([request.user_id]).get(request.user_id)
+            user_vec = None if user is None else np.asarray(user.vector, dtype=np.float32)
+
+        ids, sims = self._candidates(request, user_vec, now)
+        entries = [self._entries.get(i) for i in ids]
+        keep = [n for n, e in enumerate(entries) if e is not None]
+        ids = [ids[n] for n in keep]
+        sims = [sims[n] for n in keep]
+        boosts = self.pacer.boosts(ids, now)
+        arms = self._arms(ids, sims, [entries[n] for n in keep], user_vec, boosts, now)  # type: ignore[misc]
+        context: dict[str, float | str] = {
+            **request.context,
+            "has_user": 1.0 if user_vec is not None else 0.0,
+        }
+        policy = loaded.policy
+        choice = policy.choose(context, arms, request.k, boosts=boosts, max_per_group=self.per_seller_cap)
+
+        explored = 0
+        remaining = np.ones(len(arms), dtype=bool)
+        for s in choice.slots:
+            if len(arms) and choice.scores[s.index] < choice.scores[remaining].max():
+                explored += 1
+            remaining[s.index] = False
+        decision = Decision(
+            decision_id=uuid.uuid4().hex,
+            ts=datetime.fromtimestamp(now, UTC),
+            user_id=request.user_id,
+            context=context,
+            policy=policy.name,
+            model_version=loaded.version,
+            candidates=[
+                Candidate(
+                    item_id=a.item_id,
+                    probability=float(choice.pmf[i]),
+                    score=float(choice.scores[i]),
+                    features=dict(a.features),
+                )
+                for i, a in enumerate(arms)
+            ],
+            slots=[
+                Slot(item_id=s.item_id, position=s.position, propensity=s.propensity, score=s.score)
+                for s in choice.slots
+            ],
+        )
+        self.pacer.record_impressions(s.item_id for s in choice.slots)
+        for sink in self.sinks:
+            try:
+                sink.publish(decision)
+            except Exception as exc:  # a sink outage must not fail the request; it is logged and counted
+                log.error("decision sink %s failed: %s", type(sink).__name__, exc)
+        self.decisions += 1
+        self.slots_served += len(choice.slots)
+        self.slots_explored += explored
+        return SlotResult(decision=decision, explored=explored, known_user=user_vec is not None)
+
+    def _candidates(
+        self, request: SlotRequest, user_vec: NDArray[np.float32] | None, now: float
+    ) -> tuple[list[str], list[float]]:
+        m = self.candidates_m
+        filt = PoolFilter(
+            categories=tuple(request.categories),
+            sellers=tuple(request.sellers),
+            exclude_item_ids=frozenset(request.exclude_item_ids),
+        )
+
+        def accept(e: Exposure) -> bool:
+            return (
+                e.item_id not in filt.exclude_item_ids
+                and (not filt.categories or e.category in filt.categories)
+                and (not filt.sellers or e.seller_id in filt.sellers)
+            )
+
+        ids: list[str] = []
+        sims: list[float] = []
+        seen: set[str] = set()
+        if user_vec is not None:
+            for hit in self.pool.search(user_vec, m - self.starving_candidates, filt):
+                if hit.item_id not in seen:
+                    seen.add(hit.item_id)
+                    ids.append(hit.item_id)
+                    sims.append(hit.score)
+            extra = self.pacer.most_starving(
+                m, now_s=now, accept=lambda e: accept(e) and e.item_id not in seen
+            )
+        else:
+            extra = self.pacer.most_starving(m, now_s=now, accept=accept, only_behind=False)
+        for item_id in extra:
+            if len(ids) >= m:
+                break
+            if item_id not in seen:
+                seen.add(item_id)
+                ids.append(item_id)
+                sims.append(math.nan)
+        return ids, sims
+
+    def _arms(
+        self,
+        ids: list[str],
+        sims: list[float],
+        entries: list[PoolEntry],
+        user_vec: NDArray[np.float32] | None,
+        boosts: NDArray[np.float64],
+        now: float,
+    ) -> list[Arm]:
+        if not ids:
+            return []
+        n = len(ids)
+        dots = np.zeros(n)
+        buckets = np.zeros((n, N_BUCKETS))
+        if user_vec is not None:
+            dim = user_vec.shape[0]
+            usable = [i for i, e in enumerate(entries) if e.vector.shape == (dim,)]
+            if usable:
+                V = np.stack([entries[i].vector for i in usable]).astype(np.float64)
+                prod = V * user_vec.astype(np.float64)
+                starts = np.linspace(0, dim, N_BUCKETS + 1).astype(int)[:-1]
+                buckets[usable] = np.add.reduceat(prod, starts, axis=1)
+                dots[usable] = prod.sum(axis=1)
+        arms: list[Arm] = []
+        for i, (item_id, e) in enumerate(zip(ids, entries, strict=True)):
+            exp = self.pacer.get(item_id)
+            age_h = max(0.0, now - e.listed_at_s) / 3600.0
+            feats: dict[str, float] = {
+                "dot": round(float(dots[i]), 6),
+                "age": round(math.log1p(age_h), 6),
+                "imp": round(math.log1p(exp.impressions if exp else 0), 6),
+                "boost": round(math.log(float(boosts[i])), 6),
+                "starving": 1.0 if math.isnan(sims[i]) else 0.0,
+            }
+            for b in range(N_BUCKETS):
+                feats[f"p{b}"] = round(float(buckets[i, b]), 6)
+            arms.append(Arm(item_id=item_id, features=feats, group=e.seller_id))
+        return arms
+
+    def close(self) -> None:
+        """Flush and close the sinks."""
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:
+                log.error("closing sink %s failed: %s", type(sink).__name__, exc)
+
+
+def entry_from_item(item: StoredItem, vector: str = "item_vector") -> PoolEntry:
+    """The pool entry of a stored item, indexed by its ``item_vector`` or ``content_vector``."""
+    vec = np.asarray(getattr(item, vector), dtype=np.float32).reshape(-1)
+    return PoolEntry(
+        item_id=item.item_id,
+        vector=vec,
+        category=item.category,
+        seller_id=item.seller_id,
+        listed_at_s=item.listed_at.timestamp(),
+        attrs={"status": item.status},
+    )

@@ -1,0 +1,73 @@
+"""``coldstart store ...``: create the feature store of the configured profile, print its Feast env."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)
+
+REPO_DIR = Path(__file__).resolve().parent
+
+
+def feast_cli_env(profile: Literal["embedded", "production"] | None = None) -> dict[str, str]:
+    """Environment for running the ``feast`` CLI in ``feature_repo/`` with the configured profile."""
+    from sqlalchemy.engine import make_url
+
+    from coldstart.settings import get_settings
+
+    settings = get_settings()
+    feast = settings.feast if profile is None else settings.feast.model_copy(update={"profile": profile})
+    env = {"COLDSTART_FEAST__PROFILE": feast.profile, "COLDSTART_FEAST__PG_SCHEMA": feast.pg_schema}
+    if feast.profile == "embedded":
+        return env
+    pg = make_url(feast.postgres_url)
+    env.update(
+        {
+            "FEAST_FS_YAML_FILE_PATH": str(REPO_DIR / "feature_store.production.yaml"),
+            "CS_FEAST_PROJECT": feast.project,
+            "CS_FEAST_REGISTRY_URL": feast.registry_url or feast.postgres_url,
+            "CS_FEAST_REDIS": feast.feast_redis_connection_string(),
+            "CS_FEAST_PG_HOST": pg.host or "127.0.0.1",
+            "CS_FEAST_PG_PORT": str(pg.port or 5432),
+            "CS_FEAST_PG_DATABASE": pg.database or "postgres",
+            "CS_FEAST_PG_SCHEMA": feast.pg_schema,
+            "CS_FEAST_PG_USER": pg.username or "postgres",
+            "CS_FEAST_PG_PASSWORD": pg.password or "",
+            "CS_FEAST_PG_SSLMODE": str(pg.query.get("sslmode", "disable")),
+        }
+    )
+    return env
+
+
+@app.command("env")
+def env_command(
+    profile: Annotated[
+        str | None, typer.Option(help="embedded | production (default: COLDSTART_FEAST__PROFILE)")
+    ] = None,
+) -> None:
+    """Print `export` lines that point the `feast` CLI (run in feature_repo/) at the configured store."""
+    if profile not in (None, "embedded", "production"):
+        raise typer.BadParameter(f"profile={profile!r}: must be embedded or production")
+    for k, v in feast_cli_env(profile).items():  # type: ignore[arg-type]
+        typer.echo(f"export {k}={shlex.quote(v)}")
+
+
+@app.command("apply")
+def apply_command() -> None:
+    """Create the offline tables / files and register the Feast objects of the configured profile."""
+    from coldstart.settings import get_settings
+    from feature_repo import open_store
+
+    settings = get_settings()
+    store = open_store(settings)
+    try:
+        typer.echo(
+            f"feature store ready: profile={settings.feast.profile} project={settings.feast.project} "
+            f"views={[v.name for v in store.feast.list_feature_views()]}"
+        )
+    finally:
+        store.close()

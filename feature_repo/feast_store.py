@@ -1,0 +1,435 @@
+"""The Feast-backed :class:`~feature_repo.base.FeatureStore` (both profiles).
+
+Online rows go through Feast PushSources (``PushMode.ONLINE``); offline history is written by the
+profile's :class:`~feature_repo.offline.base.OfflineLog` *before* the online write, so a crash in
+between is healed by the re-delivery (the offline write is deduplicated on its key).
+
+``write_items`` is idempotent and never regresses: per item it writes the content row only when the
+content changed and is newer than the stored one, and the state row only when the warm-up state
+changed and is newer. The encoder worker and the warm-up learner can therefore both call it with
+full :class:`StoredItem` rows (the learner: ``dataclasses.replace(item, item_vector=..., status=...,
+impressions=..., clicks=..., updated_at=event_ts)``) without overwriting each other's part.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from feast import FeatureStore as _FeastStore
+from feast import RepoConfig
+from feast.data_source import PushMode
+from feast.repo_config import RegistryConfig
+from numpy.typing import NDArray
+from sqlalchemy.engine import make_url
+
+from coldstart.errors import InvalidInputError, StoreError
+from feature_repo.base import FeatureStore, UserStore
+from feature_repo.config import FeastSettings
+from feature_repo.definitions import (
+    CONTENT_FEATURES,
+    ITEM_CONTENT,
+    ITEM_STATE,
+    STATE_FEATURES,
+    USER_FEATURES,
+    USER_VECTOR,
+    Definitions,
+    build_definitions,
+)
+from feature_repo.offline.base import OfflineLog, content_row, state_row, user_row, utc
+from feature_repo.records import StoredItem, StoredUser
+
+_CONTENT_REFS = [f"{ITEM_CONTENT}:{f}" for f in CONTENT_FEATURES]
+_STATE_REFS = [f"{ITEM_STATE}:{f}" for f in STATE_FEATURES]
+_USER_REFS = [f"{USER_VECTOR}:{f}" for f in USER_FEATURES]
+_READ_CHUNK = 500
+
+WriteMode = Literal["full", "content", "state"]
+
+
+def _f32(value: Any) -> NDArray[np.float32]:
+    return np.asarray(value, dtype=np.float32)
+
+
+def _ts(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(float(value), tz=UTC)
+    ts = pd.Timestamp(value)
+    return (ts.tz_localize(UTC) if ts.tzinfo is None else ts.tz_convert(UTC)).to_pydatetime()
+
+
+def _same_vec(a: NDArray[np.float32] | None, b: NDArray[np.float32] | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.shape == b.shape and bool(np.array_equal(a, b))
+
+
+def _latest_per_key(items: Sequence[Any], key: str) -> list[Any]:
+    best: dict[str, Any] = {}
+    for it in items:
+        k = getattr(it, key)
+        if k in best and utc(best[k].updated_at, "updated_at") > utc(it.updated_at, "updated_at"):
+            continue
+        best[k] = it
+    return list(best.values())
+
+
+class FeastFeatureStore(FeatureStore):
+    """Feature store over Feast (online) and an :class:`OfflineLog` (history).
+
+    Parameters
+    ----------
+    store
+        A Feast store whose registry holds ``definitions`` (``open_store`` applies them).
+    offline
+        Where history rows go (parquet or PostgreSQL).
+    definitions
+        The Feast objects of this profile.
+    """
+
+    def __init__(self, store: _FeastStore, offline: OfflineLog, definitions: Definitions) -> None:
+        self.feast = store
+        self.offline = offline
+        self.definitions = definitions
+        self._write_lock = threading.Lock()
+        self._users = FeastUserStore(self)
+
+    # -- writes ---------------------------------------------------------------------------------
+    def write_items(self, items: Sequence[StoredItem], mode: WriteMode = "full") -> None:
+        """Write content and state rows online and to the offline history (idempotent, see module doc).
+
+        Parameters
+        ----------
+        items
+            Full rows; within one call the newest row per ``item_id`` wins.
+        mode
+            ``full``: content and warm-up state as given. ``content`` (the encoder's choice): the content,
+            plus the initial state only for items that have none yet, so re-encoding or re-listing an
+            item never resets its warm-up. ``state`` (the learner's choice): the state only.
+        """
+        if not items:
+            return
+        if mode not in ("full", "content", "state"):
+            raise InvalidInputError("mode", mode, "must be 'full', 'content' or 'state'")
+        for it in items:
+            if not it.item_id:
+                raise InvalidInputError("items[].item_id", it.item_id, "must be a non-empty string")
+        batch: list[StoredItem] = _latest_per_key(items, "item_id")
+        now = datetime.now(UTC)
+        with self._write_lock:
+            existing = self._read_items([i.item_id for i in batch])
+            content_new: list[StoredItem] = []
+            state_new: list[StoredItem] = []
+            for it in batch:
+                old = existing.get(it.item_id)
+                ts = utc(it.updated_at, f"items[{it.item_id}].updated_at")
+                if mode != "state" and (old is None or (ts > old.content_ts and not old.same_content(it))):
+                    content_new.append(it)
+                if old is None or not old.has_state:
+                    state_new.append(it)
+                elif mode != "content" and ts > old.state_ts and not old.same_state(it):
+                    state_new.append(it)
+            c_rows = [content_row(i, now) for i in content_new]
+            s_rows = [state_row(i, now) for i in state_new]
+            self.offline.write_item_content(content_new)
+            self.offline.write_item_states(state_new)
+            self._push(self.definitions.item_content_push.name, c_rows)
+            self._push(self.definitions.item_state_push.name, s_rows)
+
+    def _push(self, source: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        try:
+            self.feast.push(source, pd.DataFrame(rows), to=PushMode.ONLINE)
+        except Exception as exc:  # Feast raises many unrelated types (redis, sqlite, proto)
+            raise StoreError(f"cannot write {len(rows)} rows to the online store via {source}: {exc}") from exc
+
+    # -- reads ----------------------------------------------------------------------------------
+    def _online(self, refs: list[str], key: str, ids: Sequence[str]) -> dict[str, list[Any]]:
+        try:
+            resp = self.feast.get_online_features(
+                features=refs, entity_rows=[{key: i} for i in ids], full_feature_names=True
+            )
+            return resp.to_dict()
+        except Exception as exc:
+            raise StoreError(f"cannot read {len(ids)} rows from the online store: {exc}") from exc
+
+    def _read_items(self, item_ids: Sequence[str]) -> dict[str, _OnlineItem]:
+        out: dict[str, _OnlineItem] = {}
+        ids = list(dict.fromkeys(item_ids))
+        for start in range(0, len(ids), _READ_CHUNK):
+            chunk = ids[start : start + _READ_CHUNK]
+            d = self._online(_CONTENT_REFS + _STATE_REFS, "item_id", chunk)
+            for n, item_id in enumerate(chunk):
+
+                def g(view: str, feat: str, n: int = n) -> Any:
+                    return d[f"{view}__{feat}"][n]
+
+                cvec = g(ITEM_CONTENT, "content_vector")
+                if cvec is None:
+                    continue
+                civ = _f32(g(ITEM_CONTENT, "content_item_vector"))
+                ivec = g(ITEM_STATE, "item_vector")
+                content_ts = _ts(g(ITEM_CONTENT, "content_updated_at")) or datetime.min.replace(tzinfo=UTC)
+                state_ts = _ts(g(ITEM_STATE, "state_updated_at"))
+                item = StoredItem(
+                    item_id=item_id,
+                    content_vector=_f32(cvec),
+                    item_vector=civ if ivec is None else _f32(ivec),
+                    image_ok=bool(g(ITEM_CONTENT, "image_ok")),
+                    text_ok=bool(g(ITEM_CONTENT, "text_ok")),
+                    encoder_version=str(g(ITEM_CONTENT, "encoder_version") or ""),
+                    listed_at=_ts(g(ITEM_CONTENT, "listed_at")) or content_ts,
+                    updated_at=max(content_ts, state_ts) if state_ts is not None else content_ts,
+                    category=str(g(ITEM_CONTENT, "category") or ""),
+                    seller_id=str(g(ITEM_CONTENT, "seller_id") or ""),
+                    status=g(ITEM_STATE, "status") or "cold",
+                    impressions=int(g(ITEM_STATE, "impressions") or 0),
+                    clicks=int(g(ITEM_STATE, "clicks") or 0),
+                    content_item_vector=civ,
+                    model_version=str(g(ITEM_STATE, "model_version") or ""),
+                )
+                out[item_id] = _OnlineItem(
+                    item, content_ts, state_ts or datetime.min.replace(tzinfo=UTC), ivec is not None
+                )
+        return out
+
+    def get_items(self, item_ids: Sequence[str]) -> dict[str, StoredItem]:
+        """Online read of items (content + current state); unknown ids are absent."""
+        return {k: v.item for k, v in self._read_items(item_ids).items()}
+
+    def iter_items(self) -> Iterator[StoredItem]:
+        """Every stored item, read online in chunks (ids come from the offline content history)."""
+        ids = self.offline.distinct_ids("item_content", "item_id")
+        for start in range(0, len(ids), _READ_CHUNK):
+            yield from self.get_items(ids[start : start + _READ_CHUNK]).values()
+
+    def users(self) -> FeastUserStore:
+        """The user side of the store."""
+        return self._users
+
+    # -- training / analysts --------------------------------------------------------------------
+    def historical_features(self, entity_df: pd.DataFrame, features: Sequence[str]) -> pd.DataFrame:
+        """Point-in-time-correct training frame.
+
+        Parameters
+        ----------
+        entity_df
+            Columns ``item_id`` and/or ``user_id`` and ``event_timestamp`` (tz-aware): each row gets the
+            feature values as they were at its timestamp (latest row with ``event_ts <= event_timestamp``).
+        features
+            Feature references such as ``"item_content:content_vector"``, ``"item_state:item_vector"``.
+        """
+        if "event_timestamp" not in entity_df.columns:
+            raise InvalidInputError("entity_df.columns", list(entity_df.columns), "needs 'event_timestamp'")
+        try:
+            job = self.feast.get_historical_features(entity_df=entity_df, features=list(features))
+            return job.to_df()
+        except InvalidInputError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"cannot build the historical feature frame: {exc}") from exc
+
+    def close(self) -> None:
+        """Release connections (offline pool; Feast's online clients are per-process)."""
+        self.offline.close()
+
+
+class _OnlineItem:
+    __slots__ = ("content_ts", "has_state", "item", "state_ts")
+
+    def __init__(self, item: StoredItem, content_ts: datetime, state_ts: datetime, has_state: bool) -> None:
+        self.item = item
+        self.content_ts = content_ts
+        self.state_ts = state_ts
+        self.has_state = has_state
+
+    def same_content(self, new: StoredItem) -> bool:
+        old = self.item
+        # a row without content_item_vector (e.g. a warm-up update built from the encoder's row) says
+        # nothing about it: the stored one is kept
+        civ = new.content_item_vector
+        return (
+            _same_vec(old.content_vector, _f32(new.content_vector))
+            and (civ is None or _same_vec(old.content_item_vector, _f32(civ)))
+            and old.image_ok == new.image_ok
+            and old.text_ok == new.text_ok
+            and old.encoder_version == new.encoder_version
+            and old.category == new.category
+            and old.seller_id == new.seller_id
+            and old.listed_at == utc(new.listed_at, "listed_at")
+        )
+
+    def same_state(self, new: StoredItem) -> bool:
+        old = self.item
+        return (
+            self.has_state
+            and _same_vec(old.item_vector, _f32(new.item_vector))
+            and old.status == new.status
+            and old.impressions == new.impressions
+            and old.clicks == new.clicks
+            and old.model_version == new.model_version
+        )
+
+
+class FeastUserStore(UserStore):
+    """User vectors in the ``user_vector`` feature view."""
+
+    def __init__(self, parent: FeastFeatureStore) -> None:
+        self._p = parent
+
+    def write_users(self, users: Sequence[StoredUser]) -> None:
+        """Write user rows offline, then online; stale rows (older than the stored one) are skipped."""
+        if not users:
+            return
+        for u in users:
+            if not u.user_id:
+                raise InvalidInputError("users[].user_id", u.user_id, "must be a non-empty string")
+        batch: list[StoredUser] = _latest_per_key(users, "user_id")
+        now = datetime.now(UTC)
+        with self._p._write_lock:
+            current = self.get_users([u.user_id for u in batch])
+            fresh = [
+                u
+                for u in batch
+                if u.user_id not in current
+                or utc(u.updated_at, f"users[{u.user_id}].updated_at") > current[u.user_id].updated_at
+            ]
+            self._p.offline.write_users(fresh)
+            self._p._push(self._p.definitions.user_vector_push.name, [user_row(u, now) for u in fresh])
+
+    def get_users(self, user_ids: Sequence[str]) -> dict[str, StoredUser]:
+        """Online read; unknown users are absent."""
+        out: dict[str, StoredUser] = {}
+        ids = list(dict.fromkeys(user_ids))
+        for start in range(0, len(ids), _READ_CHUNK):
+            chunk = ids[start : start + _READ_CHUNK]
+            d = self._p._online(_USER_REFS, "user_id", chunk)
+            for n, user_id in enumerate(chunk):
+                vec = d[f"{USER_VECTOR}__user_vector"][n]
+                if vec is None:
+                    continue
+                out[user_id] = StoredUser(
+                    user_id=user_id,
+                    vector=_f32(vec),
+                    interactions=int(d[f"{USER_VECTOR}__interactions"][n] or 0),
+                    model_version=str(d[f"{USER_VECTOR}__model_version"][n] or ""),
+                    updated_at=_ts(d[f"{USER_VECTOR}__user_updated_at"][n]) or datetime.min.replace(tzinfo=UTC),
+                )
+        return out
+
+
+# -- opening --------------------------------------------------------------------------------------
+def embedded_repo_path(feast: FeastSettings, data_dir: Path) -> Path:
+    """Absolute directory of the embedded profile's files."""
+    return (feast.repo_path or Path(data_dir) / "feast").expanduser().resolve()
+
+
+def repo_config(feast: FeastSettings, data_dir: Path) -> RepoConfig:
+    """The Feast ``RepoConfig`` of ``feast.profile`` (what feature_store.yaml would say)."""
+    if feast.profile == "embedded":
+        root = embedded_repo_path(feast, data_dir)
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        return RepoConfig(
+            project=feast.project,
+            provider="local",
+            registry=RegistryConfig(
+                path=str(root / "data" / "registry.db"), cache_ttl_seconds=feast.registry_cache_ttl_s
+            ),
+            online_store={"type": "sqlite", "path": str(root / "data" / "online_store.db")},
+            offline_store={"type": "file"},
+            entity_key_serialization_version=3,
+            repo_path=root,
+        )
+    pg = make_url(feast.postgres_url)
+    return RepoConfig(
+        project=feast.project,
+        provider="local",
+        registry={
+            "registry_type": "sql",
+            "path": feast.registry_url or feast.postgres_url,
+            "cache_ttl_seconds": feast.registry_cache_ttl_s,
+            "sqlalchemy_config_kwargs": {"echo": False, "pool_pre_ping": True},
+        },
+        online_store={"type": "redis", "connection_string": feast.feast_redis_connection_string()},
+        offline_store={
+            "type": "postgres",
+            "host": pg.host or "127.0.0.1",
+            "port": pg.port or 5432,
+            "database": pg.database or "postgres",
+            "db_schema": feast.pg_schema,
+            "user": pg.username or "postgres",
+            "password": pg.password or "",
+            "sslmode": str(pg.query.get("sslmode", "disable")),
+        },
+        entity_key_serialization_version=3,
+        repo_path=Path.cwd(),
+    )
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _registry_matches(store: _FeastStore, defs: Definitions) -> bool:
+    try:
+        for fv in (defs.item_content, defs.item_state, defs.user_vector):
+            stored = store.get_feature_view(fv.name, allow_registry_cache=False)
+            if stored.schema != fv.schema or stored.entities != fv.entities:
+                return False
+            if stored.stream_source is None or stored.stream_source != fv.stream_source:
+                return False
+        return True
+    except Exception:
+        return False
+
+
+def apply_definitions(store: _FeastStore, defs: Definitions) -> None:
+    """Register the definitions unless the registry already holds identical ones."""
+    if _registry_matches(store, defs):
+        return
+    store.apply(defs.objects())  # type: ignore[arg-type]
+
+
+def open_feast_store(feast: FeastSettings, data_dir: Path) -> FeastFeatureStore:
+    """Open (and on first use create) the store of ``feast.profile``; see :func:`feature_repo.open_store`."""
+    from feature_repo.offline.parquet import ParquetOfflineLog
+    from feature_repo.offline.postgres import PostgresOfflineLog
+
+    defs = build_definitions(feast.profile, feast.pg_schema)
+    try:
+        config = repo_config(feast, data_dir)
+        offline: OfflineLog
+        if feast.profile == "embedded":
+            root = embedded_repo_path(feast, data_dir)
+            offline = ParquetOfflineLog(root / "data" / "offline")
+            store = _FeastStore(config=config)
+            with _file_lock(root / "data" / ".apply.lock"):
+                apply_definitions(store, defs)
+        else:
+            offline = PostgresOfflineLog(feast.postgres_url, feast.pg_schema)
+            store = _FeastStore(config=config)
+            apply_definitions(store, defs)
+    except StoreError:
+        raise
+    except Exception as exc:
+        raise StoreError(f"cannot open the {feast.profile} feature store: {exc}") from exc
+    return FeastFeatureStore(store, offline, defs)

@@ -1,0 +1,191 @@
+"""Embedded offline store: one directory of parquet parts per table, deduplicated through a key ledger.
+
+Layout under ``root`` (``<repo_path>/data/offline``)::
+
+    item_content/part-*.parquet   item_state/...   user_vector/...
+    decisions/...   decision_slots/...   interactions/...
+    _keys.sqlite                   keys already written, per table (the dedupe ledger)
+
+Analysts query it with DuckDB, e.g.
+``duckdb -c "select policy, count(*) from read_parquet('.coldstart/feast/data/offline/decisions/*.parquet') group by 1"``
+or through :meth:`ParquetOfflineLog.sql`, which exposes every table as a view. Feast's file offline
+store reads the same directories (``FileSource``) for point-in-time joins.
+
+Each write is one transaction on the ledger: keys not seen before are inserted and their rows written
+to a new part whose name is a hash of those keys, so a retry after a crash overwrites the same part
+instead of duplicating it. Many small parts are merged by :meth:`ParquetOfflineLog.compact`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from coldstart.errors import StoreError
+from feature_repo.offline.base import OfflineLog, Row
+from feature_repo.offline.tables import TABLES, TableName, TableSpec
+
+_EMPTY_PART = "part-00000000-schema.parquet"
+
+
+def _key(spec: TableSpec, row: Row) -> str:
+    parts = []
+    for k in spec.key:
+        v = row[k]
+        parts.append(v.isoformat(timespec="microseconds") if isinstance(v, datetime) else str(v))
+    return "\x1f".join(parts)
+
+
+def _to_table(spec: TableSpec, rows: list[Row]) -> pa.Table:
+    cols: dict[str, list[Any]] = {c.name: [] for c in spec.columns}
+    json_cols = {c.name for c in spec.columns if c.kind == "json"}
+    for r in rows:
+        for name in cols:
+            v = r.get(name)
+            cols[name].append(json.dumps(v, sort_keys=True) if name in json_cols else v)
+    return pa.table(cols, schema=spec.arrow_schema())
+
+
+class ParquetOfflineLog(OfflineLog):
+    """Parquet-file offline store (embedded profile).
+
+    Parameters
+    ----------
+    root
+        Directory holding one sub-directory per table (created if missing).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self._lock = threading.Lock()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            for spec in TABLES.values():
+                d = self.root / spec.name
+                d.mkdir(exist_ok=True)
+                empty = d / _EMPTY_PART
+                if not empty.exists():
+                    self._atomic_write(spec.arrow_schema().empty_table(), empty)
+            with self._ledger() as con:
+                con.execute(
+                    "CREATE TABLE IF NOT EXISTS keys (tbl TEXT NOT NULL, key TEXT NOT NULL, "
+                    "PRIMARY KEY (tbl, key)) WITHOUT ROWID"
+                )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot initialise the parquet offline store at {self.root}: {exc}") from exc
+
+    def table_dir(self, table: TableName) -> Path:
+        """Directory of ``table``'s parquet parts."""
+        return self.root / table
+
+    def _ledger(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.root / "_keys.sqlite", timeout=60.0, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        return con
+
+    @staticmethod
+    def _atomic_write(table: pa.Table, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+
+    def _insert(self, spec: TableSpec, rows: list[Row]) -> int:
+        if not rows:
+            return 0
+        with self._lock:
+            con = self._ledger()
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                new: list[Row] = []
+                keys: list[str] = []
+                for r in rows:
+                    k = _key(spec, r)
+                    cur = con.execute("INSERT OR IGNORE INTO keys (tbl, key) VALUES (?, ?)", (spec.name, k))
+                    if cur.rowcount == 1:
+                        new.append(r)
+                        keys.append(k)
+                if new:
+                    digest = hashlib.sha1("\x1e".join(keys).encode()).hexdigest()[:24]
+                    self._atomic_write(_to_table(spec, new), self.root / spec.name / f"part-{digest}.parquet")
+                con.execute("COMMIT")
+                return len(new)
+            except (OSError, sqlite3.Error, pa.ArrowException) as exc:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise StoreError(f"cannot write {len(rows)} rows to offline table {spec.name}: {exc}") from exc
+            finally:
+                con.close()
+
+    def _read(self, spec: TableSpec, since: datetime | None, until: datetime | None) -> pd.DataFrame:
+        try:
+            table = pq.read_table(self.root / spec.name, schema=spec.arrow_schema())
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"cannot read offline table {spec.name}: {exc}") from exc
+        df = table.to_pandas()
+        t = df[spec.time_column]
+        mask = pd.Series(True, index=df.index)
+        if since is not None:
+            mask &= t >= pd.Timestamp(since)
+        if until is not None:
+            mask &= t < pd.Timestamp(until)
+        return df.loc[mask].reset_index(drop=True)
+
+    def distinct_ids(self, table: TableName, column: str) -> list[str]:
+        """Sorted distinct values of an id column, reading only that column."""
+        try:
+            col = pq.read_table(self.root / table, columns=[column]).column(column)
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"cannot read offline table {table}: {exc}") from exc
+        return sorted({str(v) for v in col.unique().to_pylist() if v is not None})
+
+    def sql(self, query: str) -> pd.DataFrame:
+        """Run a DuckDB query in which every offline table is a view of the same name."""
+        con = duckdb.connect()
+        try:
+            for spec in TABLES.values():
+                glob = str(self.root / spec.name / "*.parquet").replace("'", "''")
+                con.execute(f"CREATE VIEW {spec.name} AS SELECT * FROM read_parquet('{glob}')")
+            return con.execute(query).df()
+        finally:
+            con.close()
+
+    def compact(self, table: TableName) -> int:
+        """Merge ``table``'s parts into one file; returns the number of rows. Safe against writers."""
+        spec = TABLES[table]
+        with self._lock:
+            con = self._ledger()
+            try:
+                con.execute("BEGIN IMMEDIATE")  # blocks writers of every process while we swap files
+                d = self.root / spec.name
+                parts = sorted(p for p in d.glob("part-*.parquet") if p.name != _EMPTY_PART)
+                if len(parts) <= 1:
+                    con.execute("COMMIT")
+                    return sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+                schema = spec.arrow_schema()
+                merged = pa.concat_tables([pq.read_table(p, schema=schema) for p in parts])
+                self._atomic_write(merged, d / f"part-compact-{uuid.uuid4().hex[:16]}.parquet")
+                for p in parts:
+                    p.unlink()
+                con.execute("COMMIT")
+                return int(merged.num_rows)
+            except (OSError, sqlite3.Error, pa.ArrowException) as exc:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise StoreError(f"cannot compact offline table {spec.name}: {exc}") from exc
+            finally:
+                con.close()
+
+    def close(self) -> None:
+        """Nothing is held open between calls."""

@@ -1,0 +1,186 @@
+"""The warm-up interface: item/user state records and the public update rules.
+
+An item's served vector is ``v = c + δ`` where ``c`` is its frozen content vector (item-tower output)
+and ``δ`` a bounded behavioural correction learned from its own interactions. The public methods of
+:class:`WarmupModel` enforce the shared rules (event de-duplication, the bound on ``‖δ‖``, status
+transitions); implementations only say how evidence turns into ``δ`` (``_delta``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from coldstart.errors import InvalidInputError
+
+WarmStatus = Literal["cold", "warming", "warm"]
+
+Vector = NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One interaction as the warm-up sees it.
+
+    Parameters
+    ----------
+    event_id
+        Unique id of the interaction event; a re-delivered event (same id) is ignored.
+    counterpart
+        ``(d,)`` float32: the *user's* vector when updating an item, the *item's* vector when updating
+        a user.
+    weight
+        Signed evidence weight (e.g. click 1.0, purchase 3.0, a low rating negative, an impression 0).
+    positive
+        Whether this interaction counts as a positive (for counts and status).
+    """
+
+    event_id: str
+    counterpart: Vector
+    weight: float
+    positive: bool
+
+
+@dataclass(frozen=True)
+class _WarmState:
+    """Sufficient statistics shared by items and users (``d`` = item_dim)."""
+
+    prior: Vector  # (d,) the frozen prior vector (content vector c for items)
+    delta: Vector  # (d,) current bounded correction; served vector = prior + delta
+    weighted_sum: Vector  # (d,) Σ w_j x_j over the evidence
+    evidence: float = 0.0  # Σ |w_j|
+    positives: int = 0
+    interactions: int = 0
+    seen_event_ids: tuple[str, ...] = field(default=())
+
+    @property
+    def vector(self) -> Vector:
+        """The served (blended) vector, shape ``(d,)`` float32."""
+        return (self.prior + self.delta).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ItemWarmState(_WarmState):
+    """Warm-up state of one item; ``status`` moves cold → warming → warm with evidence."""
+
+    item_id: str = ""
+    status: WarmStatus = "cold"
+
+    @classmethod
+    def new(cls, item_id: str, content: Vector) -> ItemWarmState:
+        """A cold item with no evidence: served vector = content vector."""
+        c = np.asarray(content, dtype=np.float32)
+        if c.ndim != 1:
+            raise InvalidInputError("content", c.shape, "must be a 1-D vector")
+        return cls(
+            prior=c, delta=np.zeros_like(c), weighted_sum=np.zeros_like(c), item_id=item_id, status="cold"
+        )
+
+
+@dataclass(frozen=True)
+class UserWarmState(_WarmState):
+    """Warm-up state of one user; ``prior`` is the trained user embedding (zeros if unknown)."""
+
+    user_id: str = ""
+
+    @classmethod
+    def new(cls, user_id: str, prior: Vector) -> UserWarmState:
+        """A user with no online evidence yet."""
+        p = np.asarray(prior, dtype=np.float32)
+        if p.ndim != 1:
+            raise InvalidInputError("prior", p.shape, "must be a 1-D vector")
+        return cls(prior=p, delta=np.zeros_like(p), weighted_sum=np.zeros_like(p), user_id=user_id)
+
+
+S = TypeVar("S", bound=_WarmState)
+
+
+class WarmupModel(ABC):
+    """Turns interactions into bounded corrections of content vectors.
+
+    Parameters
+    ----------
+    delta_max
+        Bound on ``‖δ‖`` relative to ``‖prior‖`` (``‖δ‖ ≤ delta_max · max(‖prior‖, floor)``).
+    warm_after
+        Positive interactions after which an item's status becomes ``warm``.
+    max_tracked_events
+        How many recent event ids each state remembers for de-duplication of re-deliveries.
+    """
+
+    def __init__(self, delta_max: float = 1.0, warm_after: int = 20, max_tracked_events: int = 256) -> None:
+        if not delta_max > 0:
+            raise InvalidInputError("delta_max", delta_max, "must be > 0")
+        if warm_after < 1:
+            raise InvalidInputError("warm_after", warm_after, "must be >= 1")
+        if max_tracked_events < 1:
+            raise InvalidInputError("max_tracked_events", max_tracked_events, "must be >= 1")
+        self.delta_max = float(delta_max)
+        self.warm_after = int(warm_after)
+        self.max_tracked_events = int(max_tracked_events)
+
+    def update_item(self, state: ItemWarmState, evidence: Sequence[Evidence]) -> ItemWarmState:
+        """Apply new evidence to an item; duplicates (seen event ids) are ignored."""
+        updated = self._accumulate(state, evidence)
+        status: WarmStatus
+        if updated.positives >= self.warm_after:
+            status = "warm"
+        elif updated.interactions > 0:
+            status = "warming"
+        else:
+            status = "cold"
+        return replace(updated, status=status)
+
+    def update_user(self, state: UserWarmState, evidence: Sequence[Evidence]) -> UserWarmState:
+        """Apply new evidence to a user (same rules, user-side hyperparameters of the implementation)."""
+        return self._accumulate(state, evidence, side="user")
+
+    def _accumulate(self, state: S, evidence: Sequence[Evidence], side: str = "item") -> S:
+        seen = set(state.seen_event_ids)
+        order = list(state.seen_event_ids)
+        total = state.weighted_sum.astype(np.float64)
+        weight_sum = state.evidence
+        positives, interactions = state.positives, state.interactions
+        d = state.prior.shape[0]
+        for ev in evidence:
+            if ev.event_id in seen:
+                continue
+            x = np.asarray(ev.counterpart, dtype=np.float64)
+            if x.shape != (d,):
+                raise InvalidInputError("evidence.counterpart", x.shape, f"must have shape ({d},)")
+            if not np.isfinite(ev.weight):
+                raise InvalidInputError("evidence.weight", ev.weight, "must be finite")
+            seen.add(ev.event_id)
+            order.append(ev.event_id)
+            total += ev.weight * x
+            weight_sum += abs(ev.weight)
+            interactions += 1
+            positives += int(ev.positive)
+        order = order[-self.max_tracked_events :]
+        raw = self._delta(state.prior, total.astype(np.float32), float(weight_sum), side)
+        delta = self._bound(state.prior, raw)
+        return replace(
+            state,
+            delta=delta,
+            weighted_sum=total.astype(np.float32),
+            evidence=float(weight_sum),
+            positives=positives,
+            interactions=interactions,
+            seen_event_ids=tuple(order),
+        )
+
+    def _bound(self, prior: Vector, delta: Vector) -> Vector:
+        limit = self.delta_max * max(float(np.linalg.norm(prior)), 1e-3)
+        norm = float(np.linalg.norm(delta))
+        if norm > limit:
+            delta = delta * (limit / norm)
+        return np.asarray(delta, dtype=np.float32)
+
+    @abstractmethod
+    def _delta(self, prior: Vector, weighted_sum: Vector, evidence: float, side: str) -> Vector:
+        """Unbounded correction ``δ`` (``(d,)``) from the prior and the sufficient statistics."""

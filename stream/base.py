@@ -1,0 +1,337 @@
+"""The consumer interface: a consumer-group member that processes micro-batches in a pipeline.
+
+:meth:`MicroBatchConsumer.run` owns the rules every coldstart consumer must follow; subclasses only
+say how to parse a record and how to process a batch (river's ``pull``/``_pull`` split):
+
+- micro-batches of at most ``max_batch_size`` records, waiting at most ``linger_ms`` after the first;
+- a record that cannot be parsed (or that a later stage rejects) goes to the dead-letter queue with
+  its reason; it never stops the consumer;
+- stages overlap (``_prepare`` on the polling thread, ``_compute`` and ``_write`` on one thread each,
+  ``pipeline_depth`` batches in flight), but offsets are committed in order, only after the batch's
+  write returned and its dead letters were flushed;
+- on a rebalance the in-flight batches are finished and committed before the partitions go;
+- :meth:`stop` (e.g. from a SIGTERM handler) finishes the in-flight batches, commits, and leaves the
+  group. A crash (or SIGKILL) commits nothing more: the uncommitted records are re-delivered, so
+  ``_write`` must be idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from coldstart.errors import BrokerError, InvalidInputError
+from stream.config import KafkaSettings
+from stream.dlq import DeadLetterQueue
+from stream.metrics import ConsumerMetrics
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E")
+P = TypeVar("P")
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class Envelope(Generic[E]):
+    """A parsed event with the Kafka record it came from (``record`` is a kafka-python ConsumerRecord)."""
+
+    record: Any
+    event: E
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A record a stage gave up on: it goes to the dead-letter queue."""
+
+    record: Any
+    error: str
+    reason: str
+
+
+@dataclass
+class _InFlight:
+    offsets: dict[Any, int]  # TopicPartition -> next offset to commit
+    future: Future[list[Rejection]]
+    size: int
+
+
+@dataclass
+class BatchSettings:
+    """Knobs of the micro-batch loop (see ``stream.config.EncodeWorkerSettings``)."""
+
+    group_id: str
+    max_batch_size: int = 32
+    linger_ms: int = 50
+    pipeline_depth: int = 2
+    max_poll_interval_ms: int = 300_000
+    poll_timeout_ms: int = 200
+    progress_every_s: float = 10.0
+
+
+class MicroBatchConsumer(ABC, Generic[E, P, C]):
+    """A member of a consumer group reading ``topic`` in micro-batches.
+
+    Parameters
+    ----------
+    bootstrap_servers
+        Kafka address.
+    topic
+        The topic to consume.
+    kafka
+        Connection settings (group timeouts, client id).
+    batch
+        Micro-batch and pipeline settings.
+    dlq
+        The dead-letter queue of this consumer.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        kafka: KafkaSettings,
+        batch: BatchSettings,
+        dlq: DeadLetterQueue,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.kafka = kafka
+        self.batch = batch
+        self.dlq = dlq
+        self.metrics = ConsumerMetrics()
+        self._stop = threading.Event()
+        self._inflight: deque[_InFlight] = deque()
+        self._consumer: Any = None
+        self._to_recover: list[Any] = []
+        self._compute_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{type(self).__name__}-compute")
+        self._write_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{type(self).__name__}-write")
+
+    # ---------------------------------------------------------------- what subclasses provide
+
+    @abstractmethod
+    def _parse(self, record: Any) -> E:
+        """Decode one record; raise :class:`InvalidInputError` to dead-letter it (``.error`` = class)."""
+
+    @abstractmethod
+    def _prepare(self, batch: list[Envelope[E]]) -> P:
+        """Start the batch's I/O (polling thread; must not block long)."""
+
+    @abstractmethod
+    def _compute(self, prepared: P) -> tuple[C, list[Rejection]]:
+        """The batch's CPU work (compute thread); records it cannot handle are returned as rejections."""
+
+    @abstractmethod
+    def _write(self, computed: C) -> None:
+        """Persist the batch (write thread). Must be idempotent: a crash re-delivers the batch."""
+
+    # ---------------------------------------------------------------- the loop
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish the in-flight batches, commit, and return (thread/signal safe)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stop.is_set()
+
+    def run(self, *, idle_exit_s: float | None = None) -> ConsumerMetrics:
+        """Consume until :meth:`stop` is called (or nothing arrived for ``idle_exit_s`` seconds).
+
+        Raises
+        ------
+        BrokerError
+            The broker is unreachable, or a batch could not be written (nothing is committed for it;
+            its records will be re-delivered to the group).
+        """
+        from kafka import ConsumerRebalanceListener, KafkaConsumer
+        from kafka.errors import KafkaError
+
+        owner = self
+
+        class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                owner._drain()
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                owner._to_recover.extend(assigned)
+                log.info("assigned %s", sorted(tp.partition for tp in assigned))
+
+        try:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=self.bootstrap_servers,
+                group_id=self.batch.group_id,
+                client_id=f"{self.kafka.client_id}-{self.batch.group_id}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=self.kafka.session_timeout_ms,
+                heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
+                max_poll_interval_ms=self.batch.max_poll_interval_ms,
+                max_poll_records=self.batch.max_batch_size,
+                request_timeout_ms=max(self.kafka.request_timeout_ms, self.kafka.session_timeout_ms + 5000),
+            )
+        except KafkaError as exc:
+            raise BrokerError(
+                f"cannot join group {self.batch.group_id!r} at {self.bootstrap_servers}: {exc}"
+            ) from exc
+        self._consumer.subscribe([self.topic], listener=_Listener())
+        last_data = time.monotonic()
+        last_progress = time.monotonic()
+        failed = False
+        try:
+            while not self._stop.is_set():
+                records = self._poll_batch()
+                self._complete(block=False)
+                now = time.monotonic()
+                if now - last_progress >= self.batch.progress_every_s:
+                    last_progress = now
+                    log.info("progress %s", self.metrics.snapshot())
+                if not records:
+                    if idle_exit_s is not None and not self._inflight and now - last_data >= idle_exit_s:
+                        break
+                    continue
+                last_data = now
+                self._submit(records)
+                while len(self._inflight) >= self.batch.pipeline_depth:
+                    self._complete(block=True)
+            self._drain()
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            self._shutdown(commit=not failed)
+        return self.metrics
+
+    def _poll_batch(self) -> list[Any]:
+        consumer = self._consumer
+        limit = self.batch.max_batch_size
+        records = self._flatten(consumer.poll(timeout_ms=self.batch.poll_timeout_ms, max_records=limit))
+        self._recover_assigned()
+        if records:
+            deadline = time.monotonic() + self.batch.linger_ms / 1000.0
+            while len(records) < limit and not self._stop.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                more = consumer.poll(
+                    timeout_ms=max(1, int(remaining * 1000)), max_records=limit - len(records)
+                )
+                records.extend(self._flatten(more))
+                self._recover_assigned()
+        if records:
+            # a rebalance during the linger may have taken partitions away: leave those to the new owner
+            owned = consumer.assignment()
+            records = [r for r in records if self._tp(r) in owned]
+        return records
+
+    @staticmethod
+    def _flatten(polled: dict[Any, list[Any]]) -> list[Any]:
+        return [rec for recs in polled.values() for rec in recs]
+
+    @staticmethod
+    def _tp(record: Any) -> Any:
+        from kafka.structs import TopicPartition
+
+        return TopicPartition(record.topic, record.partition)
+
+    def _recover_assigned(self) -> None:
+        if not self._to_recover:
+            return
+        assigned, self._to_recover = self._to_recover, []
+        rows: list[tuple[int, int | None, str]] = []
+        for tp in assigned:
+            committed = self._consumer.committed(tp, metadata=True)
+            if committed is None:
+                rows.append((tp.partition, None, ""))
+            else:
+                rows.append((tp.partition, int(committed.offset), committed.metadata or ""))
+        found = self.dlq.recover(rows)
+        if found:
+            self.metrics.add(dead_letters_deduplicated=found)
+
+    def _submit(self, records: list[Any]) -> None:
+        offsets: dict[Any, int] = {}
+        envelopes: list[Envelope[E]] = []
+        rejected: list[Rejection] = []
+        for rec in records:
+            tp = self._tp(rec)
+            offsets[tp] = max(offsets.get(tp, 0), int(rec.offset) + 1)
+            try:
+                envelopes.append(Envelope(rec, self._parse(rec)))
+            except InvalidInputError as exc:
+                rejected.append(Rejection(rec, getattr(exc, "error", "invalid_event"), str(exc)))
+        self.metrics.add(records=len(records), batches=1)
+        prepared = self._prepare(envelopes)
+        computed = self._compute_pool.submit(self._compute, prepared)
+        written = self._write_pool.submit(self._write_stage, computed, rejected)
+        self._inflight.append(_InFlight(offsets, written, len(records)))
+
+    def _write_stage(
+        self, computed: Future[tuple[C, list[Rejection]]], rejected: list[Rejection]
+    ) -> list[Rejection]:
+        result, more = computed.result()
+        self._write(result)
+        return rejected + more
+
+    def _complete(self, *, block: bool) -> None:
+        """Commit finished batches, oldest first (never a batch whose predecessor is unfinished)."""
+        while self._inflight and (block or self._inflight[0].future.done()):
+            head = self._inflight[0]
+            rejections = head.future.result()  # raises if the write failed: nothing more is committed
+            self._inflight.popleft()
+            for rej in rejections:
+                if self.dlq.send(rej.record, rej.error, rej.reason):
+                    self.metrics.add(dead_lettered=1)
+                else:
+                    self.metrics.add(dead_letters_deduplicated=1)
+            self.dlq.flush()
+            self._commit(head.offsets)
+            block = False
+
+    def _commit(self, offsets: dict[Any, int]) -> None:
+        from kafka.errors import KafkaError
+        from kafka.structs import OffsetAndMetadata
+
+        owned = self._consumer.assignment()
+        to_commit = {
+            tp: OffsetAndMetadata(off, self.dlq.commit_metadata(tp.partition), -1)
+            for tp, off in offsets.items()
+            if tp in owned
+        }
+        if not to_commit:
+            return
+        try:
+            self._consumer.commit(to_commit)
+        except KafkaError as exc:
+            # typically a rebalance: the new owner re-processes these records (writes are idempotent)
+            self.metrics.add(commit_failures=1)
+            log.warning("offset commit failed (%s); the records will be re-delivered", exc)
+            return
+        self.metrics.add(commits=1)
+        for tp, om in to_commit.items():
+            self.dlq.committed(tp.partition, om.offset)
+
+    def _drain(self) -> None:
+        self._complete(block=True)
+
+    def _shutdown(self, *, commit: bool) -> None:
+        try:
+            if commit:
+                self._drain()
+        finally:
+            self._compute_pool.shutdown(wait=True, cancel_futures=True)
+            self._write_pool.shutdown(wait=True, cancel_futures=True)
+            if self._consumer is not None:
+                self._consumer.close(autocommit=False)
+                self._consumer = None
+            self._close()
+
+    def _close(self) -> None:
+        """Release subclass resources (called once when :meth:`run` returns)."""

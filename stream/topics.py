@@ -1,0 +1,100 @@
+"""coldstart's topics, their keys, and their creation (kafka-python admin client)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from coldstart.errors import BrokerError
+
+ITEMS_LISTED = "items.listed"
+INTERACTIONS = "interactions"
+DECISIONS = "decisions"
+DLQ_SUFFIX = ".dlq"
+
+
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic of ``topic`` (``items.listed`` → ``items.listed.dlq``)."""
+    return topic + DLQ_SUFFIX
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic and what its records are keyed by (records with one key land on one partition)."""
+
+    name: str
+    key: str
+    doc: str
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(ITEMS_LISTED, "item_id", "ItemListed events from marketplace backends"),
+    TopicSpec(INTERACTIONS, "user_id", "Interaction events (impressions, clicks, ratings...)"),
+    TopicSpec(DECISIONS, "user_id", "exploration Decision records"),
+    TopicSpec(dlq_topic(ITEMS_LISTED), "source key", "DeadLetter records of the encoder worker"),
+    TopicSpec(dlq_topic(INTERACTIONS), "source key", "DeadLetter records of the interaction consumers"),
+)
+
+
+def ensure_topics(
+    bootstrap_servers: str,
+    partitions: int,
+    topics: Sequence[TopicSpec] = TOPICS,
+    *,
+    timeout_s: float = 30.0,
+) -> list[str]:
+    """Create the topics that do not exist yet, each with ``partitions`` partitions.
+
+    Existing topics are left alone (their partition count is not changed). Returns the names created.
+
+    Raises
+    ------
+    BrokerError
+        The broker cannot be reached or refuses to create a topic.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="coldstart-admin")
+        except KafkaError as exc:
+            last = exc
+            time.sleep(0.2)
+            continue
+        try:
+            existing = set(admin.list_topics())
+            created: list[str] = []
+            for spec in topics:
+                if spec.name in existing:
+                    continue
+                try:
+                    admin.create_topics([NewTopic(spec.name, partitions, 1)])
+                    created.append(spec.name)
+                except TopicAlreadyExistsError:
+                    pass
+            return created
+        except KafkaError as exc:
+            last = exc
+            time.sleep(0.2)
+        finally:
+            admin.close()
+    raise BrokerError(f"could not create topics on {bootstrap_servers} within {timeout_s:.0f}s: {last}")
+
+
+def partition_count(bootstrap_servers: str, topic: str) -> int:
+    """Number of partitions of ``topic`` (raises :class:`BrokerError` when it does not exist)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, client_id="coldstart-meta")
+    try:
+        parts = consumer.partitions_for_topic(topic)
+    finally:
+        consumer.close()
+    if not parts:
+        raise BrokerError(f"topic {topic!r} does not exist on {bootstrap_servers}")
+    return len(parts)

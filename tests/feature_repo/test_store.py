@@ -1,0 +1,171 @@
+"""The Feast-backed feature store, on both profiles (embedded: SQLite + parquet; production: Redis + PG)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from coldstart.errors import InvalidInputError
+from coldstart.settings import Settings
+from feature_repo.base import FeatureStore
+from feature_repo.feast_store import FeastFeatureStore
+from feature_repo.records import StoredItem, StoredUser
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def make_item(i: int, rng: np.random.Generator, ts: datetime = T0, **kw: object) -> StoredItem:
+    c = rng.standard_normal(16).astype(np.float32)
+    fields: dict[str, object] = {
+        "item_id": f"item-{i}",
+        "content_vector": c / np.linalg.norm(c),
+        "item_vector": rng.standard_normal(8).astype(np.float32),
+        "image_ok": i % 2 == 0,
+        "text_ok": True,
+        "encoder_version": "enc-1",
+        "listed_at": ts,
+        "updated_at": ts,
+        "category": f"cat-{i % 3}",
+        "seller_id": f"seller-{i % 2}",
+    }
+    fields.update(kw)
+    return StoredItem(**fields)  # type: ignore[arg-type]
+
+
+def test_write_then_read_returns_the_same_items(store: FeastFeatureStore) -> None:
+    assert isinstance(store, FeatureStore)
+    rng = np.random.default_rng(0)
+    items = [make_item(i, rng) for i in range(20)]
+    store.write_items(items)
+    got = store.get_items([it.item_id for it in items] + ["missing"])
+    assert set(got) == {it.item_id for it in items}
+    for it in items:
+        g = got[it.item_id]
+        assert g.content_vector.dtype == np.float32
+        np.testing.assert_array_equal(g.content_vector, it.content_vector)
+        np.testing.assert_array_equal(g.item_vector, it.item_vector)
+        np.testing.assert_array_equal(g.content_item_vector, it.item_vector)
+        assert (g.image_ok, g.text_ok, g.category, g.seller_id) == (
+            it.image_ok,
+            it.text_ok,
+            it.category,
+            it.seller_id,
+        )
+        assert g.encoder_version == "enc-1" and g.status == "cold" and g.impressions == 0
+        assert g.listed_at == T0 and g.updated_at == T0
+    assert sorted(i.item_id for i in store.iter_items()) == sorted(it.item_id for it in items)
+
+
+def test_rewrite_is_idempotent_and_leaves_no_duplicate_history(store: FeastFeatureStore) -> None:
+    rng = np.random.default_rng(1)
+    items = [make_item(i, rng) for i in range(10)]
+    store.write_items(items)
+    store.write_items(items)  # re-delivery of the whole batch
+    store.write_items(items[3:5] + items[3:5])  # and duplicates inside a batch
+    assert len(store.offline.frame("item_content")) == 10
+    assert len(store.offline.frame("item_state")) == 10
+    np.testing.assert_array_equal(store.get_items(["item-3"])["item-3"].content_vector, items[3].content_vector)
+
+
+def test_warmup_update_writes_state_only_and_stale_rows_are_ignored(store: FeastFeatureStore) -> None:
+    rng = np.random.default_rng(2)
+    item = make_item(0, rng)
+    store.write_items([item])
+    current = store.get_items([item.item_id])[item.item_id]
+    blended = (current.item_vector + 0.5).astype(np.float32)
+    t1 = T0 + timedelta(minutes=5)
+    store.write_items(
+        [dataclasses.replace(current, item_vector=blended, status="warming", impressions=4, clicks=1, updated_at=t1)]
+    )
+    got = store.get_items([item.item_id])[item.item_id]
+    np.testing.assert_array_equal(got.item_vector, blended)
+    np.testing.assert_array_equal(got.content_item_vector, item.item_vector)  # frozen content part kept
+    assert (got.status, got.impressions, got.clicks, got.updated_at) == ("warming", 4, 1, t1)
+    assert len(store.offline.frame("item_content")) == 1  # content not re-written
+    state = store.offline.frame("item_state")
+    assert list(state["status"]) == ["cold", "warming"]
+    # the encoder's re-delivered original row (older) must not reset the warm-up state
+    store.write_items([item])
+    assert store.get_items([item.item_id])[item.item_id].status == "warming"
+    assert len(store.offline.frame("item_state")) == 2
+    # nor does a newer re-encoding written by the encoder (mode="content")
+    t2 = t1 + timedelta(minutes=5)
+    store.write_items([dataclasses.replace(item, encoder_version="enc-2", updated_at=t2)], mode="content")
+    got = store.get_items([item.item_id])[item.item_id]
+    assert (got.status, got.impressions, got.encoder_version, got.updated_at) == ("warming", 4, "enc-2", t2)
+    np.testing.assert_array_equal(got.item_vector, blended)
+    assert len(store.offline.frame("item_content")) == 2 and len(store.offline.frame("item_state")) == 2
+
+
+def test_users_round_trip_and_skip_stale(store: FeastFeatureStore) -> None:
+    users = store.users()
+    v1 = np.arange(8, dtype=np.float32)
+    users.write_users([StoredUser("u1", v1, 3, "warmup-1", T0)])
+    users.write_users([StoredUser("u1", v1 * 0, 1, "warmup-0", T0 - timedelta(hours=1))])  # stale
+    got = users.get_users(["u1", "nobody"])
+    assert list(got) == ["u1"]
+    np.testing.assert_array_equal(got["u1"].vector, v1)
+    assert (got["u1"].interactions, got["u1"].model_version, got["u1"].updated_at) == (3, "warmup-1", T0)
+    assert len(store.offline.frame("user_vector")) == 1
+
+
+def test_point_in_time_training_frame(store: FeastFeatureStore) -> None:
+    """A vector that changed at time t is returned as it was at t (before: old, at/after: new)."""
+    rng = np.random.default_rng(3)
+    item = make_item(7, rng)
+    store.write_items([item])
+    t1 = T0 + timedelta(hours=1)
+    v2 = (item.item_vector * -1).astype(np.float32)
+    cur = store.get_items([item.item_id])[item.item_id]
+    store.write_items([dataclasses.replace(cur, item_vector=v2, status="warming", impressions=9, updated_at=t1)])
+    # re-encoding with a new encoder at t2 changes the content vector
+    t2 = T0 + timedelta(hours=2)
+    c3 = np.roll(item.content_vector, 1)
+    store.write_items(
+        [dataclasses.replace(cur, content_vector=c3, encoder_version="enc-2", updated_at=t2)], mode="content"
+    )
+    eps = timedelta(seconds=1)
+    when = [T0 - eps, T0, t1 - eps, t1, t1 + eps, t2 - eps, t2 + eps]
+    entity_df = pd.DataFrame({"item_id": [item.item_id] * len(when), "event_timestamp": when})
+    df = store.historical_features(
+        entity_df,
+        ["item_state:item_vector", "item_state:impressions", "item_content:content_vector",
+         "item_content:encoder_version"],
+    )
+    df["event_timestamp"] = pd.to_datetime(df["event_timestamp"], utc=True)
+    df = df.set_index("event_timestamp").sort_index()
+    rows = [df.loc[pd.Timestamp(w)] if pd.Timestamp(w) in df.index else None for w in when]
+    # before the first write: no features (the file offline store drops the row, PostgreSQL returns nulls)
+    assert rows[0] is None or not isinstance(rows[0]["item_vector"], list | np.ndarray)
+    assert all(r is not None for r in rows[1:])
+    np.testing.assert_allclose(np.asarray(rows[1]["item_vector"], np.float32), item.item_vector)
+    np.testing.assert_allclose(np.asarray(rows[2]["item_vector"], np.float32), item.item_vector)
+    np.testing.assert_allclose(np.asarray(rows[3]["item_vector"], np.float32), v2)
+    np.testing.assert_allclose(np.asarray(rows[4]["item_vector"], np.float32), v2)
+    assert [int(r["impressions"]) for r in rows[1:5]] == [0, 0, 9, 9]
+    np.testing.assert_allclose(np.asarray(rows[5]["content_vector"], np.float32), item.content_vector)
+    np.testing.assert_allclose(np.asarray(rows[6]["content_vector"], np.float32), c3)
+    assert [r["encoder_version"] for r in rows[4:7]] == ["enc-1", "enc-1", "enc-2"]
+
+
+def test_naive_timestamps_and_empty_ids_are_rejected(store: FeastFeatureStore) -> None:
+    rng = np.random.default_rng(4)
+    with pytest.raises(InvalidInputError, match="updated_at"):
+        store.write_items([make_item(0, rng, ts=datetime(2026, 1, 1))])
+    with pytest.raises(InvalidInputError, match="item_id"):
+        store.write_items([make_item(0, rng, item_id="")])
+    assert store.get_items(["item-0"]) == {}
+
+
+def test_settings_select_the_profile(settings: Settings, store: FeastFeatureStore) -> None:
+    online = type(store.feast.config.online_store).__name__
+    offline = type(store.offline).__name__
+    if settings.feast.profile == "embedded":
+        assert (online, offline) == ("SqliteOnlineStoreConfig", "ParquetOfflineLog")
+    else:
+        assert (online, offline) == ("RedisOnlineStoreConfig", "PostgresOfflineLog")
+        assert store.feast.config.registry.registry_type == "sql"
