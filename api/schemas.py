@@ -19,7 +19,9 @@ class _Request(BaseModel):
 class SlotFilters(_Request):
     """Candidate restrictions (empty = none)."""
 
-    category: list[Annotated[str, StringConstraints(max_length=1000)]] = Field(default_factory=list, max_length=100)
+    category: list[Annotated[str, StringConstraints(max_length=1000)]] = Field(
+        default_factory=list, max_length=100
+    )
     seller: list[Id] = Field(default_factory=list, max_length=100)
 
 

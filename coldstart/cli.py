@@ -13,6 +13,7 @@ import typer
 from api.cli import app as api_app
 from coldstart.errors import ColdstartError
 from exploration.cli import app as exploration_app
+from exploration.report.cli import export_command, report_command
 from models.cli import app as models_app
 from stream.cli import app as stream_app
 from stream.cli import broker_command
@@ -27,6 +28,12 @@ app.add_typer(models_app, name="models", help="Encoders, item tower, ONNX export
 app.add_typer(stream_app, name="stream", help="Kafka consumers and producers (encode, learn, publish).")
 app.add_typer(exploration_app, name="exploration", help="Bandit policies, pacing, off-policy evaluation.")
 app.add_typer(api_app, name="api", help="The HTTP API (FastAPI).")
+app.command("report", help="Cold-item KPIs and off-policy estimates of a window, as one HTML file.")(
+    report_command
+)
+app.command("export", help="Export a window's decision log with rewards for obp (.npz) or VW (dsjson).")(
+    export_command
+)
 app.command("broker", help="Run the embedded Tansu Kafka broker on 127.0.0.1 and create the topics.")(
     broker_command
 )

@@ -71,8 +71,9 @@ PolicyConfig = Annotated[
 class PacingConfig(BaseModel):
     """Exposure pacing and graduation out of the cold pool.
 
-    Every item should get at least ``target_impressions`` within ``window_hours`` of listing; an item
-    behind that (linear) schedule is *starving* and its probability is multiplied by up to
+    Every item should get at least ``target_impressions`` within ``window_hours`` of listing; the
+    (linear) schedule aims at ``schedule_fraction * window_hours`` for a margin. An item behind it is
+    *starving* and its probability is multiplied by up to
     ``max_boost``. An item graduates once it has ``graduate_impressions`` impressions and
     ``graduate_clicks`` clicks, or when it is older than ``max_age_hours``.
     """
@@ -82,6 +83,18 @@ class PacingConfig(BaseModel):
     target_impressions: int = Field(default=100, ge=1)
     window_hours: float = Field(default=24.0, gt=0.0)
     max_boost: float = Field(default=4.0, ge=1.0)
+    full_boost_deficit: float = Field(
+        default=0.25,
+        gt=0.0,
+        le=1.0,
+        description="Relative deficit (behind / expected) at which an item gets the full max_boost.",
+    )
+    schedule_fraction: float = Field(
+        default=0.8,
+        gt=0.0,
+        le=1.0,
+        description="The schedule aims to reach the target at this fraction of the window (a safety margin).",
+    )
     per_seller_cap: int | None = Field(default=None, ge=1, description="Max slots per seller per request.")
     graduate_impressions: int = Field(default=500, ge=1)
     graduate_clicks: int = Field(default=5, ge=0)

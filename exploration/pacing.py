@@ -1,9 +1,10 @@
 """Exposure pacing: every new item gets a fair number of impressions, then graduates.
 
 Each cold item should reach ``target_impressions`` within ``window_hours`` of listing. The schedule is
-linear: at age ``a`` an item is expected to have ``target * min(1, a / window)`` impressions. An item
-below its schedule is *starving*; its starvation ``s`` in [0, 1] is the relative deficit and its
-pacing boost is ``1 + (max_boost - 1) * s`` (a multiplier of the bandit's pmf, so the logged
+linear with a margin: at age ``a`` an item is expected to have ``target * min(1, a / (f * window))``
+impressions (``f = schedule_fraction``, default 0.8). An item below its schedule is *starving*: with
+``d`` its relative deficit, its starvation is ``s = min(1, d / full_boost_deficit)`` and its pacing
+boost ``1 + (max_boost - 1) * s`` (a multiplier of the bandit's pmf, so the logged
 propensities include it). The slot service also reserves a few candidate places for the most starving
 items, so that items far from every user's vector still get their chance.
 
@@ -11,8 +12,8 @@ An item graduates out of the cold pool once it has enough evidence (``graduate_i
 ``graduate_clicks``) or when it is older than ``max_age_hours``; :meth:`ExposurePacer.graduations`
 returns :class:`GraduationEvent` s so the pool and the store can be updated.
 
-The counters live in the process (an API replica counts the impressions it serves; the learner counts
-clicks from the stream); at start-up they are seeded from the feature store's ``impressions`` and
+The counters live in the process (an API replica counts the impressions it serves and the positive
+interactions posted to it); at start-up they are seeded from the feature store's ``impressions`` and
 ``clicks`` columns.
 """
 
@@ -135,13 +136,15 @@ class ExposurePacer:
     def expected_impressions(self, e: Exposure, now_s: float) -> float:
         """Impressions the linear schedule asks for at ``now_s``."""
         age_h = max(0.0, now_s - e.listed_at_s) / 3600.0
-        return self.config.target_impressions * min(1.0, age_h / self.config.window_hours)
+        horizon_h = self.config.window_hours * self.config.schedule_fraction
+        return self.config.target_impressions * min(1.0, age_h / horizon_h)
 
     def _starvation(self, e: Exposure, now_s: float) -> float:
         expected = self.expected_impressions(e, now_s)
         if e.impressions >= expected:
             return 0.0
-        return min(1.0, (expected - e.impressions) / max(expected, 1.0))
+        relative = (expected - e.impressions) / max(expected, 1.0)
+        return min(1.0, relative / self.config.full_boost_deficit)
 
     def boosts(self, item_ids: Sequence[str], now_s: float | None = None) -> NDArray[np.float64]:
         """``(len(item_ids),)`` pmf multipliers in ``[1, max_boost]`` (unknown ids get 1)."""

@@ -94,6 +94,11 @@ class RewardJoiner:
         """Open decisions."""
         return len(self._pending)
 
+    def open_decision_ids(self) -> set[str]:
+        """Ids of decisions still waiting for rewards, and of decisions interactions wait for."""
+        with self._lock:
+            return set(self._pending) | set(self._orphans)
+
     def add_decision(self, decision: Decision) -> list[SlotReward]:
         """Open a decision's window; returns slots already final (from interactions that came first)."""
         out: list[SlotReward] = []

@@ -34,7 +34,7 @@ from coldstart.errors import InvalidInputError
 from exploration.model_store import PolicyHolder
 from exploration.pacing import Exposure, ExposurePacer, GraduationEvent
 from exploration.policies import Arm
-from exploration.pool.base import CandidatePool, PoolEntry, PoolFilter
+from exploration.pool.base import POOL_STATUSES, CandidatePool, PoolEntry, PoolFilter, entry_from_item
 from exploration.records import Candidate, Decision, Slot
 from exploration.sinks import DecisionSink
 from feature_repo.base import UserStore
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 N_BUCKETS = 8
 MAX_K = 50
-COLD_STATUSES = frozenset({"cold", "warming"})
+COLD_STATUSES = frozenset(POOL_STATUSES)
 
 
 @dataclass(frozen=True)
@@ -181,8 +181,8 @@ class SlotService:
     def sync_from_store(self, items: Iterable[StoredItem]) -> tuple[int, int]:
         """Make the pool match the store's cold items: returns ``(added_or_updated, removed)``.
 
-        Items with status ``cold``/``warming`` are (re)indexed by their current ``item_vector``;
-        graduated or warm items leave the pool.
+        Items with a cold-pool status (``exploration.pool.POOL_STATUSES``) are (re)indexed by their
+        current ``item_vector``; graduated items leave the pool.
         """
         add: list[PoolEntry] = []
         counts: dict[str, tuple[int, int]] = {}
@@ -369,16 +369,3 @@ class SlotService:
                 sink.close()
             except Exception as exc:
                 log.error("closing sink %s failed: %s", type(sink).__name__, exc)
-
-
-def entry_from_item(item: StoredItem, vector: str = "item_vector") -> PoolEntry:
-    """The pool entry of a stored item, indexed by its ``item_vector`` or ``content_vector``."""
-    vec = np.asarray(getattr(item, vector), dtype=np.float32).reshape(-1)
-    return PoolEntry(
-        item_id=item.item_id,
-        vector=vec,
-        category=item.category,
-        seller_id=item.seller_id,
-        listed_at_s=item.listed_at.timestamp(),
-        attrs={"status": item.status},
-    )

@@ -104,9 +104,13 @@ def _batch_source(profile: Literal["embedded", "production"], table: str, pg_sch
     )
 
 
-def build_definitions(profile: Literal["embedded", "production"], pg_schema: str = "coldstart") -> Definitions:
+def build_definitions(
+    profile: Literal["embedded", "production"], pg_schema: str = "coldstart"
+) -> Definitions:
     """Build the Feast objects for ``profile``; ``pg_schema`` names the production offline schema."""
-    item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="A listed item")
+    item = Entity(
+        name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="A listed item"
+    )
     user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="A user")
 
     content_src = _batch_source(profile, ITEM_CONTENT, pg_schema)

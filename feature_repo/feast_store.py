@@ -66,7 +66,8 @@ def _ts(value: Any) -> datetime | None:
     if isinstance(value, int | float):
         return datetime.fromtimestamp(float(value), tz=UTC)
     ts = pd.Timestamp(value)
-    return (ts.tz_localize(UTC) if ts.tzinfo is None else ts.tz_convert(UTC)).to_pydatetime()
+    out: datetime = (ts.tz_localize(UTC) if ts.tzinfo is None else ts.tz_convert(UTC)).to_pydatetime()
+    return out
 
 
 def _same_vec(a: NDArray[np.float32] | None, b: NDArray[np.float32] | None) -> bool:
@@ -136,9 +137,9 @@ class FeastFeatureStore(FeatureStore):
                 ts = utc(it.updated_at, f"items[{it.item_id}].updated_at")
                 if mode != "state" and (old is None or (ts > old.content_ts and not old.same_content(it))):
                     content_new.append(it)
-                if old is None or not old.has_state:
-                    state_new.append(it)
-                elif mode != "content" and ts > old.state_ts and not old.same_state(it):
+                initial = old is None or not old.has_state
+                changed = old is not None and ts > old.state_ts and not old.same_state(it)
+                if initial or (mode != "content" and changed):
                     state_new.append(it)
             c_rows = [content_row(i, now) for i in content_new]
             s_rows = [state_row(i, now) for i in state_new]
@@ -153,7 +154,9 @@ class FeastFeatureStore(FeatureStore):
         try:
             self.feast.push(source, pd.DataFrame(rows), to=PushMode.ONLINE)
         except Exception as exc:  # Feast raises many unrelated types (redis, sqlite, proto)
-            raise StoreError(f"cannot write {len(rows)} rows to the online store via {source}: {exc}") from exc
+            raise StoreError(
+                f"cannot write {len(rows)} rows to the online store via {source}: {exc}"
+            ) from exc
 
     # -- reads ----------------------------------------------------------------------------------
     def _online(self, refs: list[str], key: str, ids: Sequence[str]) -> dict[str, list[Any]]:
@@ -173,7 +176,7 @@ class FeastFeatureStore(FeatureStore):
             d = self._online(_CONTENT_REFS + _STATE_REFS, "item_id", chunk)
             for n, item_id in enumerate(chunk):
 
-                def g(view: str, feat: str, n: int = n) -> Any:
+                def g(view: str, feat: str, n: int = n, d: dict[str, list[Any]] = d) -> Any:
                     return d[f"{view}__{feat}"][n]
 
                 cvec = g(ITEM_CONTENT, "content_vector")
@@ -325,7 +328,8 @@ class FeastUserStore(UserStore):
                     vector=_f32(vec),
                     interactions=int(d[f"{USER_VECTOR}__interactions"][n] or 0),
                     model_version=str(d[f"{USER_VECTOR}__model_version"][n] or ""),
-                    updated_at=_ts(d[f"{USER_VECTOR}__user_updated_at"][n]) or datetime.min.replace(tzinfo=UTC),
+                    updated_at=_ts(d[f"{USER_VECTOR}__user_updated_at"][n])
+                    or datetime.min.replace(tzinfo=UTC),
                 )
         return out
 

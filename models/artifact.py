@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from datetime import UTC, datetime
@@ -29,6 +30,8 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coldstart.errors import ArtifactError, NotFoundError
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -203,7 +206,8 @@ def resolve_artifact(path: Path | None, artifacts_dir: Path) -> Path:
         if (child / MANIFEST).is_file():
             try:
                 candidates.append((read_manifest(child).created_at, child))
-            except ArtifactError:
+            except ArtifactError as exc:
+                log.warning("skipping unreadable artifact %s: %s", child, exc)
                 continue
     if not candidates:
         raise NotFoundError(f"no encoder artifact under {root}: run `coldstart models train` first")

@@ -129,8 +129,16 @@ class ItemEncoder(ABC):
         Raises
         ------
         ModalityError
-            An item has neither a decodable image nor non-empty text (nothing is encoded then).
+            An item has neither a decodable image nor non-empty text; no result is returned then (items
+            with no image bytes and empty text are rejected before any tower runs).
         """
+        for i, item in enumerate(items):
+            if item.image is None and not usable_text(item.text):
+                raise ModalityError(
+                    f"items[{i}].image,text",
+                    item.item_id,
+                    "item has no usable modality: image is missing and text is empty",
+                )
         results = self.encode_lenient(items)
         for res in results:
             if isinstance(res, ModalityError):

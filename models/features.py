@@ -27,6 +27,8 @@ from models.records import ItemContent
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
+# Bump when preprocessing or pooling of the frozen towers changes (part of the cache key).
+FEATURE_RECIPE = "effnet-lite:(x-127)/128,avgpool;minilm:meanpool+l2;clip:encode_*"
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,8 @@ def cache_key(items: Sequence[ItemContent], config: EncoderConfig, seed: int = 0
     h = hashlib.sha256()
     h.update(
         json.dumps(
-            {"f": CACHE_FORMAT, "enc": frozen_identity(config, seed), "v": _versions()}, sort_keys=True
+            {"f": CACHE_FORMAT, "r": FEATURE_RECIPE, "enc": frozen_identity(config, seed), "v": _versions()},
+            sort_keys=True,
         ).encode()
     )
     for item in items:

@@ -155,7 +155,9 @@ class ItemTower(nn.Module):
         if cfg.layers == 1:
             self.mlp: nn.Module = nn.Linear(fused, cfg.item_dim)
         else:
-            self.mlp = nn.Sequential(nn.Linear(fused, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.item_dim))
+            self.mlp = nn.Sequential(
+                nn.Linear(fused, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.item_dim)
+            )
 
     @torch.no_grad()
     def fit_centering(
@@ -230,7 +232,9 @@ class ItemTower(nn.Module):
         Tensor
             ``(B, item_dim)`` float32, compared with user vectors by dot product.
         """
-        z_image, z_text, image_on, text_on = self.modality_embeddings(image_feat, text_feat, image_ok, text_ok)
+        z_image, z_text, image_on, text_on = self.modality_embeddings(
+            image_feat, text_feat, image_ok, text_ok
+        )
         return self.fuse(z_image, z_text, image_on, text_on)
 
     def fuse(
@@ -322,7 +326,9 @@ def encode_items(module: ItemTower, features: FeatureRows, *, batch_size: int = 
     module.eval()
     img, txt, iok, tok = _tensors(features)
     outs = [
-        module(img[s : s + batch_size], txt[s : s + batch_size], iok[s : s + batch_size], tok[s : s + batch_size])
+        module(
+            img[s : s + batch_size], txt[s : s + batch_size], iok[s : s + batch_size], tok[s : s + batch_size]
+        )
         for s in range(0, img.shape[0], batch_size)
     ]
     module.train(was_training)
@@ -457,7 +463,9 @@ def train_item_tower(
         raise InvalidInputError("interactions", len(interactions), "no positive pair on a training item")
     image_ok_np = np.asarray(features.image_ok, dtype=bool)
     text_ok_np = np.asarray(features.text_ok, dtype=bool)
-    usable = (image_ok_np if cfg.modalities != "text" else 0) | (text_ok_np if cfg.modalities != "image" else 0)
+    usable = (image_ok_np if cfg.modalities != "text" else 0) | (
+        text_ok_np if cfg.modalities != "image" else 0
+    )
     if not np.any(usable):
         raise ModalityError("config.modalities", cfg.modalities, "no training item has that modality")
 
@@ -538,7 +546,7 @@ def train_item_tower(
                         z_i[rows], z_t[rows], cfg.alignment_temperature
                     )
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             total += float(loss.detach())
         epoch_loss = total / steps_per_epoch
@@ -573,4 +581,3 @@ def train_item_tower(
     }
     result.history = history
     return result
-

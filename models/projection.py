@@ -151,7 +151,7 @@ def train_projection(
             opt.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
-            total += float(loss)
+            total += float(loss.detach())
             steps += 1
         entry = {"epoch": float(epoch + 1), "loss": total / max(steps, 1)}
         if val_rows.size >= 2:

@@ -71,7 +71,6 @@ def build_tiny_artifact(
     from models.export import build_artifact
     from models.towers import ProjectionHead, build_towers
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         towers = build_towers(TINY_CONFIGS[kind], seed=seed)

@@ -110,6 +110,7 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
         self._inflight: deque[_InFlight] = deque()
         self._consumer: Any = None
         self._to_recover: list[Any] = []
+        self._joined = False
         self._compute_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{type(self).__name__}-compute")
         self._write_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{type(self).__name__}-write")
 
@@ -162,6 +163,7 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
 
             def on_partitions_assigned(self, assigned: Any) -> None:
                 owner._to_recover.extend(assigned)
+                owner._joined = True
                 log.info("assigned %s", sorted(tp.partition for tp in assigned))
 
         try:
@@ -194,7 +196,9 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
                     last_progress = now
                     log.info("progress %s", self.metrics.snapshot())
                 if not records:
-                    if idle_exit_s is not None and not self._inflight and now - last_data >= idle_exit_s:
+                    if not self._joined:
+                        last_data = now  # the idle clock starts once the group has given us partitions
+                    elif idle_exit_s is not None and not self._inflight and now - last_data >= idle_exit_s:
                         break
                     continue
                 last_data = now

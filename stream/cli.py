@@ -163,3 +163,14 @@ def topics_command() -> None:
     bootstrap = resolve_bootstrap(settings.kafka)
     created = ensure_topics(bootstrap, settings.kafka.partitions)
     typer.echo(f"{bootstrap}: created {created or 'no'} topics")
+
+
+@app.command("learn")
+def learn_cli(
+    idle_exit_s: Annotated[float | None, typer.Option(help="Exit after this long without records.")] = None,
+) -> None:
+    """Online learner of the exploration policy: joins interactions to decisions, checkpoints the model."""
+    from stream.learn_worker import learn_command
+
+    stats = learn_command(idle_exit_s=idle_exit_s)
+    typer.echo(f"learner stopped: {stats}")

@@ -11,6 +11,7 @@ topic                         record            key      produced by
 ``items.listed``              :class:`ItemListed`  item_id  marketplace backends
 ``interactions``              :class:`Interaction` user_id  recommendation APIs / frontends
 ``decisions``                 ``exploration.records.Decision``  user_id  the exploration API
+``items.stored``              :class:`ItemStored`  item_id  the encoder worker, after each write
 ``items.listed.dlq``          :class:`DeadLetter`  source key  the encoder worker
 ``interactions.dlq``          :class:`DeadLetter`  source key  the interaction consumers
 ============================  ================  =======  ==========================================
@@ -146,7 +147,7 @@ class ItemListed(Event):
         text = ". ".join(p.rstrip(".") if i < 2 else p for i, p in enumerate(parts) if p)
         if self.attributes:
             attrs = "; ".join(f"{k}: {v}" for k, v in sorted(self.attributes.items()) if v)
-            text = f"{text}. {attrs}" if text else attrs
+            text = f"{text.rstrip('.')}. {attrs}" if text else attrs
         return text
 
 
@@ -184,6 +185,27 @@ class Interaction(Event):
         if self.value is not None and not math.isfinite(self.value):
             raise ValueError(f"value={self.value!r} must be finite")
         return self
+
+
+class ItemStored(Event):
+    """An item's content row was written to the feature store, on ``items.stored`` (key ``item_id``).
+
+    Processes that keep an in-process pool index (the API) follow this topic to add new items within
+    the freshness target without scanning the store. Vectors are float lists (``content_vector``:
+    ``(shared_dim,)`` unit norm; ``item_vector``: ``(item_dim,)``).
+    """
+
+    item_id: str = Field(min_length=1, max_length=_MAX_ID)
+    listed_at: AwareDatetime
+    stored_at: AwareDatetime
+    encoder_version: str
+    image_ok: bool
+    text_ok: bool
+    category: str = ""
+    seller_id: str = ""
+    status: Literal["cold", "warming", "warm", "graduated"] = "cold"
+    content_vector: list[float]
+    item_vector: list[float]
 
 
 class DeadLetter(Event):

@@ -19,7 +19,6 @@ import json
 import logging
 import threading
 from collections.abc import Iterable
-from concurrent.futures import Future
 from typing import Any
 
 from coldstart.errors import BrokerError
@@ -59,7 +58,7 @@ class DeadLetterQueue:
         self.topic = dlq_topic(source_topic)
         self._partitions = partition_count(bootstrap_servers, self.topic)
         self._lock = threading.Lock()
-        self._pending: list[tuple[int, Future[Any]]] = []
+        self._pending: list[tuple[int, Any]] = []
         self._next: dict[int, int] = {}  # source partition -> next DLQ offset known to hold its letters
         self._already: set[tuple[int, int]] = set()  # (source partition, offset) dead-lettered, uncommitted
         self.sent = 0
@@ -114,7 +113,7 @@ class DeadLetterQueue:
         self._producer.flush()
         for source_partition, fut in pending:
             try:
-                meta = fut.result()
+                meta = fut.get(timeout=30)
             except Exception as exc:
                 raise BrokerError(f"dead letter not written to {self.topic}: {exc}") from exc
             with self._lock:
@@ -207,3 +206,36 @@ class DeadLetterQueue:
                 self.topic,
             )
         return found
+
+
+def read_dead_letters(bootstrap_servers: str, source_topic: str, *, idle_ms: int = 1000) -> list[DeadLetter]:
+    """Every dead letter of ``source_topic``, read from the beginning of its DLQ until idle.
+
+    Undecodable DLQ records (not written by coldstart) are skipped.
+    """
+    from kafka import KafkaConsumer
+
+    reader = KafkaConsumer(
+        dlq_topic(source_topic),
+        bootstrap_servers=bootstrap_servers,
+        client_id="coldstart-dlq-reader",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_wait_ms=100,
+    )
+    letters: list[DeadLetter] = []
+    try:
+        while True:
+            polled = reader.poll(timeout_ms=idle_ms)
+            if not polled:
+                break
+            for records in polled.values():
+                for rec in records:
+                    try:
+                        letters.append(decode_event(rec.value, DeadLetter))
+                    except EventDecodeError:
+                        continue
+    finally:
+        reader.close()
+    return letters

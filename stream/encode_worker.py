@@ -14,7 +14,9 @@ workers (up to the topic's partition count). Per micro-batch:
 
 Re-delivery (after a crash) writes the same rows again: vectors are deterministic and the event
 timestamp is the event's ``listed_at``. A row the store already holds with a *newer* timestamp
-(warmed up, or re-listed later) is not overwritten by a re-delivered old listing.
+(warmed up, or re-listed later) is not overwritten by a re-delivered old listing (the store's rule).
+Replaying the topic from the start (a consumer-group reset) would upsert long-graduated items into
+this process's pool again; the pool's owner re-applies statuses at its next rebuild.
 """
 
 from __future__ import annotations
@@ -23,14 +25,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from coldstart.errors import ColdstartError
-from exploration.pool.base import CandidatePool, PoolEntry
+from exploration.pool.base import CandidatePool, PoolEntry, PoolSpace, entry_from_item
 from feature_repo.base import FeatureStore
 from feature_repo.records import StoredItem
 from models.records import ItemContent, ItemEmbedding
@@ -107,7 +109,8 @@ class EncodeWorker(MicroBatchConsumer[ItemListed, _Prepared, _Computed]):
     pool_vector
         Which vector the pool indexes: ``item`` (recommendation space) or ``content`` (shared space).
     on_stored
-        Called with each batch's written rows after the write (e.g. to notify other processes).
+        Called with each batch's written rows after the write, e.g. ``ItemPools.upsert_items`` to
+        keep both pool spaces of this process in step.
     """
 
     def __init__(
@@ -118,7 +121,7 @@ class EncodeWorker(MicroBatchConsumer[ItemListed, _Prepared, _Computed]):
         store: FeatureStore,
         *,
         pool: CandidatePool | None = None,
-        pool_vector: Literal["item", "content"] = "item",
+        pool_vector: PoolSpace = "item",
         on_stored: Callable[[Sequence[StoredItem]], None] | None = None,
         producer: EventProducer | None = None,
     ) -> None:
@@ -210,31 +213,20 @@ class EncodeWorker(MicroBatchConsumer[ItemListed, _Prepared, _Computed]):
         if not rows:
             return
         start = time.perf_counter()
-        existing = self.store.get_items([r.item_id for r in rows])
-        fresh = [
-            r for r in rows if r.item_id not in existing or existing[r.item_id].updated_at <= r.updated_at
-        ]
-        skipped = len(rows) - len(fresh)
-        if fresh:
-            self.store.write_items(fresh)
-            if self.pool is not None:
-                self.pool.upsert([self._pool_entry(r, computed.attributes.get(r.item_id, {})) for r in fresh])
+        # the store keeps the newer row when it has one (warmed up, or re-listed later): a re-delivered
+        # old listing does not overwrite it
+        self.store.write_items(rows)
+        if self.pool is not None:
+            self.pool.upsert([self._pool_entry(r, computed.attributes.get(r.item_id, {})) for r in rows])
+        if self.on_stored is not None:
+            self.on_stored(rows)
         written_at = now_utc()
-        self.metrics.add(written=len(fresh), skipped_newer=skipped, write_s=time.perf_counter() - start)
-        self.metrics.observe_freshness([_seconds(r.listed_at, written_at) for r in fresh])
-        if self.on_stored is not None and fresh:
-            self.on_stored(fresh)
+        self.metrics.add(written=len(rows), write_s=time.perf_counter() - start)
+        self.metrics.observe_freshness([_seconds(r.listed_at, written_at) for r in rows])
 
     def _pool_entry(self, row: StoredItem, attributes: dict[str, str]) -> PoolEntry:
-        vector = row.item_vector if self.pool_vector == "item" else row.content_vector
-        return PoolEntry(
-            item_id=row.item_id,
-            vector=vector,
-            category=row.category,
-            seller_id=row.seller_id,
-            listed_at_s=row.listed_at.timestamp(),
-            attrs=attributes,
-        )
+        entry = entry_from_item(row, self.pool_vector)
+        return replace(entry, attrs={**attributes, **entry.attrs})
 
     def _close(self) -> None:
         self.fetcher.close()

@@ -23,7 +23,6 @@ class ConsumerMetrics:
     records: int = 0
     batches: int = 0
     written: int = 0
-    skipped_newer: int = 0
     dead_lettered: int = 0
     dead_letters_deduplicated: int = 0
     commits: int = 0
@@ -63,7 +62,6 @@ class ConsumerMetrics:
                 "records": self.records,
                 "batches": self.batches,
                 "written": self.written,
-                "skipped_newer": self.skipped_newer,
                 "dead_lettered": self.dead_lettered,
                 "dead_letters_deduplicated": self.dead_letters_deduplicated,
                 "commits": self.commits,

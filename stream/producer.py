@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -58,27 +57,25 @@ class EventProducer:
         except KafkaError as exc:
             raise BrokerError(f"cannot connect a producer to {bootstrap_servers}: {exc}") from exc
 
-    def send(
-        self, topic: str, key: str | bytes | None, value: bytes, *, partition: int | None = None
-    ) -> Future[Any]:
-        """Send raw bytes (asynchronous; the returned future resolves to the record metadata)."""
+    def send(self, topic: str, key: str | bytes | None, value: bytes, *, partition: int | None = None) -> Any:
+        """Send raw bytes (asynchronous). Returns kafka-python's future: ``.get(timeout)`` gives the
+        record metadata (topic, partition, offset) or raises."""
         key_bytes = key.encode("utf-8") if isinstance(key, str) else key
-        fut: Future[Any] = self._producer.send(topic, key=key_bytes, value=value, partition=partition)
-        return fut
+        return self._producer.send(topic, key=key_bytes, value=value, partition=partition)
 
-    def publish(self, topic: str, key: str, event: BaseModel) -> Future[Any]:
+    def publish(self, topic: str, key: str, event: BaseModel) -> Any:
         """Send one event as JSON, keyed by ``key``."""
         return self.send(topic, key, encode_event(event))
 
-    def publish_item(self, event: ItemListed) -> Future[Any]:
+    def publish_item(self, event: ItemListed) -> Any:
         """``items.listed``, key ``item_id``."""
         return self.publish(ITEMS_LISTED, event.item_id, event)
 
-    def publish_interaction(self, event: Interaction) -> Future[Any]:
+    def publish_interaction(self, event: Interaction) -> Any:
         """``interactions``, key ``user_id``."""
         return self.publish(INTERACTIONS, event.user_id, event)
 
-    def publish_decision(self, decision: BaseModel) -> Future[Any]:
+    def publish_decision(self, decision: BaseModel) -> Any:
         """``decisions``, key ``user_id`` (an ``exploration.records.Decision``)."""
         user_id = getattr(decision, "user_id", None)
         if not isinstance(user_id, str):

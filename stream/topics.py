@@ -11,6 +11,7 @@ from coldstart.errors import BrokerError
 ITEMS_LISTED = "items.listed"
 INTERACTIONS = "interactions"
 DECISIONS = "decisions"
+ITEMS_STORED = "items.stored"
 DLQ_SUFFIX = ".dlq"
 
 
@@ -32,6 +33,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(ITEMS_LISTED, "item_id", "ItemListed events from marketplace backends"),
     TopicSpec(INTERACTIONS, "user_id", "Interaction events (impressions, clicks, ratings...)"),
     TopicSpec(DECISIONS, "user_id", "exploration Decision records"),
+    TopicSpec(ITEMS_STORED, "item_id", "ItemStored notifications (feed of in-process pool indexes)"),
     TopicSpec(dlq_topic(ITEMS_LISTED), "source key", "DeadLetter records of the encoder worker"),
     TopicSpec(dlq_topic(INTERACTIONS), "source key", "DeadLetter records of the interaction consumers"),
 )

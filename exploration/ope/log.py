@@ -117,6 +117,10 @@ class BanditLog:
         """Number of decisions with at least one round."""
         return len(self.decisions)
 
+    def prefix(self, round_: int) -> tuple[int, ...]:
+        """Candidate indices placed at the earlier positions of this round's decision."""
+        return self._prefixes[round_]
+
     def available(self, round_: int) -> NDArray[np.bool_]:
         """``(n_candidates,)`` mask of the candidates still available at this round's position."""
         d = self.decisions[int(self.decision_index[round_])]

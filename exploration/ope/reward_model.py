@@ -50,64 +50,101 @@ class RewardModelConfig(BaseModel):
 
 
 class RoundCandidates:
-    """Every (round, candidate) pair of a log, in round order: ``round`` and ``candidate`` are
-    ``(n_pairs,)``; ``start[r]:start[r+1]`` are round ``r``'s pairs; ``chosen_row[r]`` is the pair of
-    the logged item."""
+    """Every (round, candidate) pair of a log, in round order, with the arrays OPE needs.
+
+    Attributes
+    ----------
+    start
+        ``(n_rounds + 1,)``: ``start[r]:start[r+1]`` are round ``r``'s pairs.
+    round, candidate
+        ``(n_pairs,)``: the pair's round and its index in the decision's candidates.
+    chosen_row
+        ``(n_rounds,)``: the pair of the logged item.
+    available
+        ``(n_pairs,)`` bool: the candidate was not placed at an earlier position of the decision.
+    cand_offset
+        ``(n_decisions + 1,)`` offsets of each decision's candidates in the flat per-candidate arrays
+        ``cand_prob`` (logged first-slot pmf) and ``cand_score``; ``flat`` maps pairs into them.
+    """
 
     def __init__(self, log: BanditLog) -> None:
-        sizes = np.array([len(log.decisions[int(i)].candidates) for i in log.decision_index], dtype=np.int64)
+        n_cands = np.array([len(d.candidates) for d in log.decisions], dtype=np.int64)
+        self.cand_offset = np.concatenate([[0], np.cumsum(n_cands)]).astype(np.int64)
+        self.cand_prob = np.array(
+            [c.probability for d in log.decisions for c in d.candidates], dtype=np.float64
+        )
+        self.cand_score = np.array([c.score for d in log.decisions for c in d.candidates], dtype=np.float64)
+        sizes = n_cands[log.decision_index] if log.n_rounds else np.zeros(0, dtype=np.int64)
         self.start = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.round = np.repeat(np.arange(log.n_rounds, dtype=np.int64), sizes)
         pair = np.arange(int(self.start[-1]), dtype=np.int64)
         self.candidate = (pair - self.start[self.round]).astype(np.int64)
         self.chosen_row = (self.start[:-1] + log.chosen).astype(np.int64)
+        self.flat = (self.cand_offset[log.decision_index[self.round]] + self.candidate).astype(np.int64)
+        self.available = np.ones(self.n_pairs, dtype=bool)
+        placed = [int(self.start[r]) + c for r in range(log.n_rounds) for c in log.prefix(r)]
+        self.available[np.asarray(placed, dtype=np.int64)] = False
 
     @property
     def n_pairs(self) -> int:
         """Number of (round, candidate) pairs."""
         return int(self.start[-1])
 
+    def per_round_sum(self, values: FloatArray) -> FloatArray:
+        """``(n_rounds,)`` sums of ``(n_pairs,)`` values over each round's pairs."""
+        return (
+            np.asarray(np.add.reduceat(values, self.start[:-1]), dtype=np.float64) if self.n_pairs else values
+        )
+
+
+class _Features:
+    """Per-candidate and per-decision feature blocks; rows of the design matrix are built from them
+    on demand (for a chunk of pairs) so that memory stays ``O(chunk x n_features)``."""
+
+    def __init__(self, log: BanditLog, pairs: RoundCandidates, interactions: bool) -> None:
+        cand_names = sorted({k for d in log.decisions for c in d.candidates for k in c.features})
+        ctx_names = sorted(
+            {k if not isinstance(v, str) else f"{k}={v}" for d in log.decisions for k, v in d.context.items()}
+        )
+        cand_col = {k: i for i, k in enumerate(cand_names)}
+        ctx_col = {k: i for i, k in enumerate(ctx_names)}
+        self.cand = np.zeros((int(pairs.cand_offset[-1]), len(cand_names) + 1))
+        self.cand[:, -1] = pairs.cand_score
+        row = 0
+        for d in log.decisions:
+            for c in d.candidates:
+                for name, value in c.features.items():
+                    self.cand[row, cand_col[name]] = value
+                row += 1
+        self.ctx = np.zeros((log.n_decisions, len(ctx_names)))
+        for j, d in enumerate(log.decisions):
+            for k, v in d.context.items():
+                if isinstance(v, str):
+                    self.ctx[j, ctx_col[f"{k}={v}"]] = 1.0
+                else:
+                    self.ctx[j, ctx_col[k]] = float(v)
+        self.n_pos = int(log.position.max()) + 1 if log.n_rounds else 1
+        self.interactions = interactions and self.ctx.shape[1] > 0
+        self.log = log
+        self.pairs = pairs
+
+    def rows(self, idx: NDArray[np.int64]) -> FloatArray:
+        """``(len(idx), n_features)`` design rows of the pairs ``idx``."""
+        rnd = self.pairs.round[idx]
+        cand = self.cand[self.pairs.flat[idx]]
+        ctx = self.ctx[self.log.decision_index[rnd]]
+        pos = np.zeros((idx.size, self.n_pos))
+        pos[np.arange(idx.size), self.log.position[rnd]] = 1.0
+        parts = [cand, ctx, pos]
+        if self.interactions:
+            parts.append((ctx[:, :, None] * cand[:, None, :]).reshape(idx.size, -1))
+        return np.asarray(np.hstack(parts), dtype=np.float64)
+
 
 def design_matrix(log: BanditLog, pairs: RoundCandidates, interactions: bool = True) -> FloatArray:
-    """``(n_pairs, n_features)`` float64 features of every (round, candidate) pair (see module doc)."""
-    cand_keys: set[str] = set()
-    ctx_keys: set[str] = set()
-    for d in log.decisions:
-        for c in d.candidates:
-            cand_keys.update(c.features)
-        for k, v in d.context.items():
-            ctx_keys.add(k if not isinstance(v, str) else f"{k}={v}")
-    cand_names = sorted(cand_keys)
-    ctx_names = sorted(ctx_keys)
-    cand_col = {k: i for i, k in enumerate(cand_names)}
-    ctx_col = {k: i for i, k in enumerate(ctx_names)}
-    # per-decision candidate blocks and contexts
-    cand_blocks: list[FloatArray] = []
-    ctx = np.zeros((log.n_decisions, len(ctx_names)))
-    for j, d in enumerate(log.decisions):
-        block = np.zeros((len(d.candidates), len(cand_names) + 1))
-        for i, c in enumerate(d.candidates):
-            for k, v in c.features.items():
-                block[i, cand_col[k]] = v
-            block[i, -1] = c.score
-        cand_blocks.append(block)
-        for k, v in d.context.items():
-            if isinstance(v, str):
-                ctx[j, ctx_col[f"{k}={v}"]] = 1.0
-            else:
-                ctx[j, ctx_col[k]] = float(v)
-    offsets = np.concatenate([[0], np.cumsum([b.shape[0] for b in cand_blocks])]).astype(np.int64)
-    all_cands = np.concatenate(cand_blocks) if cand_blocks else np.zeros((0, len(cand_names) + 1))
-    dec = log.decision_index[pairs.round]
-    cand = all_cands[offsets[dec] + pairs.candidate]
-    context = ctx[dec]
-    n_pos = int(log.position.max()) + 1 if log.n_rounds else 1
-    pos = np.zeros((pairs.n_pairs, n_pos))
-    pos[np.arange(pairs.n_pairs), log.position[pairs.round]] = 1.0
-    parts = [cand, context, pos]
-    if interactions and context.shape[1] and cand.shape[1]:
-        parts.append((context[:, :, None] * cand[:, None, :]).reshape(pairs.n_pairs, -1))
-    return np.asarray(np.hstack(parts), dtype=np.float64)
+    """``(n_pairs, n_features)`` float64 features of every (round, candidate) pair (see module doc):
+    candidate features and score, context, position one-hot, context x candidate products."""
+    return _Features(log, pairs, interactions).rows(np.arange(pairs.n_pairs, dtype=np.int64))
 
 
 def _standardise(x: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -142,37 +179,39 @@ def _logistic(x: FloatArray, y: FloatArray, alpha: float, n_iter: int = 50) -> F
 
 
 def fit_predict(
-    log: BanditLog, pairs: RoundCandidates, config: RewardModelConfig | None = None
+    log: BanditLog, pairs: RoundCandidates, config: RewardModelConfig | None = None, chunk: int = 100_000
 ) -> FloatArray:
     """Cross-fitted predictions ``(n_pairs,)`` of the reward of every (round, candidate) pair.
 
     Features are standardised on each training fold; ``ridge`` predictions are clipped to the
-    observed reward range.
+    observed reward range. Predictions are computed ``chunk`` pairs at a time.
     """
     cfg = config or RewardModelConfig()
-    X = design_matrix(log, pairs, cfg.interactions)
+    feats = _Features(log, pairs, cfg.interactions)
     y = log.reward
-    chosen = pairs.chosen_row
+    X_chosen = feats.rows(pairs.chosen_row)
     rng = np.random.default_rng(cfg.seed)
-    n_folds = min(cfg.n_folds, log.n_decisions)
-    fold_of_decision = rng.permutation(log.n_decisions) % max(n_folds, 1)
-    fold_of_round = fold_of_decision[log.decision_index]
+    n_folds = max(1, min(cfg.n_folds, log.n_decisions))
+    fold_of_round = (rng.permutation(log.n_decisions) % n_folds)[log.decision_index]
     fold_of_pair = fold_of_round[pairs.round]
     out = np.empty(pairs.n_pairs)
     lo, hi = float(y.min()), float(y.max())
     binary = bool(np.all((y == 0.0) | (y == 1.0)))
-    for f in range(max(n_folds, 1)):
+    for f in range(n_folds):
         train = fold_of_round != f if n_folds >= 2 else np.ones(log.n_rounds, dtype=bool)
-        target = fold_of_pair == f if n_folds >= 2 else np.ones(pairs.n_pairs, dtype=bool)
-        if not target.any():
+        target = np.flatnonzero(fold_of_pair == f) if n_folds >= 2 else np.arange(pairs.n_pairs)
+        if target.size == 0:
             continue
-        Xtr, ytr = X[chosen[train]], y[train]
+        Xtr, ytr = X_chosen[train], y[train]
         mean, sd = _standardise(Xtr)
-        Ztr, Zte = (Xtr - mean) / sd, (X[target] - mean) / sd
-        if cfg.type == "logistic" and binary and np.unique(ytr).size == 2:
-            beta = _logistic(Ztr, ytr, cfg.alpha)
-            out[target] = 1.0 / (1.0 + np.exp(-np.clip(beta[0] + Zte @ beta[1:], -30, 30)))
-        else:
-            beta = _ridge(Ztr, ytr, cfg.alpha)
-            out[target] = np.clip(beta[0] + Zte @ beta[1:], lo, hi)
+        logistic = cfg.type == "logistic" and binary and np.unique(ytr).size == 2
+        beta = (
+            _logistic((Xtr - mean) / sd, ytr, cfg.alpha)
+            if logistic
+            else _ridge((Xtr - mean) / sd, ytr, cfg.alpha)
+        )
+        for s in range(0, target.size, chunk):
+            idx = target[s : s + chunk]
+            z = beta[0] + ((feats.rows(idx) - mean) / sd) @ beta[1:]
+            out[idx] = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30))) if logistic else np.clip(z, lo, hi)
     return out

@@ -10,9 +10,20 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from feature_repo.base import FeatureStore
+    from feature_repo.records import ItemStatus, StoredItem
+
+#: Which vector a pool indexes: ``item`` = the item tower's ``item_vector`` (recommendation space,
+#: compared with user vectors); ``content`` = ``content_vector`` (shared image/text space, search).
+PoolSpace = Literal["item", "content"]
+#: Statuses of the items that belong to the cold pool (graduated items leave it).
+POOL_STATUSES: tuple[str, ...] = ("cold", "warming", "warm")
 
 
 @dataclass(frozen=True)
@@ -62,3 +73,44 @@ class CandidatePool(ABC):
     @abstractmethod
     def __len__(self) -> int:
         """Number of items in the pool."""
+
+    def replace_all(self, entries: Sequence[PoolEntry]) -> None:
+        """Replace the pool's content with ``entries``.
+
+        This default only upserts (correct on an empty pool, e.g. at start-up); implementations
+        that can enumerate their items override it with an atomic swap.
+        """
+        self.upsert(entries)
+
+    def rebuild_from_store(
+        self,
+        store: FeatureStore,
+        space: PoolSpace = "item",
+        statuses: Sequence[ItemStatus] | Sequence[str] = POOL_STATUSES,
+    ) -> int:
+        """Load every stored item whose status is in ``statuses`` (start-up); returns the pool size.
+
+        Parameters
+        ----------
+        store
+            The feature store; :meth:`FeatureStore.iter_items` is read once.
+        space
+            Which vector to index (see :data:`PoolSpace`).
+        """
+        keep = set(statuses)
+        entries = [entry_from_item(it, space) for it in store.iter_items() if it.status in keep]
+        self.replace_all(entries)
+        return len(self)
+
+
+def entry_from_item(item: StoredItem, space: PoolSpace = "item") -> PoolEntry:
+    """The pool entry of a stored item in ``space`` (``attrs`` carries status and encoder version)."""
+    vector = item.item_vector if space == "item" else item.content_vector
+    return PoolEntry(
+        item_id=item.item_id,
+        vector=np.asarray(vector, dtype=np.float32),
+        category=item.category,
+        seller_id=item.seller_id,
+        listed_at_s=item.listed_at.timestamp(),
+        attrs={"status": item.status, "encoder_version": item.encoder_version},
+    )

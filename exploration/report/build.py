@@ -50,6 +50,7 @@ class ReportResult:
     ope_decisions: int
     logged_slot_reward: float
     policies: dict[str, str]
+    model_versions: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -112,5 +113,6 @@ def build_report(
         ope_decisions=log.n_decisions,
         logged_slot_reward=float(log.reward.mean()) if log.n_rounds else float("nan"),
         policies={p.name: _DESCRIPTIONS.get(p.name, "saved model") for p in policies},
+        model_versions=sorted({f"{d.policy}/{d.model_version}" for d in decisions}),
         notes=notes,
     )

@@ -20,9 +20,11 @@ _COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
 
 
 def _figure(width: float = 6.4, height: float = 3.4) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)  # Agg, no pyplot: no global state, no display needed
     return fig
 
 
@@ -60,7 +62,10 @@ def time_to_first(kpis: KPIs) -> Figure:
     ax.set_ylabel("share of new items")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no impression yet", ha="center", transform=ax.transAxes, color="#666")
     ax.set_title("Time to first impression / click (new items)")
     return fig
 
@@ -145,7 +150,7 @@ def daily_exposure(kpis: KPIs) -> Figure:
     ax.set_ylabel("impressions of new items")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=8)
+    ax.legend(h1 + h2, l1 + l2, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title("Daily exposure of new items")
     return fig

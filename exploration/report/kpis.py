@@ -96,10 +96,14 @@ def validate_window(since: datetime, until: datetime) -> None:
 
 
 def wilson(successes: float, trials: float, z: float = 1.959963984540054) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion (``(nan, nan)`` for 0 trials)."""
+    """95% Wilson score interval of a proportion (``(nan, nan)`` for 0 trials).
+
+    ``successes > trials`` happens when clicks arrive without their impression events; the share is
+    then clipped to 1.
+    """
     if trials <= 0:
         return math.nan, math.nan
-    p = successes / trials
+    p = min(1.0, max(0.0, successes / trials))
     den = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / den
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / den

@@ -138,7 +138,7 @@ def _decision_rows(d: Decision, created: datetime) -> tuple[Row, list[Row]]:
     return row, slots
 
 
-def _interaction_row(i: InteractionLike, created: datetime, schema_version: int) -> Row:
+def _interaction_row(i: InteractionLike, created: datetime, default_version: int) -> Row:
     value = None if i.value is None else float(i.value)
     if value is not None and not math.isfinite(value):
         raise InvalidInputError(f"interactions[{i.event_id}].value", i.value, "must be finite")
@@ -152,7 +152,7 @@ def _interaction_row(i: InteractionLike, created: datetime, schema_version: int)
         "value": value,
         "decision_id": i.decision_id,
         "position": i.position,
-        "schema_version": schema_version,
+        "schema_version": int(getattr(i, "schema_version", default_version)),
     }
 
 
@@ -203,9 +203,14 @@ class OfflineLog(ABC):
         return self._insert(DECISIONS_TABLE, rows)
 
     def write_interactions(self, interactions: Sequence[InteractionLike], schema_version: int = 1) -> int:
-        """Append interactions (key ``event_id``); returns how many were new."""
+        """Append interactions (key ``event_id``); returns how many were new.
+
+        ``schema_version`` is stored for records that carry none (stream events carry their own).
+        """
         now = datetime.now(UTC)
-        return self._insert(INTERACTIONS_TABLE, [_interaction_row(i, now, schema_version) for i in interactions])
+        return self._insert(
+            INTERACTIONS_TABLE, [_interaction_row(i, now, schema_version) for i in interactions]
+        )
 
     # -- readers --------------------------------------------------------------------------------
     def frame(

@@ -6,8 +6,11 @@ Layout under ``root`` (``<repo_path>/data/offline``)::
     decisions/...   decision_slots/...   interactions/...
     _keys.sqlite                   keys already written, per table (the dedupe ledger)
 
-Analysts query it with DuckDB, e.g.
-``duckdb -c "select policy, count(*) from read_parquet('.coldstart/feast/data/offline/decisions/*.parquet') group by 1"``
+Analysts query it with DuckDB, e.g. (from the working directory, default data dir)::
+
+    duckdb -c "select policy, count(*)
+               from read_parquet('.coldstart/feast/data/offline/decisions/*.parquet') group by 1"
+
 or through :meth:`ParquetOfflineLog.sql`, which exposes every table as a view. Feast's file offline
 store reads the same directories (``FileSource``) for point-in-time joins.
 
@@ -124,7 +127,9 @@ class ParquetOfflineLog(OfflineLog):
             except (OSError, sqlite3.Error, pa.ArrowException) as exc:
                 if con.in_transaction:
                     con.execute("ROLLBACK")
-                raise StoreError(f"cannot write {len(rows)} rows to offline table {spec.name}: {exc}") from exc
+                raise StoreError(
+                    f"cannot write {len(rows)} rows to offline table {spec.name}: {exc}"
+                ) from exc
             finally:
                 con.close()
 

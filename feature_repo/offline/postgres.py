@@ -55,10 +55,7 @@ def build_metadata(schema: str) -> tuple[MetaData, dict[str, Table]]:
     md = MetaData(schema=schema)
     tables: dict[str, Table] = {}
     for spec in TABLES.values():
-        cols = [
-            Column(c.name, _sqltype(c.kind), nullable=c.nullable)
-            for c in spec.columns
-        ]
+        cols = [Column(c.name, _sqltype(c.kind), nullable=c.nullable) for c in spec.columns]
         tables[spec.name] = Table(spec.name, md, *cols, PrimaryKeyConstraint(*spec.key))
     for spec in TABLES.values():  # time-range scans of analysts and Feast
         Index(f"ix_{spec.name}_{spec.time_column}", tables[spec.name].c[spec.time_column])
@@ -94,7 +91,9 @@ class PostgresOfflineLog(OfflineLog):
             try:
                 with self.engine.begin() as conn:
                     # a transaction-level advisory lock serialises concurrent CREATEs across processes
-                    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": f"cs:{self.schema}"})
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": f"cs:{self.schema}"}
+                    )
                     conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
                     self._md.create_all(conn, checkfirst=True)
                 return
@@ -112,8 +111,13 @@ class PostgresOfflineLog(OfflineLog):
             with self.engine.begin() as conn:
                 for i in range(0, len(rows), step):
                     chunk = rows[i : i + step]
-                    stmt = pg_insert(table).values(chunk).on_conflict_do_nothing(index_elements=list(spec.key))
-                    new += conn.execute(stmt).rowcount
+                    stmt = (
+                        pg_insert(table)
+                        .values(chunk)
+                        .on_conflict_do_nothing(index_elements=list(spec.key))
+                        .returning(table.c[spec.key[0]])
+                    )
+                    new += len(conn.execute(stmt).fetchall())
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot write {len(rows)} rows to offline table {spec.name}: {exc}") from exc
         return new

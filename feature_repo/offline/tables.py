@@ -184,4 +184,6 @@ TABLES: dict[str, TableSpec] = {
         INTERACTIONS_TABLE,
     )
 }
-TableName = Literal["item_content", "item_state", "user_vector", "decisions", "decision_slots", "interactions"]
+TableName = Literal[
+    "item_content", "item_state", "user_vector", "decisions", "decision_slots", "interactions"
+]

@@ -104,7 +104,9 @@ def simulate(
             w = np.where(avail, pmf, 0.0)
             w = w / w.sum()
             c = int(rng.choice(n_candidates, p=w))
-            slots.append(Slot(item_id=cand_items[c].item_id, position=pos, propensity=float(w[c]), score=scores[c]))
+            slots.append(
+                Slot(item_id=cand_items[c].item_id, position=pos, propensity=float(w[c]), score=scores[c])
+            )
             avail[c] = False
         for c in range(n_candidates):
             for pos in range(k):
@@ -169,7 +171,11 @@ def simulate(
             n_ev += 1
             interactions.append(
                 Interaction(
-                    event_id=f"e{n_ev}", user_id="organic", item_id=it.item_id, kind="click", ts=ts + timedelta(seconds=5)
+                    event_id=f"e{n_ev}",
+                    user_id="organic",
+                    item_id=it.item_id,
+                    kind="click",
+                    ts=ts + timedelta(seconds=5),
                 )
             )
     interactions.sort(key=lambda e: e.ts)

@@ -70,16 +70,23 @@ def production_settings(tmp_path: Path, pg_url: str) -> Settings:
     )
 
 
-@pytest.fixture(params=["embedded", pytest.param("production", marks=pytest.mark.integration)])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+@pytest.fixture(
+    scope="session", params=["embedded", pytest.param("production", marks=pytest.mark.integration)]
+)
+def settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    tmp = tmp_path_factory.mktemp(f"store_{request.param}")
     if request.param == "embedded":
-        return embedded_settings(tmp_path)
+        return embedded_settings(tmp)
     pg_url: str = request.getfixturevalue("pg_database_url")
-    return production_settings(tmp_path, pg_url)
+    return production_settings(tmp, pg_url)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def store(settings: Settings) -> Iterator[object]:
+    """One store per profile and session (opening applies the Feast objects: seconds on a SQL registry).
+
+    Tests sharing it use unique ids (the ``uid`` fixture) and filter the offline frames by them.
+    """
     from feature_repo import open_store
 
     st = open_store(settings)
@@ -89,6 +96,12 @@ def store(settings: Settings) -> Iterator[object]:
         st.close()
         if settings.feast.profile == "production":
             drop_redis_project(settings.feast.project)
+
+
+@pytest.fixture
+def uid() -> str:
+    """A unique id prefix for the rows one test writes."""
+    return uuid.uuid4().hex[:8]
 
 
 def drop_redis_project(project: str) -> int:

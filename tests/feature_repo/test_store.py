@@ -18,10 +18,17 @@ from feature_repo.records import StoredItem, StoredUser
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def make_item(i: int, rng: np.random.Generator, ts: datetime = T0, **kw: object) -> StoredItem:
+def rows(store: FeastFeatureStore, table: str, ids: list[str] | str) -> pd.DataFrame:
+    """The offline rows of ``table`` that belong to ``ids`` (the store is shared by the session)."""
+    df = store.offline.frame(table)  # type: ignore[arg-type]
+    key = "user_id" if table == "user_vector" else "item_id"
+    return df[df[key].isin([ids] if isinstance(ids, str) else ids)].reset_index(drop=True)
+
+
+def make_item(i: int, rng: np.random.Generator, uid: str, ts: datetime = T0, **kw: object) -> StoredItem:
     c = rng.standard_normal(16).astype(np.float32)
     fields: dict[str, object] = {
-        "item_id": f"item-{i}",
+        "item_id": f"item-{uid}-{i}",
         "content_vector": c / np.linalg.norm(c),
         "item_vector": rng.standard_normal(8).astype(np.float32),
         "image_ok": i % 2 == 0,
@@ -36,10 +43,10 @@ def make_item(i: int, rng: np.random.Generator, ts: datetime = T0, **kw: object)
     return StoredItem(**fields)  # type: ignore[arg-type]
 
 
-def test_write_then_read_returns_the_same_items(store: FeastFeatureStore) -> None:
+def test_write_then_read_returns_the_same_items(store: FeastFeatureStore, uid: str) -> None:
     assert isinstance(store, FeatureStore)
     rng = np.random.default_rng(0)
-    items = [make_item(i, rng) for i in range(20)]
+    items = [make_item(i, rng, uid) for i in range(20)]
     store.write_items(items)
     got = store.get_items([it.item_id for it in items] + ["missing"])
     assert set(got) == {it.item_id for it in items}
@@ -57,71 +64,88 @@ def test_write_then_read_returns_the_same_items(store: FeastFeatureStore) -> Non
         )
         assert g.encoder_version == "enc-1" and g.status == "cold" and g.impressions == 0
         assert g.listed_at == T0 and g.updated_at == T0
-    assert sorted(i.item_id for i in store.iter_items()) == sorted(it.item_id for it in items)
+    listed = {i.item_id for i in store.iter_items()}
+    assert {it.item_id for it in items} <= listed
 
 
-def test_rewrite_is_idempotent_and_leaves_no_duplicate_history(store: FeastFeatureStore) -> None:
+def test_rewrite_is_idempotent_and_leaves_no_duplicate_history(store: FeastFeatureStore, uid: str) -> None:
     rng = np.random.default_rng(1)
-    items = [make_item(i, rng) for i in range(10)]
+    items = [make_item(i, rng, uid) for i in range(10)]
     store.write_items(items)
     store.write_items(items)  # re-delivery of the whole batch
     store.write_items(items[3:5] + items[3:5])  # and duplicates inside a batch
-    assert len(store.offline.frame("item_content")) == 10
-    assert len(store.offline.frame("item_state")) == 10
-    np.testing.assert_array_equal(store.get_items(["item-3"])["item-3"].content_vector, items[3].content_vector)
+    ids = [it.item_id for it in items]
+    assert len(rows(store, "item_content", ids)) == 10
+    assert len(rows(store, "item_state", ids)) == 10
+    np.testing.assert_array_equal(store.get_items([ids[3]])[ids[3]].content_vector, items[3].content_vector)
 
 
-def test_warmup_update_writes_state_only_and_stale_rows_are_ignored(store: FeastFeatureStore) -> None:
+def test_warmup_update_writes_state_only_and_stale_rows_are_ignored(
+    store: FeastFeatureStore, uid: str
+) -> None:
     rng = np.random.default_rng(2)
-    item = make_item(0, rng)
+    item = make_item(0, rng, uid)
     store.write_items([item])
     current = store.get_items([item.item_id])[item.item_id]
     blended = (current.item_vector + 0.5).astype(np.float32)
     t1 = T0 + timedelta(minutes=5)
     store.write_items(
-        [dataclasses.replace(current, item_vector=blended, status="warming", impressions=4, clicks=1, updated_at=t1)]
+        [
+            dataclasses.replace(
+                current, item_vector=blended, status="warming", impressions=4, clicks=1, updated_at=t1
+            )
+        ]
     )
     got = store.get_items([item.item_id])[item.item_id]
     np.testing.assert_array_equal(got.item_vector, blended)
     np.testing.assert_array_equal(got.content_item_vector, item.item_vector)  # frozen content part kept
     assert (got.status, got.impressions, got.clicks, got.updated_at) == ("warming", 4, 1, t1)
-    assert len(store.offline.frame("item_content")) == 1  # content not re-written
-    state = store.offline.frame("item_state")
+    assert len(rows(store, "item_content", item.item_id)) == 1  # content not re-written
+    state = rows(store, "item_state", item.item_id)
     assert list(state["status"]) == ["cold", "warming"]
     # the encoder's re-delivered original row (older) must not reset the warm-up state
     store.write_items([item])
     assert store.get_items([item.item_id])[item.item_id].status == "warming"
-    assert len(store.offline.frame("item_state")) == 2
+    assert len(rows(store, "item_state", item.item_id)) == 2
     # nor does a newer re-encoding written by the encoder (mode="content")
     t2 = t1 + timedelta(minutes=5)
     store.write_items([dataclasses.replace(item, encoder_version="enc-2", updated_at=t2)], mode="content")
     got = store.get_items([item.item_id])[item.item_id]
     assert (got.status, got.impressions, got.encoder_version, got.updated_at) == ("warming", 4, "enc-2", t2)
     np.testing.assert_array_equal(got.item_vector, blended)
-    assert len(store.offline.frame("item_content")) == 2 and len(store.offline.frame("item_state")) == 2
+    assert (
+        len(rows(store, "item_content", item.item_id)) == 2
+        and len(rows(store, "item_state", item.item_id)) == 2
+    )
 
 
-def test_users_round_trip_and_skip_stale(store: FeastFeatureStore) -> None:
+def test_users_round_trip_and_skip_stale(store: FeastFeatureStore, uid: str) -> None:
     users = store.users()
     v1 = np.arange(8, dtype=np.float32)
-    users.write_users([StoredUser("u1", v1, 3, "warmup-1", T0)])
-    users.write_users([StoredUser("u1", v1 * 0, 1, "warmup-0", T0 - timedelta(hours=1))])  # stale
-    got = users.get_users(["u1", "nobody"])
-    assert list(got) == ["u1"]
-    np.testing.assert_array_equal(got["u1"].vector, v1)
-    assert (got["u1"].interactions, got["u1"].model_version, got["u1"].updated_at) == (3, "warmup-1", T0)
-    assert len(store.offline.frame("user_vector")) == 1
+    users.write_users([StoredUser(f"u1-{uid}", v1, 3, "warmup-1", T0)])
+    users.write_users([StoredUser(f"u1-{uid}", v1 * 0, 1, "warmup-0", T0 - timedelta(hours=1))])  # stale
+    got = users.get_users([f"u1-{uid}", f"nobody-{uid}"])
+    assert list(got) == [f"u1-{uid}"]
+    np.testing.assert_array_equal(got[f"u1-{uid}"].vector, v1)
+    assert (got[f"u1-{uid}"].interactions, got[f"u1-{uid}"].model_version, got[f"u1-{uid}"].updated_at) == (
+        3,
+        "warmup-1",
+        T0,
+    )
+    assert len(rows(store, "user_vector", f"u1-{uid}")) == 1
 
 
-def test_point_in_time_training_frame(store: FeastFeatureStore) -> None:
+def test_point_in_time_training_frame(store: FeastFeatureStore, uid: str) -> None:
     """A vector that changed at time t is returned as it was at t (before: old, at/after: new)."""
     rng = np.random.default_rng(3)
-    item = make_item(7, rng)
+    item = make_item(7, rng, uid)
     store.write_items([item])
     t1 = T0 + timedelta(hours=1)
     v2 = (item.item_vector * -1).astype(np.float32)
     cur = store.get_items([item.item_id])[item.item_id]
-    store.write_items([dataclasses.replace(cur, item_vector=v2, status="warming", impressions=9, updated_at=t1)])
+    store.write_items(
+        [dataclasses.replace(cur, item_vector=v2, status="warming", impressions=9, updated_at=t1)]
+    )
     # re-encoding with a new encoder at t2 changes the content vector
     t2 = T0 + timedelta(hours=2)
     c3 = np.roll(item.content_vector, 1)
@@ -133,8 +157,12 @@ def test_point_in_time_training_frame(store: FeastFeatureStore) -> None:
     entity_df = pd.DataFrame({"item_id": [item.item_id] * len(when), "event_timestamp": when})
     df = store.historical_features(
         entity_df,
-        ["item_state:item_vector", "item_state:impressions", "item_content:content_vector",
-         "item_content:encoder_version"],
+        [
+            "item_state:item_vector",
+            "item_state:impressions",
+            "item_content:content_vector",
+            "item_content:encoder_version",
+        ],
     )
     df["event_timestamp"] = pd.to_datetime(df["event_timestamp"], utc=True)
     df = df.set_index("event_timestamp").sort_index()
@@ -152,13 +180,13 @@ def test_point_in_time_training_frame(store: FeastFeatureStore) -> None:
     assert [r["encoder_version"] for r in rows[4:7]] == ["enc-1", "enc-1", "enc-2"]
 
 
-def test_naive_timestamps_and_empty_ids_are_rejected(store: FeastFeatureStore) -> None:
+def test_naive_timestamps_and_empty_ids_are_rejected(store: FeastFeatureStore, uid: str) -> None:
     rng = np.random.default_rng(4)
     with pytest.raises(InvalidInputError, match="updated_at"):
-        store.write_items([make_item(0, rng, ts=datetime(2026, 1, 1))])
+        store.write_items([make_item(0, rng, uid, ts=datetime(2026, 1, 1))])
     with pytest.raises(InvalidInputError, match="item_id"):
-        store.write_items([make_item(0, rng, item_id="")])
-    assert store.get_items(["item-0"]) == {}
+        store.write_items([make_item(0, rng, uid, item_id="")])
+    assert store.get_items([f"item-{uid}-0"]) == {}
 
 
 def test_settings_select_the_profile(settings: Settings, store: FeastFeatureStore) -> None:
@@ -169,3 +197,25 @@ def test_settings_select_the_profile(settings: Settings, store: FeastFeatureStor
     else:
         assert (online, offline) == ("RedisOnlineStoreConfig", "PostgresOfflineLog")
         assert store.feast.config.registry.registry_type == "sql"
+
+
+def test_pool_rebuilds_from_the_store(store: FeastFeatureStore, uid: str) -> None:
+    from exploration.pool import ItemPools
+
+    rng = np.random.default_rng(5)
+    items = [make_item(i, rng, uid) for i in range(6)]
+    items[5] = dataclasses.replace(items[5], status="graduated")
+    store.write_items(items)
+    pools = ItemPools()
+    pools.rebuild_from_store(store)
+    mine = {i for i in pools.item.ids() if f"-{uid}-" in i}  # type: ignore[attr-defined]
+    assert mine == {it.item_id for it in items[:5]}
+    hit = pools.content.search(items[2].content_vector, 1)[0]
+    assert hit.item_id == items[2].item_id and hit.score == pytest.approx(1.0, abs=1e-5)
+    entry = pools.item.get(items[3].item_id)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(entry.vector, items[3].item_vector)
+    assert (entry.category, entry.seller_id, entry.attrs["status"]) == (
+        items[3].category,
+        items[3].seller_id,
+        "cold",
+    )

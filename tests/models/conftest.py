@@ -12,6 +12,14 @@ SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "movie
 POSTERS = SHARED / "ml1m_posters"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """Tiny models run fastest single-threaded (and CI machines are shared)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @dataclass
 class TinyEncoderBundle:
     """Torch towers + item tower and the artifact exported from exactly them."""
@@ -23,14 +31,15 @@ class TinyEncoderBundle:
 
 
 @pytest.fixture(scope="session", params=["offline", "open_clip"])
-def tiny_bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TinyEncoderBundle:
+def tiny_bundle(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> TinyEncoderBundle:
     import torch
 
     from models.export import build_artifact
     from models.testing import TINY_CONFIGS, tiny_item_tower
     from models.towers import build_towers
 
-    torch.set_num_threads(2)
     kind = request.param
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

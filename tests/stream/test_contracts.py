@@ -41,7 +41,7 @@ def test_item_listed_round_trip_and_text() -> None:
     assert event.schema_version == 1
     assert event.image is not None and event.image.kind == "url"
     assert decode_event(encode_event(event), ItemListed) == event
-    assert event.text() == "Red kettle. kitchen. 1.7 l, stainless steel.. brand: Acme; colour: red"
+    assert event.text() == "Red kettle. kitchen. 1.7 l, stainless steel. brand: Acme; colour: red"
 
 
 def test_listed_at_is_normalised_to_utc() -> None:
@@ -60,7 +60,11 @@ def test_listed_at_is_normalised_to_utc() -> None:
         ({"image": {}}, "image", "exactly one"),
         ({"image": {"url": "ftp://127.0.0.1/x.jpg"}}, "image.url", "http"),
         ({"image": {"base64": "%%%"}}, "image.base64", "base64"),
-        ({"title": "", "description": "", "category": "", "attributes": {}, "image": None}, "ItemListed", "neither"),
+        (
+            {"title": "", "description": "", "category": "", "attributes": {}, "image": None},
+            "ItemListed",
+            "neither",
+        ),
         ({"seller_id": None}, "seller_id", "string"),
     ],
 )
@@ -93,7 +97,9 @@ def test_image_ref_kinds() -> None:
 
 
 def test_interaction_contract() -> None:
-    ok = Interaction(event_id="e1", user_id="u1", item_id="sku-1", kind="click", ts=T0, decision_id="d1", position=0)
+    ok = Interaction(
+        event_id="e1", user_id="u1", item_id="sku-1", kind="click", ts=T0, decision_id="d1", position=0
+    )
     assert decode_event(encode_event(ok), Interaction) == ok
     rating = {"event_id": "e2", "user_id": "u1", "item_id": "i", "kind": "rating", "ts": T0.isoformat()}
     with pytest.raises(EventDecodeError, match="needs a value"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -12,7 +14,9 @@ from models.warmup.shrinkage import fit_behavior_scale
 D = 16
 
 
-def _evidence(rng: np.random.Generator, n: int, start: int = 0, center: np.ndarray | None = None) -> list[Evidence]:
+def _evidence(
+    rng: np.random.Generator, n: int, start: int = 0, center: np.ndarray | None = None
+) -> list[Evidence]:
     out = []
     for j in range(start, start + n):
         x = rng.normal(size=D).astype(np.float32)
@@ -48,8 +52,8 @@ def test_blend_weight_is_monotone_in_evidence() -> None:
         state = model.update_item(state, ev)
         distances.append(float(np.linalg.norm(state.vector - target)))
         lambdas.append(model.evidence_weight(state.evidence))
-    assert all(b > a for a, b in zip(lambdas, lambdas[1:], strict=False))
-    assert all(b < a for a, b in zip(distances, distances[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(lambdas))
+    assert all(b < a for a, b in itertools.pairwise(distances))
     # posterior mean: exactly c + n/(n+κ) (target - c)
     n = 12
     np.testing.assert_allclose(state.vector, c + n / (n + 5.0) * (target - c), rtol=1e-5, atol=1e-6)

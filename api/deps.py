@@ -1,0 +1,42 @@
+"""FastAPI dependencies (``Annotated`` aliases): the app state, the slot service, API-key auth."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+
+from api.errors import UnauthorizedError
+from api.state import AppState
+from exploration.service import SlotService
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="One of settings.api.api_keys")
+
+
+def get_state(request: Request) -> AppState:
+    """The state built by the lifespan."""
+    state: AppState = request.app.state.coldstart
+    return state
+
+
+State = Annotated[AppState, Depends(get_state)]
+
+
+def require_api_key(state: State, key: Annotated[str | None, Security(_api_key_header)]) -> str:
+    """Accept the request only with a configured ``X-API-Key`` (constant-time comparison)."""
+    if not key:
+        raise UnauthorizedError("missing X-API-Key header")
+    if not any(hmac.compare_digest(key.encode(), k.encode()) for k in state.settings.api.api_keys):
+        raise UnauthorizedError("invalid API key")
+    return key
+
+
+def get_service(state: State) -> SlotService:
+    """The slot service."""
+    return state.service
+
+
+ApiKey = Annotated[str, Depends(require_api_key)]
+Service = Annotated[SlotService, Depends(get_service)]

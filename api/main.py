@@ -1,0 +1,81 @@
+"""The FastAPI app factory.
+
+``create_app()`` returns an app whose lifespan builds the process's :class:`~coldstart.settings.Settings`
+(unless given) and its :class:`~api.state.AppState`; nothing is built at import time. OpenAPI docs are
+served at ``/docs`` and ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.metrics import ApiMetrics, LatencyMiddleware
+from api.routes import exploration, health, interactions, items, search
+from api.state import AppState, build_state
+from coldstart.settings import Settings, get_settings
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    state_factory: Callable[[Settings], AppState] | None = None,
+) -> FastAPI:
+    """Build the app.
+
+    Parameters
+    ----------
+    settings
+        Process settings; default: :func:`coldstart.settings.get_settings` in the lifespan.
+    state_factory
+        Builds the runtime state from settings (default :func:`api.state.build_state`).
+    """
+    metrics_holder: dict[str, ApiMetrics] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        s = settings or get_settings()
+        state = (state_factory or build_state)(s)
+        app.state.coldstart = state
+        metrics_holder["m"] = state.metrics
+        state.start_background()
+        try:
+            yield
+        finally:
+            await state.aclose()
+
+    app = FastAPI(
+        title="coldstart",
+        version="0.1.0",
+        summary="Exploration slots for cold marketplace items, chosen by a contextual bandit.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(exploration.router)
+    app.include_router(items.router)
+    app.include_router(interactions.router)
+    app.include_router(search.router)
+    app.add_middleware(_LazyLatency, metrics_holder=metrics_holder)
+    return app
+
+
+class _LazyLatency:
+    """:class:`LatencyMiddleware` bound to the metrics the lifespan creates."""
+
+    def __init__(self, app: object, metrics_holder: dict[str, ApiMetrics]) -> None:
+        self.app = app
+        self.metrics_holder = metrics_holder
+        self._inner: LatencyMiddleware | None = None
+
+    async def __call__(self, scope: dict[str, object], receive: object, send: object) -> None:
+        metrics = self.metrics_holder.get("m")
+        if metrics is None or scope.get("type") != "http":
+            await self.app(scope, receive, send)  # type: ignore[operator]
+            return
+        if self._inner is None or self._inner.metrics is not metrics:
+            self._inner = LatencyMiddleware(self.app, metrics)  # type: ignore[arg-type]
+        await self._inner(scope, receive, send)  # type: ignore[arg-type]

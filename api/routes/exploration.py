@@ -1,0 +1,45 @@
+"""``POST /v1/exploration/slots``: exploration slots chosen by the contextual bandit."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import ApiKey, Service, State
+from api.schemas import ErrorOut, SlotOut, SlotsRequest, SlotsResponse
+from exploration.service import SlotRequest
+
+router = APIRouter(prefix="/v1/exploration", tags=["exploration"])
+
+
+@router.post(
+    "/slots",
+    response_model=SlotsResponse,
+    responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+    summary="Choose k exploration slots among cold items for one user",
+)
+async def choose_slots(body: SlotsRequest, service: Service, state: State, _: ApiKey) -> SlotsResponse:
+    """Candidates are the top-M cold items by similarity to the user's vector (unknown users: context
+    only, the items most behind their exposure schedule), scored by the bandit; ``k`` are sampled
+    without replacement. ``propensity`` is the probability the item was drawn with at its position;
+    log ``decision_id`` (and ``position``) with the interactions so the bandit learns from them."""
+    context = {key: float(v) if isinstance(v, bool | int) else v for key, v in body.context.items()}
+    result = service.select(
+        SlotRequest(
+            user_id=body.user_id,
+            k=body.k,
+            context=context,
+            exclude_item_ids=frozenset(body.exclude_item_ids),
+            categories=tuple(body.filters.category),
+            sellers=tuple(body.filters.seller),
+        )
+    )
+    d = result.decision
+    state.metrics.observe_slots(len(d.slots), result.explored, result.known_user)
+    return SlotsResponse(
+        decision_id=d.decision_id,
+        model_version=d.model_version,
+        slots=[
+            SlotOut(item_id=s.item_id, position=s.position, propensity=s.propensity, score=s.score)
+            for s in d.slots
+        ],
+    )

@@ -1,0 +1,244 @@
+"""The app's runtime state, built once per process in the FastAPI lifespan (never at import).
+
+It owns the feature store, the cold pool(s), the slot service, the hot-reloaded policy, the Kafka
+producer (optional) and the background maintenance loop (policy reload, pool sync, graduation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from api.metrics import ApiMetrics
+from coldstart.errors import ArtifactError, BrokerError, ColdstartError, NotFoundError
+from coldstart.settings import Settings
+from exploration.model_store import LocalModelStore, ModelStore, PolicyHolder
+from exploration.pacing import ExposurePacer, GraduationEvent
+from exploration.policies import build_policy
+from exploration.pool.base import POOL_STATUSES, CandidatePool, entry_from_item
+from exploration.service import SlotService
+from exploration.sinks import DecisionSink, KafkaDecisionSink, OfflineDecisionSink
+from feature_repo.base import FeatureStore
+from feature_repo.records import StoredItem
+
+log = logging.getLogger(__name__)
+
+PoolFactory = Callable[[], CandidatePool]
+
+
+def default_pool_factory() -> CandidatePool:
+    """The project's cold-pool index implementation."""
+    from exploration.pool import new_pool
+
+    return new_pool()
+
+
+def model_store_dir(settings: Settings) -> Path:
+    """Directory of the local model store."""
+    return settings.exploration.model_store_dir or settings.data_dir / "model_store"
+
+
+@dataclass
+class AppState:
+    """Everything a request handler may need (reached through ``api.deps``)."""
+
+    settings: Settings
+    metrics: ApiMetrics
+    service: SlotService
+    holder: PolicyHolder
+    store: FeatureStore | None = None
+    search_pool: CandidatePool | None = None
+    producer: Any = None
+    producer_error: str = ""
+    model_store: ModelStore | None = None
+    pool_synced: bool = False
+    _encoder: Any = None
+    _encoder_lock: threading.Lock = field(default_factory=threading.Lock)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ encoder (lazy)
+    def encoder(self) -> Any:
+        """The item encoder for search queries (loaded on first use)."""
+        if self._encoder is None:
+            with self._encoder_lock:
+                if self._encoder is None:
+                    from models import load_encoder
+
+                    try:
+                        self._encoder = load_encoder(self.settings.models.artifact)
+                    except NotFoundError as exc:
+                        raise ArtifactError(f"search needs an encoder artifact: {exc}") from exc
+        return self._encoder
+
+    def require_producer(self) -> Any:
+        """The Kafka producer, or a 503-mapped :class:`BrokerError`."""
+        if self.producer is None:
+            raise BrokerError(f"no Kafka producer: {self.producer_error or 'disabled (api.kafka=false)'}")
+        return self.producer
+
+    # ------------------------------------------------------------------ maintenance
+    def sync_pool(self) -> tuple[int, int]:
+        """Sync the slot pool and the search pool with the store's cold items."""
+        if self.store is None:
+            self.pool_synced = True
+            return 0, 0
+        items: list[StoredItem] = list(self.store.iter_items())
+        added, removed = self.service.sync_from_store(items)
+        if self.search_pool is not None:
+            cold = [i for i in items if i.status in POOL_STATUSES]
+            gone = [i.item_id for i in items if i.status not in POOL_STATUSES]
+            self.search_pool.upsert([entry_from_item(i, "content") for i in cold])
+            self.search_pool.remove(gone)
+        self.pool_synced = True
+        self.metrics.pool_size.set(len(self.service))
+        return added, removed
+
+    def on_graduation(self, events: list[GraduationEvent]) -> None:
+        """Graduated items leave the search pool and get ``status="graduated"`` in the store."""
+        for e in events:
+            self.metrics.graduations.labels(reason=e.reason).inc()
+        ids = [e.item_id for e in events]
+        if self.search_pool is not None:
+            self.search_pool.remove(ids)
+        if self.store is None:
+            return
+        stored = self.store.get_items(ids)
+        now = datetime.now(UTC)
+        rows = [
+            dataclasses.replace(
+                stored[e.item_id],
+                status="graduated",
+                impressions=max(stored[e.item_id].impressions, e.impressions),
+                clicks=max(stored[e.item_id].clicks, e.clicks),
+                updated_at=max(now, stored[e.item_id].updated_at),
+            )
+            for e in events
+            if e.item_id in stored
+        ]
+        if rows:
+            self.store.write_items(rows)
+
+    async def maintenance_loop(self) -> None:
+        """Policy reload, pool sync and graduation, each on its own period."""
+        cfg = self.settings.exploration
+        next_reload = next_sync = next_grad = 0.0
+        while True:
+            now = time.monotonic()
+            try:
+                if now >= next_reload:
+                    next_reload = now + cfg.reload_interval_s
+                    if await asyncio.to_thread(self.holder.maybe_reload):
+                        self.metrics.reloads.inc()
+                    self.metrics.set_model_version(self.holder.current.version)
+                if now >= next_sync:
+                    next_sync = now + cfg.pool_refresh_interval_s
+                    await asyncio.to_thread(self.sync_pool)
+                if now >= next_grad:
+                    next_grad = now + cfg.graduation_interval_s
+                    await asyncio.to_thread(self.service.graduate)
+                    self.metrics.pool_size.set(len(self.service))
+                    self.metrics.on_schedule.set(self.service.pacer.on_schedule_share())
+            except ColdstartError as exc:
+                log.warning("maintenance: %s", exc)
+            except Exception:
+                log.exception("maintenance failed")
+            await asyncio.sleep(0.2)
+
+    def start_background(self) -> None:
+        """Start the maintenance loop on the running event loop."""
+        self._tasks.append(asyncio.get_running_loop().create_task(self.maintenance_loop()))
+
+    async def aclose(self) -> None:
+        """Stop background work, flush sinks, close the producer and the store."""
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.to_thread(self.service.close)
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                self.producer.close(timeout_s=5.0)
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()
+
+
+def build_state(
+    settings: Settings,
+    *,
+    store: FeatureStore | None = None,
+    pool_factory: PoolFactory | None = None,
+    producer: Any = None,
+) -> AppState:
+    """Build the runtime state from settings (opening the store and, if enabled, a Kafka producer).
+
+    Parameters
+    ----------
+    store, producer
+        Use these instead of opening them from settings (embedding the API in another process).
+    pool_factory
+        Builds an empty :class:`CandidatePool` (default: the project's implementation).
+    """
+    factory = pool_factory or default_pool_factory
+    metrics = ApiMetrics()
+    if store is None:
+        from feature_repo import open_store
+
+        store = open_store(settings)
+    cfg = settings.exploration
+    mstore = LocalModelStore(model_store_dir(settings))
+    holder = PolicyHolder(build_policy(cfg.policy, seed=settings.seed), mstore)
+    holder.maybe_reload()
+    metrics.set_model_version(holder.current.version)
+
+    producer_error = ""
+    if producer is None and settings.api.kafka:
+        try:
+            from stream.broker import resolve_bootstrap
+            from stream.producer import EventProducer
+
+            producer = EventProducer(resolve_bootstrap(settings.kafka), settings.kafka)
+        except BrokerError as exc:
+            producer_error = str(exc)
+            log.warning("API without Kafka: %s", exc)
+    sinks: list[DecisionSink] = []
+    if producer is not None:
+        sinks.append(KafkaDecisionSink(producer))
+    offline = getattr(store, "offline", None)
+    if settings.api.offline_decisions and offline is not None:
+        sinks.append(OfflineDecisionSink(offline))
+
+    service = SlotService(
+        pool=factory(),
+        users=store.users(),
+        holder=holder,
+        pacer=ExposurePacer(cfg.pacing),
+        sinks=sinks,
+        candidates_m=cfg.candidates_m,
+        starving_candidates=cfg.starving_candidates,
+        per_seller_cap=cfg.pacing.per_seller_cap,
+    )
+    state = AppState(
+        settings=settings,
+        metrics=metrics,
+        service=service,
+        holder=holder,
+        store=store,
+        search_pool=factory() if settings.api.search_index else None,
+        producer=producer,
+        producer_error=producer_error,
+        model_store=mstore,
+    )
+    service.graduation_hooks.append(state.on_graduation)
+    state.sync_pool()
+    return state

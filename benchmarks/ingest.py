@@ -1,0 +1,216 @@
+"""Ingestion: Kafka → encoder worker → Feast online store + pool index, against the bare encoder.
+
+Prints ONE JSON object:
+
+- ``items`` events published (good + planted bad), ``online`` good items readable online at the end,
+  ``dlq`` dead letters (must equal the planted bad events: ``online == items - planted_bad``);
+- ``encoder_items_per_s``: the same encoder, same batch size, on the same items already in memory
+  (no Kafka, no image fetch, no Feast), measured in this run;
+- ``pipeline_items_per_s``: phase A publishes the catalog up front, then one encoder worker drains it;
+  rate = good items written / time from the first polled batch to the last write;
+- ``overhead_ratio`` = pipeline / encoder (target ≥ 0.9);
+- ``freshness_p50_s`` / ``freshness_p99_s``: phase B publishes more items at 50 % of the pipeline's
+  measured max rate with ``listed_at`` = publish time; freshness = listed_at → the vector is readable
+  from the online store AND returned by the pool index (target p99 ≤ 1.0 s).
+
+Items are real MovieLens posters + titles/genres/plots (``../shared/data/movielens``), served as image
+URLs by a loopback HTTP server. The broker is a private Tansu on a free port, the store a fresh embedded
+Feast store (SQLite online + parquet offline) in a temporary directory.
+
+Usage::
+
+    .venv/bin/python benchmarks/ingest.py [--items 400] [--freshness-items 150] [--artifact DIR | --tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from coldstart.settings import Settings  # noqa: E402
+from stream.config import EncodeWorkerSettings, KafkaSettings  # noqa: E402
+from stream.contracts import ImageRef, ItemListed  # noqa: E402
+
+
+def load_encoder(args: argparse.Namespace, tmp: Path) -> tuple[Any, str]:
+    import models
+
+    if args.tiny:
+        from models.testing import build_tiny_artifact
+
+        path = build_tiny_artifact(tmp / "artifacts", seed=0)
+        return models.load_encoder(path, providers=["CPUExecutionProvider"]), "tiny (random weights)"
+    enc = models.load_encoder(args.artifact, providers=["CPUExecutionProvider"])
+    return enc, "trained"
+
+
+def catalog_items(settings: Settings, tmp: Path, n: int) -> tuple[Any, list[Any]]:
+    from models.catalog import Catalog, adapt_movielens
+
+    out = tmp / "catalog"
+    adapt_movielens(settings.movielens_dir, out)
+    cat = Catalog.load(out)
+    if len(cat.items) < n:
+        raise SystemExit(f"the MovieLens catalog has {len(cat.items)} items, {n} asked")
+    return cat, cat.items[:n]
+
+
+def event_of(item: Any, url: str | None) -> ItemListed:
+    return ItemListed(
+        item_id=item.item_id,
+        title=item.title,
+        description=item.text,
+        category=item.category,
+        image=ImageRef(url=url) if url else None,
+        seller_id="bench",
+        listed_at=datetime.now(UTC),
+    )
+
+
+def encoder_rate(encoder: Any, items: list[Any], batch: int) -> float:
+    contents = [it.content() for it in items]
+    encoder.encode(contents[:batch])  # warm-up
+    start = time.perf_counter()
+    for i in range(0, len(contents), batch):
+        encoder.encode(contents[i : i + batch])
+    return len(contents) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--items", type=int, default=400, help="phase A events (max-rate phase)")
+    parser.add_argument("--freshness-items", type=int, default=150, help="phase B events (freshness)")
+    parser.add_argument("--bad-every", type=int, default=50, help="plant a poison event every N events")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--linger-ms", type=int, default=20)
+    parser.add_argument("--artifact", type=Path, default=None, help="encoder artifact (default: newest)")
+    parser.add_argument("--tiny", action="store_true", help="tiny random encoder (mechanics only)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+
+    from exploration.pool import ItemPools
+    from feature_repo import open_store
+    from stream.broker import TansuBroker
+    from stream.dlq import read_dead_letters
+    from stream.encode_worker import EncodeWorker
+    from stream.freshness import FreshnessProbe
+    from stream.image_server import ImageServer
+    from stream.producer import EventProducer
+    from stream.topics import ITEMS_LISTED
+
+    with tempfile.TemporaryDirectory(prefix="coldstart-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        settings = Settings(data_dir=tmp / "data")
+        encoder, encoder_kind = load_encoder(args, tmp)
+        cat, items = catalog_items(settings, tmp, args.items + args.freshness_items)
+        phase_a, phase_b = items[: args.items], items[args.items :]
+        encoder.batch_size = args.batch_size
+        enc_rate = encoder_rate(encoder, phase_a, args.batch_size)
+
+        store = open_store(settings)
+        pools = ItemPools()
+        with TansuBroker(partitions=4) as broker, ImageServer(cat.root) as server:
+            kafka = KafkaSettings(
+                bootstrap_servers=broker.bootstrap_servers,
+                encode=EncodeWorkerSettings(
+                    group_id="bench", max_batch_size=args.batch_size, linger_ms=args.linger_ms
+                ),
+            )
+            bootstrap = broker.bootstrap_servers
+
+            def url(it: Any) -> str | None:
+                return server.url(it.image_path) if it.image_path is not None else None
+
+            producer = EventProducer(bootstrap, kafka)
+            planted = 0
+            good_ids: list[str] = []
+            for i, it in enumerate(phase_a):
+                if args.bad_every and i % args.bad_every == args.bad_every - 1:
+                    producer.send(ITEMS_LISTED, f"bad-{i}", b'{"item_id": "bad", "title": 3}')
+                    planted += 1
+                event = event_of(it, url(it))
+                producer.publish_item(event)
+                good_ids.append(event.item_id)
+            producer.flush()
+
+            worker = EncodeWorker(bootstrap, kafka, encoder, store, on_stored=pools.upsert_items)
+            thread = threading.Thread(target=worker.run, daemon=True)
+            thread.start()
+            n_a = len(phase_a) + planted
+            while worker.metrics.records == 0:
+                time.sleep(0.001)
+            t0 = time.perf_counter()
+            while worker.metrics.written + worker.metrics.dead_lettered < n_a:
+                time.sleep(0.002)
+                if not thread.is_alive():
+                    raise SystemExit("the worker died")
+            pipe_rate = len(phase_a) / (time.perf_counter() - t0)
+
+            # phase B: publish at 50 % of the max rate; freshness = listed_at -> online AND in the pool
+            interval = 1.0 / (0.5 * pipe_rate)
+            probe = FreshnessProbe(store, pools.content, space="content").start()
+            next_t = time.perf_counter()
+            for it in phase_b:
+                event = event_of(it, url(it))
+                probe.expect(event.item_id, event.listed_at)
+                producer.publish_item(event)
+                good_ids.append(event.item_id)
+                next_t += interval
+                time.sleep(max(0.0, next_t - time.perf_counter()))
+            producer.flush()
+            probe.wait(60)
+            probe.stop()
+            worker.stop()
+            thread.join(60)
+            producer.close()
+            p50, p99 = probe.percentiles()
+            online = len(store.get_items(good_ids))
+            dlq = len(read_dead_letters(bootstrap, ITEMS_LISTED))
+            snap = worker.metrics.snapshot()
+
+    total_events = len(phase_a) + len(phase_b) + planted
+    print(
+        json.dumps(
+            {
+                "items": total_events,
+                "online": online,
+                "dlq": dlq,
+                "planted_bad": planted,
+                "pipeline_items_per_s": round(pipe_rate, 2),
+                "encoder_items_per_s": round(enc_rate, 2),
+                "overhead_ratio": round(pipe_rate / enc_rate, 3),
+                "freshness_p50_s": None if p50 is None else round(p50, 3),
+                "freshness_p99_s": None if p99 is None else round(p99, 3),
+                "freshness_items": len(probe.latencies),
+                "publish_rate_phase_b_per_s": round(0.5 * pipe_rate, 2),
+                "batch_size": args.batch_size,
+                "linger_ms": args.linger_ms,
+                "encoder": encoder_kind,
+                "encoder_version": encoder.version,
+                "worker": {
+                    k: snap[k] for k in ("batches", "encode_s", "write_s", "image_failures", "text_only")
+                },
+                "checks": {
+                    "online_eq_items_minus_bad": online == total_events - planted,
+                    "dlq_eq_planted": dlq == planted,
+                    "overhead_ratio_ge_0_9": pipe_rate / enc_rate >= 0.9,
+                    "freshness_p99_le_1s": p99 is not None and p99 <= 1.0,
+                },
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""Latency of ``POST /v1/exploration/slots`` under load, against a plain Feast online read.
+
+Prints ONE JSON object. Setup: an embedded feature store (SQLite online store) with ``--items`` cold
+items (``item_dim`` 128) and ``--users`` users; the API runs as a uvicorn process (1 worker, uvloop,
+httptools) with the default policy (VW squarecb) and, by default, the decision log going to a Tansu
+broker. A *separate load-generator process* sends an open-loop stream of requests at ``--rate`` per
+second over loopback keep-alive connections (k=5, M=100, 90 % known users); a request's latency is
+measured from its *scheduled* send time, so a server that falls behind is charged for the queueing
+(no coordinated omission). In the same run, the baseline: ``feast_read_*`` is a plain
+``FeatureStore.get_online_features`` of one user's vector on the same store (the read every slot
+request has to make anyway); ``ratio_p99 = p99_ms / feast_read_p99_ms``.
+
+Targets: ``p99_ms <= 10`` at 300 rps and ``ratio_p99 <= 3``.
+
+    .venv/bin/python benchmarks/slots.py [--items 10000] [--rate 300] [--duration 20] [--decision-log kafka]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+API_KEY = "bench-key"
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
+
+
+# --------------------------------------------------------------------------- load generator process
+async def _loadgen(port: int, rate: float, duration: float, warmup: float, users: int, k: int, conns: int) -> dict:
+    rng = random.Random(7)
+    devices = ["mobile", "desktop", "tablet"]
+
+    def body() -> bytes:
+        uid = f"user-{rng.randrange(users)}" if rng.random() < 0.9 else f"stranger-{rng.randrange(10**6)}"
+        payload = {"user_id": uid, "k": k, "context": {"device": rng.choice(devices), "hour": rng.randrange(24)}}
+        raw = json.dumps(payload).encode()
+        head = (
+            f"POST /v1/exploration/slots HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {API_KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n\r\n"
+        ).encode()
+        return head + raw
+
+    idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(conns):
+        idle.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    lat: list[float] = []
+    errors = 0
+    done_times: list[float] = []
+
+    async def one(scheduled: float, record: bool) -> None:
+        nonlocal errors
+        reader, writer = await idle.get()
+        try:
+            writer.write(body())
+            await writer.drain()
+            status_line = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            end = time.perf_counter()
+            if record:
+                if not status_line.startswith(b"HTTP/1.1 200"):
+                    errors += 1
+                lat.append((end - scheduled) * 1e3)
+                done_times.append(end)
+        finally:
+            idle.put_nowait((reader, writer))
+
+    tasks = []
+    total = int((warmup + duration) * rate)
+    t0 = time.perf_counter() + 0.1
+    measure_from = t0 + warmup
+    for i in range(total):
+        scheduled = t0 + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled, scheduled >= measure_from)))
+    await asyncio.gather(*tasks)
+    span = (max(done_times) - measure_from) if done_times else float("nan")
+    return {"latencies_ms": lat, "errors": errors, "achieved_rps": len(lat) / span if span > 0 else 0.0}
+
+
+def loadgen_main(args: argparse.Namespace) -> None:
+    import uvloop
+
+    out = uvloop.run(
+        _loadgen(args.port, args.rate, args.duration, args.warmup, args.users, args.k, args.connections)
+    )
+    lat = out["latencies_ms"]
+    print(
+        json.dumps(
+            {
+                "n": len(lat),
+                "errors": out["errors"],
+                "p50_ms": _pct(lat, 50),
+                "p90_ms": _pct(lat, 90),
+                "p99_ms": _pct(lat, 99),
+                "max_ms": max(lat) if lat else float("nan"),
+                "achieved_rps": out["achieved_rps"],
+            }
+        )
+    )
+
+
+# --------------------------------------------------------------------------- orchestration
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _seed(data_dir: Path, n_items: int, n_users: int, dim: int) -> object:
+    from coldstart.settings import get_settings
+    from feature_repo import open_store
+    from feature_repo.records import StoredItem, StoredUser
+
+    store = open_store(get_settings(data_dir=data_dir))
+    rng = np.random.default_rng(0)
+    now = datetime.now(UTC)
+    for start in range(0, n_items, 1000):
+        rows = []
+        for i in range(start, min(n_items, start + 1000)):
+            cv = rng.standard_normal(64).astype(np.float32)
+            listed = now - timedelta(hours=float(rng.uniform(0, 20)))
+            rows.append(
+                StoredItem(
+                    item_id=f"item-{i}",
+                    content_vector=cv / np.linalg.norm(cv),
+                    item_vector=(rng.standard_normal(dim) / np.sqrt(dim)).astype(np.float32),
+                    image_ok=True,
+                    text_ok=True,
+                    encoder_version="bench",
+                    listed_at=listed,
+                    updated_at=listed,
+                    category=f"c{i % 20}",
+                    seller_id=f"s{i % 500}",
+                )
+            )
+        store.write_items(rows)  # type: ignore[attr-defined]
+    users = [
+        StoredUser(f"user-{u}", (rng.standard_normal(dim) / np.sqrt(dim)).astype(np.float32), 5, "bench", now)
+        for u in range(n_users)
+    ]
+    store.users().write_users(users)  # type: ignore[attr-defined]
+    return store
+
+
+def _feast_reads(store: object, n_users: int, n: int) -> list[float]:
+    from feature_repo.feast_store import _USER_REFS
+
+    feast = store.feast  # type: ignore[attr-defined]
+    rng = random.Random(3)
+    out = []
+    for _ in range(n):
+        uid = f"user-{rng.randrange(n_users)}"
+        t = time.perf_counter()
+        feast.get_online_features(features=_USER_REFS, entity_rows=[{"user_id": uid}], full_feature_names=True).to_dict()
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+def _wait_ready(port: int, n_items: int, proc: subprocess.Popen[bytes], timeout_s: float = 600) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"API exited with {proc.returncode}")
+        try:
+            r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+            if r.status_code == 200 and r.json()["pool_size"] >= n_items:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("API not ready in time")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--items", type=int, default=10_000)
+    ap.add_argument("--users", type=int, default=1000)
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--rate", type=float, default=300.0)
+    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--m", type=int, default=100)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--feast-reads", type=int, default=3000)
+    ap.add_argument("--decision-log", choices=["kafka", "offline", "both", "none"], default="kafka")
+    ap.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.loadgen:
+        loadgen_main(args)
+        return
+
+    tmp = Path(tempfile.mkdtemp(prefix="cs-bench-slots-"))
+    broker = None
+    server = None
+    try:
+        t = time.perf_counter()
+        store = _seed(tmp, args.items, args.users, args.dim)
+        seed_s = time.perf_counter() - t
+        env = dict(os.environ)
+        env.update(
+            {
+                "COLDSTART_DATA_DIR": str(tmp),
+                "COLDSTART_API__API_KEYS": json.dumps([API_KEY]),
+                "COLDSTART_API__SEARCH_INDEX": "false",
+                "COLDSTART_API__OFFLINE_DECISIONS": str(args.decision_log in ("offline", "both")).lower(),
+                "COLDSTART_API__KAFKA": str(args.decision_log in ("kafka", "both")).lower(),
+                "COLDSTART_EXPLORATION__CANDIDATES_M": str(args.m),
+            }
+        )
+        if args.decision_log in ("kafka", "both"):
+            from stream.broker import TansuBroker
+            from stream.topics import ensure_topics
+
+            broker = TansuBroker(partitions=4).start()
+            ensure_topics(broker.bootstrap_servers, 4)
+            env["COLDSTART_KAFKA__BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+        port = _free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--host", "127.0.0.1",
+             "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+             "--log-level", "warning"],
+            cwd=ROOT,
+            env=env,
+        )  # fmt: skip
+        _wait_ready(port, args.items, server)
+        feast_ms = _feast_reads(store, args.users, args.feast_reads)
+        load = subprocess.run(
+            [sys.executable, __file__, "--loadgen", "--port", str(port), "--rate", str(args.rate),
+             "--duration", str(args.duration), "--warmup", str(args.warmup), "--users", str(args.users),
+             "--k", str(args.k), "--connections", str(args.connections)],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        lg = json.loads(load.stdout.strip().splitlines()[-1])
+        result = {
+            "p50_ms": round(lg["p50_ms"], 3),
+            "p99_ms": round(lg["p99_ms"], 3),
+            "achieved_rps": round(lg["achieved_rps"], 1),
+            "target_rps": args.rate,
+            "feast_read_p50_ms": round(_pct(feast_ms, 50), 3),
+            "feast_read_p99_ms": round(_pct(feast_ms, 99), 3),
+            "ratio_p99": round(lg["p99_ms"] / _pct(feast_ms, 99), 3),
+            "p90_ms": round(lg["p90_ms"], 3),
+            "max_ms": round(lg["max_ms"], 3),
+            "requests": lg["n"],
+            "errors": lg["errors"],
+            "items": args.items,
+            "users": args.users,
+            "k": args.k,
+            "m": args.m,
+            "decision_log": args.decision_log,
+            "seed_s": round(seed_s, 1),
+            "cpus": os.cpu_count(),
+            "targets": {"p99_ms": 10.0, "ratio_p99": 3.0},
+            "meets_targets": bool(lg["p99_ms"] <= 10.0 and lg["p99_ms"] / _pct(feast_ms, 99) <= 3.0),
+        }
+        print(json.dumps(result))
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

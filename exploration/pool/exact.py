@@ -1,0 +1,231 @@
+"""Exact inner-product search over a contiguous float32 matrix (the default cold-pool index).
+
+Rows ``0..n-1`` of ``_matrix`` hold the live items; ``remove`` moves the last row into the freed
+slot, so upsert and remove are O(1) (amortised; the matrix doubles when full) and search is one
+``(n, dim) @ (dim,)`` product plus a partial sort — about 10,000 items × 64 dims in well under a
+millisecond on one core. Filters (categories, sellers, excluded ids) are applied as masks before the
+top-k, so a filtered search still returns ``k`` hits whenever ``k`` items match.
+
+Thread safety: one lock guards every read and write; a search holds it for the product and the
+top-k only. The product runs in row blocks so that BLAS stays single-threaded (see ``_scores``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from coldstart.errors import InvalidInputError
+from exploration.pool.base import CandidatePool, PoolEntry, PoolFilter, PoolHit
+
+
+#: OpenBLAS runs a gemv single-threaded below about 9,216 elements (2304 x its threshold of 4).
+_GEMV_BLOCK_ELEMENTS = 8192
+
+
+class ExactPool(CandidatePool):
+    """Brute-force (exact) nearest-neighbour index by inner product.
+
+    Parameters
+    ----------
+    dim
+        Vector dimension; ``None`` fixes it at the first ``upsert``.
+    initial_capacity
+        Rows allocated up front (the matrix doubles when full).
+    """
+
+    def __init__(self, dim: int | None = None, initial_capacity: int = 1024) -> None:
+        if dim is not None and dim < 1:
+            raise InvalidInputError("dim", dim, "must be >= 1")
+        if initial_capacity < 1:
+            raise InvalidInputError("initial_capacity", initial_capacity, "must be >= 1")
+        self._lock = threading.RLock()
+        self._dim = dim
+        self._capacity = initial_capacity
+        self._n = 0
+        self._matrix: NDArray[np.float32] = np.zeros((initial_capacity, dim or 1), dtype=np.float32)
+        self._cat: NDArray[np.int32] = np.zeros(initial_capacity, dtype=np.int32)
+        self._seller: NDArray[np.int32] = np.zeros(initial_capacity, dtype=np.int32)
+        self._entries: list[PoolEntry | None] = [None] * initial_capacity
+        self._slot: dict[str, int] = {}
+        self._cat_codes: dict[str, int] = {}
+        self._seller_codes: dict[str, int] = {}
+
+    # -- properties -----------------------------------------------------------------------------
+    @property
+    def dim(self) -> int | None:
+        """Vector dimension (``None`` until the first upsert when not given)."""
+        return self._dim
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._slot
+
+    def get(self, item_id: str) -> PoolEntry | None:
+        """The stored entry of ``item_id``, or ``None``."""
+        with self._lock:
+            slot = self._slot.get(item_id)
+            return None if slot is None else self._entries[slot]
+
+    def ids(self) -> list[str]:
+        """Ids currently in the pool (slot order)."""
+        with self._lock:
+            return [e.item_id for e in self._entries[: self._n] if e is not None]
+
+    # -- writes ---------------------------------------------------------------------------------
+    def _check_vector(self, vec: NDArray[np.float32], param: str) -> NDArray[np.float32]:
+        arr = np.asarray(vec, dtype=np.float32)
+        if arr.ndim != 1 or (self._dim is not None and arr.shape[0] != self._dim):
+            raise InvalidInputError(param, f"<shape {arr.shape}>", f"must have shape ({self._dim},)")
+        if not bool(np.isfinite(arr).all()):
+            raise InvalidInputError(param, "<vector>", "must be finite")
+        return arr
+
+    def _code(self, table: dict[str, int], value: str) -> int:
+        code = table.get(value)
+        if code is None:
+            code = table[value] = len(table) + 1
+        return code
+
+    def _grow(self, need: int) -> None:
+        cap = self._capacity
+        while cap < need:
+            cap *= 2
+        if cap == self._capacity:
+            return
+        m = np.zeros((cap, self._matrix.shape[1]), dtype=np.float32)
+        m[: self._n] = self._matrix[: self._n]
+        self._matrix = m
+        self._cat = np.concatenate([self._cat, np.zeros(cap - self._capacity, dtype=np.int32)])
+        self._seller = np.concatenate([self._seller, np.zeros(cap - self._capacity, dtype=np.int32)])
+        self._entries.extend([None] * (cap - self._capacity))
+        self._capacity = cap
+
+    def upsert(self, entries: Sequence[PoolEntry]) -> None:
+        """Add or replace items (idempotent); vectors are validated before anything changes."""
+        if not entries:
+            return
+        with self._lock:
+            dim = self._dim
+            if dim is None:
+                dim = int(np.asarray(entries[0].vector).reshape(-1).shape[0])
+                if dim < 1:
+                    raise InvalidInputError("entries[0].vector", "<empty>", "must be non-empty")
+                self._dim = dim
+                self._matrix = np.zeros((self._capacity, dim), dtype=np.float32)
+            vecs = [self._check_vector(e.vector, f"entries[{e.item_id}].vector") for e in entries]
+            for e in entries:
+                if not e.item_id:
+                    raise InvalidInputError("entries[].item_id", e.item_id, "must be a non-empty string")
+            new = len({e.item_id for e in entries if e.item_id not in self._slot})
+            self._grow(self._n + new)
+            for e, v in zip(entries, vecs, strict=True):
+                slot = self._slot.get(e.item_id)
+                if slot is None:
+                    slot = self._n
+                    self._n += 1
+                    self._slot[e.item_id] = slot
+                self._matrix[slot] = v
+                self._cat[slot] = self._code(self._cat_codes, e.category)
+                self._seller[slot] = self._code(self._seller_codes, e.seller_id)
+                self._entries[slot] = e
+
+    def remove(self, item_ids: Sequence[str]) -> None:
+        """Remove items (unknown ids are ignored); the last row moves into each freed slot."""
+        with self._lock:
+            for item_id in item_ids:
+                slot = self._slot.pop(item_id, None)
+                if slot is None:
+                    continue
+                last = self._n - 1
+                if slot != last:
+                    moved = self._entries[last]
+                    assert moved is not None
+                    self._matrix[slot] = self._matrix[last]
+                    self._cat[slot] = self._cat[last]
+                    self._seller[slot] = self._seller[last]
+                    self._entries[slot] = moved
+                    self._slot[moved.item_id] = slot
+                self._entries[last] = None
+                self._n = last
+
+    def replace_all(self, entries: Sequence[PoolEntry]) -> None:
+        """Atomically replace the whole content (rebuild): searches see the old or the new pool."""
+        fresh = ExactPool(None if entries else self._dim, max(self._capacity, len(entries), 1))
+        fresh.upsert(entries)
+        with self._lock:
+            self._dim = fresh._dim
+            self._capacity = fresh._capacity
+            self._n = fresh._n
+            self._matrix = fresh._matrix
+            self._cat = fresh._cat
+            self._seller = fresh._seller
+            self._entries = fresh._entries
+            self._slot = fresh._slot
+            self._cat_codes = fresh._cat_codes
+            self._seller_codes = fresh._seller_codes
+
+    # -- search ---------------------------------------------------------------------------------
+    def _scores(self, q: NDArray[np.float32], n: int) -> NDArray[np.float32]:
+        """``matrix[:n] @ q`` in row blocks small enough that OpenBLAS runs each gemv on one thread.
+
+        A multi-threaded gemv over the whole matrix is 10-100x slower on a busy machine (threads spin
+        for cores the serving process does not have); blocks keep a search single-threaded and
+        predictable without touching the process-wide BLAS settings.
+        """
+        out = np.empty(n, dtype=np.float32)
+        m = self._matrix
+        step = max(64, _GEMV_BLOCK_ELEMENTS // max(1, m.shape[1]))
+        for start in range(0, n, step):
+            stop = min(n, start + step)
+            np.dot(m[start:stop], q, out=out[start:stop])
+        return out
+
+    def search(self, query: NDArray[np.float32], k: int, filters: PoolFilter | None = None) -> list[PoolHit]:
+        """Top-``k`` items by inner product with ``query`` (shape ``(dim,)``), best first.
+
+        Ties are broken by slot order. Fewer than ``k`` hits are returned when fewer items match.
+        """
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise InvalidInputError("k", k, "must be an integer >= 1")
+        with self._lock:
+            n = self._n
+            if n == 0:
+                return []
+            q = self._check_vector(query, "query")
+            scores = self._scores(q, n)
+            cand: NDArray[np.intp] | None = None
+            if filters is not None and (filters.categories or filters.sellers or filters.exclude_item_ids):
+                ok = np.ones(n, dtype=bool)
+                if filters.categories:
+                    codes = [self._cat_codes[c] for c in filters.categories if c in self._cat_codes]
+                    ok &= np.isin(self._cat[:n], codes)
+                if filters.sellers:
+                    codes = [self._seller_codes[s] for s in filters.sellers if s in self._seller_codes]
+                    ok &= np.isin(self._seller[:n], codes)
+                for item_id in filters.exclude_item_ids:
+                    slot = self._slot.get(item_id)
+                    if slot is not None:
+                        ok[slot] = False
+                cand = np.flatnonzero(ok)
+                scores = scores[cand]
+            m = scores.shape[0]
+            if m == 0:
+                return []
+            kk = min(int(k), m)
+            if kk < m:
+                top = np.argpartition(-scores, kk - 1)[:kk]
+                top = top[np.lexsort((top, -scores[top]))]
+            else:
+                top = np.lexsort((np.arange(m), -scores))
+            slots = top if cand is None else cand[top]
+            entries = self._entries
+            return [
+                PoolHit(item_id=entries[s].item_id, score=float(scores[t]))  # type: ignore[union-attr]
+                for s, t in zip(slots.tolist(), top.tolist(), strict=True)
+            ]

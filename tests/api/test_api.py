@@ -1,0 +1,183 @@
+"""The HTTP API against the real app: auth, validation, slots, items, health, metrics, search."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from tests.api.conftest import KEY, seeded_settings
+
+
+def test_health_needs_no_key_everything_else_does(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] and ready.json()["pool_size"] == 40
+    assert ready.json()["checks"]["kafka"] is False
+    for method, path in [
+        ("post", "/v1/exploration/slots"),
+        ("get", "/v1/items/item-00001"),
+        ("post", "/v1/items"),
+        ("post", "/v1/interactions"),
+        ("get", "/v1/search?text=x"),
+        ("get", "/metrics"),
+    ]:
+        r = client.request(method, path, json={})
+        assert r.status_code == 401, (path, r.status_code)
+        assert r.json()["error"] == "unauthorized"
+    r = client.post("/v1/exploration/slots", json={"user_id": "u", "k": 1}, headers={"X-API-Key": "wrong"})
+    assert r.status_code == 401
+
+
+def test_slots(client: TestClient) -> None:
+    body = {
+        "user_id": "user-0",
+        "k": 5,
+        "context": {"device": "mobile", "hour": 21, "logged_in": True},
+        "exclude_item_ids": ["item-00000", "item-00001"],
+        "filters": {"category": ["shoes"]},
+    }
+    r = client.post("/v1/exploration/slots", json=body, headers=KEY)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert set(out) == {"decision_id", "model_version", "slots"}
+    assert out["model_version"] == "v000000"
+    slots = out["slots"]
+    assert [s["position"] for s in slots] == list(range(5))
+    ids = [s["item_id"] for s in slots]
+    assert len(set(ids)) == 5 and not {"item-00000", "item-00001"} & set(ids)
+    assert all(int(i[-5:]) % 2 == 0 for i in ids)  # category "shoes" = even ids in the fixture
+    assert all(0 < s["propensity"] <= 1 for s in slots)
+    # an unknown user still gets slots (context only)
+    r = client.post("/v1/exploration/slots", json={"user_id": "stranger", "k": 3}, headers=KEY)
+    assert r.status_code == 200 and len(r.json()["slots"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"user_id": "u", "k": 0}, "body.k"),
+        ({"user_id": "u", "k": 51}, "body.k"),
+        ({"user_id": "u", "k": "many"}, "body.k"),
+        ({"k": 3}, "body.user_id"),
+        ({"user_id": "", "k": 3}, "body.user_id"),
+        ({"user_id": "u", "k": 3, "context": {"nested": {"a": 1}}}, "body.context.nested"),
+        ({"user_id": "u", "k": 3, "filters": {"colour": ["red"]}}, "body.filters.colour"),
+        ({"user_id": "u", "k": 3, "surprise": 1}, "body.surprise"),
+    ],
+)
+def test_slot_validation_errors_name_the_field(client: TestClient, body: dict, param: str) -> None:
+    r = client.post("/v1/exploration/slots", json=body, headers=KEY)
+    assert r.status_code == 422, r.text
+    err = r.json()
+    assert err["error"] == "invalid_input"
+    assert err["param"].startswith(param), err
+    assert param in err["message"]
+
+
+def test_get_item(client: TestClient) -> None:
+    r = client.get("/v1/items/item-00003", headers=KEY)
+    assert r.status_code == 200
+    item = r.json()
+    assert item["status"] == "cold" and item["in_cold_pool"] is True
+    assert len(item["content_vector"]) == 32 and len(item["item_vector"]) == 16
+    assert item["image_ok"] and item["text_ok"]
+    r = client.get("/v1/items/item-00003?vectors=false", headers=KEY)
+    assert r.json()["content_vector"] is None
+    r = client.get("/v1/items/nope", headers=KEY)
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
+def test_publishing_without_a_broker_is_503_and_bad_events_422(client: TestClient) -> None:
+    item = {"item_id": "new-1", "title": "Red kettle", "seller_id": "s1"}
+    r = client.post("/v1/items", json=item, headers=KEY)
+    assert r.status_code == 503 and r.json()["error"] == "unavailable"
+    r = client.post("/v1/items", json={**item, "image": {"url": "ftp://x"}}, headers=KEY)
+    assert r.status_code == 422 and r.json()["param"].startswith("body.image")
+    r = client.post("/v1/interactions", json={"user_id": "u", "item_id": "i", "kind": "rating"}, headers=KEY)
+    assert r.status_code == 422 and "rating" in r.json()["message"]
+    r = client.post("/v1/interactions", json={"user_id": "u", "item_id": "i", "kind": "like"}, headers=KEY)
+    assert r.status_code == 422 and r.json()["param"] == "body.kind"
+
+
+def test_metrics(client: TestClient) -> None:
+    for _ in range(3):
+        client.post("/v1/exploration/slots", json={"user_id": "user-1", "k": 4}, headers=KEY)
+    text = client.get("/metrics", headers=KEY).text
+    labels = 'method="POST",route="/v1/exploration/slots",status="200"'
+    assert f"coldstart_http_request_duration_seconds_count{{{labels}}} 3.0" in text
+    assert "coldstart_exploration_share " in text
+    assert "coldstart_pool_size 40.0" in text
+    assert 'coldstart_model_version_info{version="v000000"} 1.0' in text
+    served = sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("coldstart_exploration_slots_total{")
+    )
+    assert served == 12
+
+
+def test_openapi_documents_the_endpoints(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for path in [
+        "/v1/exploration/slots",
+        "/v1/items",
+        "/v1/items/{item_id}",
+        "/v1/interactions",
+        "/v1/search",
+    ]:
+        assert path in spec["paths"]
+    assert "X-API-Key" in str(spec["components"]["securitySchemes"])
+
+
+def test_search_by_text_and_image(tmp_path: Path, tiny_artifact: Path) -> None:
+    """Items encoded by the (tiny) encoder are found by their own text and image."""
+    import models
+    from models.records import ItemContent
+    from models.testing import make_image
+
+    enc = models.load_encoder(tiny_artifact, providers=["CPUExecutionProvider"])
+    settings = seeded_settings(tmp_path, n_items=0, models={"artifact": str(tiny_artifact)})
+    contents = [
+        ItemContent(f"enc-{i}", f"item number {i} {'boots' if i % 2 else 'kettle'}") for i in range(6)
+    ]
+    contents.append(ItemContent("enc-img", "", make_image(7)))
+    embs = enc.encode(contents)
+    from feature_repo import open_store
+    from tests.exploration.slot_env import make_items
+
+    base = make_items(len(embs))
+    import dataclasses
+
+    rows = [
+        dataclasses.replace(
+            b,
+            item_id=e.item_id,
+            content_vector=e.content_vector,
+            item_vector=e.item_vector,
+            encoder_version=e.encoder_version,
+        )
+        for b, e in zip(base, embs, strict=True)
+    ]
+    store = open_store(settings)
+    store.write_items(rows)
+    store.close()
+    with TestClient(create_app(settings)) as c:
+        r = c.get("/v1/search", params={"text": "item number 3 boots", "k": 3}, headers=KEY)
+        assert r.status_code == 200, r.text
+        hits = r.json()["hits"]
+        assert hits[0]["item_id"] == "enc-3" and hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
+        img = base64.b64encode(make_image(7)).decode()
+        r = c.post("/v1/search/image", json={"image_base64": img, "k": 2}, headers=KEY)
+        assert r.status_code == 200, r.text
+        assert r.json()["hits"][0]["item_id"] == "enc-img"
+        assert r.json()["hits"][0]["score"] == pytest.approx(1.0, abs=1e-3)
+        r = c.get("/v1/search", params={"text": "a", "image_url": "http://127.0.0.1:1/x.png"}, headers=KEY)
+        assert r.status_code == 422 and r.json()["param"] == "query.text"
+        r = c.post("/v1/search/image", json={"image_base64": "%%%"}, headers=KEY)
+        assert r.status_code == 422 and r.json()["param"] == "body.image_base64"
+    assert np.isfinite(embs[0].content_vector).all()

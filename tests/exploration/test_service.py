@@ -1,0 +1,145 @@
+"""The slot service against a real embedded feature store and the project's pool."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from coldstart.errors import InvalidInputError
+from exploration.config import PacingConfig, VWPolicyConfig
+from exploration.model_store import PolicyHolder
+from exploration.pacing import ExposurePacer
+from exploration.policies import build_policy, learn_decision
+from exploration.pool import new_pool
+from exploration.service import SlotRequest, SlotService
+from exploration.sinks import MemoryDecisionSink, OfflineDecisionSink
+from feature_repo import open_store
+from tests.exploration.slot_env import make_items, make_users, settings_for
+
+
+@pytest.fixture
+def store(tmp_path):  # type: ignore[no-untyped-def]
+    s = open_store(settings_for(tmp_path))
+    s.write_items(make_items(60))
+    s.users().write_users(make_users(3))
+    yield s
+    s.close()
+
+
+def service(store, pacing: PacingConfig | None = None, **kw):  # type: ignore[no-untyped-def]
+    sink = MemoryDecisionSink()
+    svc = SlotService(
+        pool=new_pool(),
+        users=store.users(),
+        holder=PolicyHolder(build_policy(VWPolicyConfig(bits=16), seed=3)),
+        pacer=ExposurePacer(pacing or PacingConfig()),
+        sinks=[sink],
+        **kw,
+    )
+    svc.sync_from_store(store.iter_items())
+    return svc, sink
+
+
+def test_known_user_gets_a_logged_decision_from_the_nearest_items(store) -> None:  # type: ignore[no-untyped-def]
+    svc, sink = service(store, candidates_m=20, starving_candidates=0)
+    assert len(svc) == 60
+    res = svc.select(SlotRequest(user_id="user-0", k=5, context={"device": "mobile", "hour": 20.0}))
+    d = res.decision
+    assert res.known_user and sink.decisions == [d]
+    assert len(d.slots) == 5 and len({s.item_id for s in d.slots}) == 5
+    assert [s.position for s in d.slots] == list(range(5))
+    assert all(0 < s.propensity <= 1 for s in d.slots)
+    assert len(d.candidates) == 20
+    assert sum(c.probability for c in d.candidates) == pytest.approx(1.0)
+    # the candidates are the user's 20 nearest items by inner product
+    user = store.users().get_users(["user-0"])["user-0"]
+    items = list(store.iter_items())
+    dots = {it.item_id: float(np.dot(it.item_vector, user.vector)) for it in items}
+    nearest = sorted(dots, key=lambda i: -dots[i])[:20]
+    assert {c.item_id for c in d.candidates} == set(nearest)
+    for c in d.candidates:
+        assert c.features["dot"] == pytest.approx(dots[c.item_id], abs=1e-4)
+        assert sum(c.features[f"p{b}"] for b in range(8)) == pytest.approx(c.features["dot"], abs=1e-3)
+    assert d.context["has_user"] == 1.0 and d.context["device"] == "mobile"
+    # pacing counted the impressions
+    assert all(svc.pacer.get(s.item_id).impressions == 1 for s in d.slots)  # type: ignore[union-attr]
+
+
+def test_unknown_user_falls_back_to_context_and_starving_items(store) -> None:  # type: ignore[no-untyped-def]
+    svc, _ = service(store, candidates_m=10)
+    res = svc.select(SlotRequest(user_id="nobody", k=3, context={"page": "home"}))
+    assert not res.known_user
+    d = res.decision
+    assert len(d.candidates) == 10 and len(d.slots) == 3
+    assert all(c.features["dot"] == 0.0 for c in d.candidates)
+    assert d.context["has_user"] == 0.0
+
+
+def test_filters_exclusions_and_seller_cap(store) -> None:  # type: ignore[no-untyped-def]
+    svc, _ = service(store, candidates_m=30, per_seller_cap=1)
+    excluded = frozenset(f"item-{i:05d}" for i in range(0, 60, 2))
+    for user in ("user-1", "nobody"):
+        d = svc.select(
+            SlotRequest(user_id=user, k=10, categories=("bags",), exclude_item_ids=excluded)
+        ).decision
+        by_id = {it.item_id: it for it in store.get_items([c.item_id for c in d.candidates]).values()}
+        assert d.candidates and all(by_id[c.item_id].category == "bags" for c in d.candidates)
+        assert not {c.item_id for c in d.candidates} & excluded
+        sellers = [by_id[s.item_id].seller_id for s in d.slots]
+        assert len(sellers) == len(set(sellers))  # at most one slot per seller
+        assert len(d.slots) == len({by_id[c.item_id].seller_id for c in d.candidates})
+
+
+def test_starving_items_get_reserved_candidate_places(store) -> None:  # type: ignore[no-untyped-def]
+    svc, _ = service(store, candidates_m=10, starving_candidates=4)
+    # every item is behind schedule; the user's nearest ones get impressions, the rest starve
+    d = svc.select(SlotRequest(user_id="user-2", k=1)).decision
+    starving = [c for c in d.candidates if c.features["starving"] == 1.0]
+    assert len(starving) == 4
+    assert all(c.features["boost"] > 0 for c in d.candidates)  # log boost > 0: behind schedule
+
+
+def test_bad_requests_name_the_parameter(store) -> None:  # type: ignore[no-untyped-def]
+    svc, _ = service(store)
+    with pytest.raises(InvalidInputError, match="k="):
+        svc.select(SlotRequest(user_id="user-0", k=0))
+    with pytest.raises(InvalidInputError, match="k="):
+        svc.select(SlotRequest(user_id="user-0", k=51))
+
+
+def test_graduation_leaves_the_pool_and_logged_decisions_are_learnable(store) -> None:  # type: ignore[no-untyped-def]
+    svc, sink = service(store, PacingConfig(graduate_impressions=2, graduate_clicks=0), candidates_m=60)
+    graduated: list[str] = []
+    svc.graduation_hooks.append(lambda events: graduated.extend(e.item_id for e in events))
+    for _ in range(20):
+        svc.select(SlotRequest(user_id="user-0", k=5))
+    events = svc.graduate()
+    assert events and {e.item_id for e in events} == set(graduated)
+    assert all(e.reason == "evidence" and e.impressions >= 2 for e in events)
+    assert all(svc.entry(i) is None for i in graduated)
+    assert len(svc) == 60 - len(graduated) == len(svc.pool)
+    # a store row that says graduated also leaves on sync
+    left = next(iter(it for it in store.iter_items() if it.item_id not in graduated))
+    store.write_items(
+        [dataclasses.replace(left, status="graduated", updated_at=left.updated_at.replace(year=2030))]
+    )
+    svc.sync_from_store(store.iter_items())
+    assert svc.entry(left.item_id) is None
+    # decisions carry what learning needs
+    policy = svc.holder.current.policy
+    n = sum(learn_decision(policy, d, {d.slots[0].item_id: 1.0}) for d in sink.decisions)
+    assert n == sum(len(d.slots) for d in sink.decisions)
+
+
+def test_offline_sink_writes_decisions(store) -> None:  # type: ignore[no-untyped-def]
+    sink = OfflineDecisionSink(store.offline, linger_s=0.05)
+    svc, _ = service(store)
+    svc.sinks.append(sink)
+    made = [svc.select(SlotRequest(user_id="user-0", k=2)).decision for _ in range(5)]
+    sink.flush()
+    back = {d.decision_id: d for d in store.offline.read_decisions()}
+    assert set(back) >= {d.decision_id for d in made}
+    assert back[made[0].decision_id].slots == made[0].slots
+    sink.close()

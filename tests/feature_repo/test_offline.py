@@ -1,0 +1,158 @@
+"""The offline store on both profiles: typed writers/readers, dedupe, DuckDB access, Feast CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from coldstart.errors import InvalidInputError
+from exploration.records import Candidate, Decision, Slot
+from feature_repo.offline.base import OfflineLog
+from feature_repo.offline.parquet import ParquetOfflineLog
+from feature_repo.records import InteractionRecord
+
+T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
+REPO = Path(__file__).resolve().parents[2] / "feature_repo"
+
+
+@pytest.fixture(params=["embedded", pytest.param("production", marks=pytest.mark.integration)])
+def offline(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OfflineLog]:
+    if request.param == "embedded":
+        log: OfflineLog = ParquetOfflineLog(tmp_path / "offline")
+        yield log
+        return
+    from feature_repo.offline.postgres import PostgresOfflineLog
+
+    pg = PostgresOfflineLog(request.getfixturevalue("pg_database_url"), f"s_{uuid.uuid4().hex[:10]}")
+    try:
+        yield pg
+    finally:
+        pg.drop_schema()
+        pg.close()
+
+
+def decision(n: int, ts: datetime) -> Decision:
+    cands = [
+        Candidate(item_id=f"it{j}", probability=p, score=float(j)) for j, p in enumerate([0.5, 0.3, 0.2])
+    ]
+    return Decision(
+        decision_id=f"d{n}",
+        ts=ts,
+        user_id=f"u{n % 2}",
+        context={"hour": 9.0, "device": "ios"},
+        policy="vw-squarecb",
+        model_version="m-7",
+        candidates=cands,
+        slots=[
+            Slot(item_id="it1", position=0, propensity=0.3, score=1.0),
+            Slot(item_id="it0", position=1, propensity=0.5 / 0.7, score=0.0),
+        ],
+    )
+
+
+def test_decisions_round_trip_once(offline: OfflineLog) -> None:
+    ds = [decision(n, T0 + timedelta(seconds=n)) for n in range(5)]
+    assert offline.write_decisions(ds) == 5
+    assert offline.write_decisions(ds[:3]) == 0  # re-delivery
+    back = offline.read_decisions()
+    assert back == ds
+    assert offline.read_decisions(since=T0 + timedelta(seconds=1), until=T0 + timedelta(seconds=3)) == ds[1:3]
+    slots = offline.frame("decision_slots")
+    assert len(slots) == 10
+    first = slots[slots["decision_id"] == "d0"].sort_values("position")
+    assert list(first["item_id"]) == ["it1", "it0"]
+    np.testing.assert_allclose(first["propensity"], [0.3, 0.5 / 0.7])
+    np.testing.assert_allclose(first["first_slot_probability"], [0.3, 0.5])
+    assert set(slots["model_version"]) == {"m-7"}
+
+
+def test_interactions_round_trip_once(offline: OfflineLog) -> None:
+    rows = [
+        InteractionRecord("e1", "u1", "it1", "impression", T0, None, "d0", 0),
+        InteractionRecord("e2", "u1", "it1", "click", T0 + timedelta(seconds=2), None, "d0", 0),
+        InteractionRecord("e3", "u2", "it9", "rating", T0 + timedelta(seconds=5), 4.5),
+    ]
+    assert offline.write_interactions(rows + rows[:1]) == 3
+    assert offline.write_interactions(rows) == 0
+    assert offline.read_interactions() == rows
+    assert offline.read_interactions(since=T0 + timedelta(seconds=1)) == rows[1:]
+    with pytest.raises(InvalidInputError, match="ts"):
+        offline.write_interactions([InteractionRecord("e4", "u", "i", "click", datetime(2026, 1, 1))])
+    with pytest.raises(InvalidInputError, match="table"):
+        offline.frame("nope")  # type: ignore[arg-type]
+
+
+def test_parquet_tables_are_queryable_with_duckdb_and_compact(tmp_path: Path) -> None:
+    import duckdb
+
+    log = ParquetOfflineLog(tmp_path / "offline")
+    for n in range(4):  # four writes → four parts
+        log.write_decisions([decision(n, T0 + timedelta(minutes=n))])
+    df = log.sql("select policy, count(*) as n from decisions group by policy")
+    assert df.to_dict("records") == [{"policy": "vw-squarecb", "n": 4}]
+    glob = str(log.table_dir("decision_slots") / "*.parquet")
+    n_slots = duckdb.connect().execute(f"select count(*) from read_parquet('{glob}')").fetchone()
+    assert n_slots == (8,)
+    assert log.compact("decisions") == 4
+    parts = [p for p in log.table_dir("decisions").glob("part-*.parquet") if "schema" not in p.name]
+    assert len(parts) == 1
+    assert [d.decision_id for d in log.read_decisions()] == ["d0", "d1", "d2", "d3"]
+    assert log.write_decisions([decision(2, T0)]) == 0  # the ledger survives compaction
+
+
+@pytest.mark.parametrize("profile", ["embedded", pytest.param("production", marks=pytest.mark.integration)])
+def test_feast_cli_plan_and_apply_run_cleanly(
+    profile: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """`feast plan` / `feast apply` on a copy of feature_repo/ (repo.py, yaml files, .feastignore)."""
+    from click.testing import CliRunner
+    from feast.cli.cli import cli
+
+    from feature_repo.cli import feast_cli_env
+
+    repo = tmp_path / "feature_repo"
+    repo.mkdir()
+    for name in ("repo.py", "feature_store.yaml", "feature_store.production.yaml", ".feastignore"):
+        shutil.copy(REPO / name, repo / name)
+    if profile == "production":
+        tag = uuid.uuid4().hex[:10]
+        monkeypatch.setenv("COLDSTART_FEAST__PROFILE", "production")
+        monkeypatch.setenv("COLDSTART_FEAST__PROJECT", f"cli_{tag}")
+        monkeypatch.setenv("COLDSTART_FEAST__PG_SCHEMA", f"cli_{tag}")
+        monkeypatch.setenv("COLDSTART_FEAST__POSTGRES_URL", request.getfixturevalue("pg_database_url"))
+    else:
+        monkeypatch.setenv("COLDSTART_FEAST__PROFILE", "embedded")
+    env = feast_cli_env()
+    for k, v in env.items():
+        monkeypatch.setenv(k, v.replace(str(REPO), str(repo)))
+    sys.modules.pop("repo", None)  # feast imports repo.py as a top-level module
+    cwd = os.getcwd()
+    try:
+        runner = CliRunner()
+        plan = runner.invoke(cli, ["-c", str(repo), "plan"], catch_exceptions=False)
+        assert plan.exit_code == 0, plan.output
+        assert "Created feature view item_content" in plan.output
+        assert "WARNING" not in plan.output and "Could not validate" not in plan.output
+        sys.modules.pop("repo", None)
+        apply = runner.invoke(cli, ["-c", str(repo), "apply"], catch_exceptions=False)
+        assert apply.exit_code == 0, apply.output
+        sys.modules.pop("repo", None)
+        views = runner.invoke(cli, ["-c", str(repo), "feature-views", "list"], catch_exceptions=False)
+        assert views.exit_code == 0, views.output
+        for fv in ("item_content", "item_state", "user_vector"):
+            assert fv in views.output
+    finally:
+        os.chdir(cwd)
+        sys.modules.pop("repo", None)
+        if profile == "production":
+            from tests.feature_repo.conftest import drop_redis_project
+
+            drop_redis_project(f"cli_{tag}")

@@ -1,0 +1,104 @@
+"""The encoder worker end to end: Tansu → fetch → tiny ONNX encoder → Feast store (+ pool), DLQ."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from models.records import ItemContent
+from stream.config import KafkaSettings
+from stream.contracts import ImageRef, ItemListed
+from stream.encode_worker import EncodeWorker
+from stream.image_server import ImageServer
+from stream.images import ImageFetcher
+from stream.producer import EventProducer
+from tests.stream.conftest import POSTERS, poster_paths
+from tests.stream.helpers import WorkerThread, good_event, publish_mixed, read_dlq
+
+pytestmark = pytest.mark.integration
+
+
+def expected_vectors(encoder: Any, events: list[ItemListed]) -> dict[str, np.ndarray]:
+    fetcher = ImageFetcher()
+    try:
+        images = fetcher.fetch_many([e.image for e in events])
+    finally:
+        fetcher.close()
+    embs = encoder.encode(
+        [ItemContent(e.item_id, e.text(), r.data) for e, r in zip(events, images, strict=True)]
+    )
+    return {e.item_id: emb.content_vector for e, emb in zip(events, embs, strict=True)}
+
+
+def test_worker_stores_good_items_and_dead_letters_poison(
+    kafka: KafkaSettings, encoder: Any, store: Any
+) -> None:
+    posters = poster_paths(8)
+    with ImageServer(POSTERS) as server, EventProducer(kafka.bootstrap_servers or "", kafka) as producer:
+        pub = publish_mixed(producer, "w1", 60, bad_every=10, images=posters, image_url=server.url)
+        broken = good_event("w1-broken", 0, ImageRef(url=f"{server.base_url}/missing.jpg"))
+        producer.publish_item(broken)
+        producer.flush()
+        worker = EncodeWorker(kafka.bootstrap_servers or "", kafka, encoder, store)
+        worker.run(idle_exit_s=2.0)
+        want = expected_vectors(encoder, list(pub.good.values()))
+    snap = worker.metrics.snapshot()
+    assert snap["records"] == 61 and snap["dead_lettered"] == 6 and snap["written"] == 55
+    assert snap["image_failures"] == {"http_status": 1}
+
+    stored = store.get_items([*pub.good, broken.item_id])
+    assert set(stored) == {*pub.good, broken.item_id}
+    assert stored[broken.item_id].image_ok is False and stored[broken.item_id].text_ok is True
+    for item_id, vec in want.items():
+        row = stored[item_id]
+        assert row.image_ok and row.text_ok and row.encoder_version == encoder.version
+        assert row.updated_at == pub.good[item_id].listed_at == row.listed_at
+        np.testing.assert_allclose(row.content_vector, vec, atol=1e-5)
+
+    letters = read_dlq(kafka.bootstrap_servers or "")
+    assert sorted(letter.payload() for letter in letters) == sorted(pub.bad)
+    assert {letter.error for letter in letters} == {"invalid_json", "invalid_event", "unsupported_version"}
+    assert all(letter.consumer == kafka.encode.group_id for letter in letters)
+    assert any("listed_at" in letter.reason for letter in letters)
+    assert any("image" in letter.reason and "exactly one" in letter.reason for letter in letters)
+    for letter in letters:  # the source coordinates point at the original record
+        assert letter.source_topic == "items.listed" and letter.source_offset >= 0
+
+
+def test_redelivery_rewrites_the_same_row(kafka: KafkaSettings, encoder: Any, store: Any) -> None:
+    posters = poster_paths(2)
+    event = good_event("w2", 1, ImageRef(path=str(posters[0])))
+    with EventProducer(kafka.bootstrap_servers or "", kafka) as producer:
+        producer.publish_item(event)
+        producer.flush()
+        EncodeWorker(kafka.bootstrap_servers or "", kafka, encoder, store).run(idle_exit_s=1.0)
+        first = store.get_items([event.item_id])[event.item_id]
+        producer.publish_item(event)  # the same event again (as after a crash before the commit)
+        producer.flush()
+        again = EncodeWorker(kafka.bootstrap_servers or "", kafka, encoder, store)
+        again.run(idle_exit_s=1.0)
+    second = store.get_items([event.item_id])[event.item_id]
+    assert again.metrics.snapshot()["records"] == 1
+    np.testing.assert_array_equal(first.content_vector, second.content_vector)
+    np.testing.assert_array_equal(first.item_vector, second.item_vector)
+    assert first.updated_at == second.updated_at == event.listed_at
+
+
+def test_two_workers_split_partitions(kafka: KafkaSettings, encoder: Any, store: Any) -> None:
+    with EventProducer(kafka.bootstrap_servers or "", kafka) as producer:
+        pub = publish_mixed(producer, "w3", 200)
+    workers = [EncodeWorker(kafka.bootstrap_servers or "", kafka, encoder, store) for _ in range(2)]
+    threads = [WorkerThread(w, idle_exit_s=4.0) for w in workers]
+    for t in threads:
+        t.start()
+        time.sleep(0.3)
+    for t in threads:
+        t.join(120)
+        assert not t.is_alive() and t.error is None
+    counts = [w.metrics.snapshot()["records"] for w in workers]
+    assert all(c > 0 for c in counts), counts  # both took part
+    assert sum(w.metrics.snapshot()["written"] for w in workers) >= 200
+    assert set(store.get_items(list(pub.good))) == set(pub.good)
