@@ -64,6 +64,7 @@ class AppState:
     _encoder: Any = None
     _encoder_lock: threading.Lock = field(default_factory=threading.Lock)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _seen: set[str] = field(default_factory=set)
 
     # ------------------------------------------------------------------ encoder (lazy)
     def encoder(self) -> Any:
@@ -86,14 +87,27 @@ class AppState:
         return self.producer
 
     # ------------------------------------------------------------------ maintenance
-    def sync_pool(self) -> tuple[int, int]:
-        """Sync the slot pool and the search pool with the store's cold items."""
+    def sync_pool(self, full: bool = True) -> tuple[int, int]:
+        """Sync the slot pool and the search pool with the store's cold items.
+
+        ``full``: re-read every stored item (statuses, warmed-up vectors). Otherwise only items the
+        replica has never seen are read (their ids come from the offline content history, one column
+        scan), which keeps the periodic sync cheap with a large pool.
+        """
         if self.store is None:
             self.pool_synced = True
             return 0, 0
-        items: list[StoredItem] = list(self.store.iter_items())
+        items: list[StoredItem]
+        offline = getattr(self.store, "offline", None)
+        if full or offline is None:
+            items = list(self.store.iter_items())
+            self._seen = {i.item_id for i in items}
+        else:
+            ids = [i for i in offline.distinct_ids("item_content", "item_id") if i not in self._seen]
+            items = list(self.store.get_items(ids).values()) if ids else []
+            self._seen.update(i.item_id for i in items)
         added, removed = self.service.sync_from_store(items)
-        if self.search_pool is not None:
+        if self.search_pool is not None and items:
             cold = [i for i in items if i.status in POOL_STATUSES]
             gone = [i.item_id for i in items if i.status not in POOL_STATUSES]
             self.search_pool.upsert([entry_from_item(i, "content") for i in cold])
@@ -131,6 +145,7 @@ class AppState:
         """Policy reload, pool sync and graduation, each on its own period."""
         cfg = self.settings.exploration
         next_reload = next_sync = next_grad = 0.0
+        next_full = time.monotonic() + cfg.pool_full_sync_interval_s  # build_state did the first one
         while True:
             now = time.monotonic()
             try:
@@ -141,7 +156,10 @@ class AppState:
                     self.metrics.set_model_version(self.holder.current.version)
                 if now >= next_sync:
                     next_sync = now + cfg.pool_refresh_interval_s
-                    await asyncio.to_thread(self.sync_pool)
+                    full = now >= next_full
+                    if full:
+                        next_full = now + cfg.pool_full_sync_interval_s
+                    await asyncio.to_thread(self.sync_pool, full)
                 if now >= next_grad:
                     next_grad = now + cfg.graduation_interval_s
                     await asyncio.to_thread(self.service.graduate)

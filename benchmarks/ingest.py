@@ -11,7 +11,8 @@ Prints ONE JSON object:
 - ``overhead_ratio`` = pipeline / encoder (target ≥ 0.9);
 - ``freshness_p50_s`` / ``freshness_p99_s``: phase B publishes more items at 50 % of the pipeline's
   measured max rate with ``listed_at`` = publish time; freshness = listed_at → the vector is readable
-  from the online store AND returned by the pool index (target p99 ≤ 1.0 s).
+  from the online store AND returned by the pool index (target p99 ≤ 1.0 s). The pool is fed as in
+  production: the worker announces written rows on ``items.stored`` and a :class:`PoolFeed` follows it.
 
 Items are real MovieLens posters + titles/genres/plots (``../shared/data/movielens``), served as image
 URLs by a loopback HTTP server. The broker is a private Tansu on a free port, the store a fresh embedded
@@ -106,6 +107,7 @@ def main() -> None:
     from stream.encode_worker import EncodeWorker
     from stream.freshness import FreshnessProbe
     from stream.image_server import ImageServer
+    from stream.pool_feed import PoolFeed, StoredAnnouncer
     from stream.producer import EventProducer
     from stream.topics import ITEMS_LISTED
 
@@ -144,7 +146,11 @@ def main() -> None:
                 good_ids.append(event.item_id)
             producer.flush()
 
-            worker = EncodeWorker(bootstrap, kafka, encoder, store, on_stored=pools.upsert_items)
+            # as in production: the worker announces rows on items.stored, the pool follows that topic
+            feed = PoolFeed(bootstrap, pools.upsert_items).start()
+            worker = EncodeWorker(
+                bootstrap, kafka, encoder, store, producer=producer, on_stored=StoredAnnouncer(producer)
+            )
             thread = threading.Thread(target=worker.run, daemon=True)
             thread.start()
             n_a = len(phase_a) + planted
@@ -173,6 +179,7 @@ def main() -> None:
             probe.stop()
             worker.stop()
             thread.join(60)
+            feed.stop()
             producer.close()
             p50, p99 = probe.percentiles()
             online = len(store.get_items(good_ids))

@@ -14,6 +14,7 @@ from api.cli import app as api_app
 from coldstart.errors import ColdstartError
 from exploration.cli import app as exploration_app
 from exploration.report.cli import export_command, report_command
+from feature_repo.cli import app as store_app
 from models.cli import app as models_app
 from stream.cli import app as stream_app
 from stream.cli import broker_command
@@ -28,6 +29,7 @@ app.add_typer(models_app, name="models", help="Encoders, item tower, ONNX export
 app.add_typer(stream_app, name="stream", help="Kafka consumers and producers (encode, learn, publish).")
 app.add_typer(exploration_app, name="exploration", help="Bandit policies, pacing, off-policy evaluation.")
 app.add_typer(api_app, name="api", help="The HTTP API (FastAPI).")
+app.add_typer(store_app, name="store", help="Feature store: create it, print the Feast CLI environment.")
 app.command("report", help="Cold-item KPIs and off-policy estimates of a window, as one HTML file.")(
     report_command
 )
@@ -40,12 +42,18 @@ app.command("broker", help="Run the embedded Tansu Kafka broker on 127.0.0.1 and
 
 
 @app.command("demo")
-def demo_command() -> None:
+def demo_command(
+    limit: int = typer.Option(300, help="Movies to stream as new-item events."),
+    rate: float = typer.Option(10.0, help="Publishing rate, events/s (0 = as fast as possible)."),
+    tiny_encoder: bool = typer.Option(
+        False, help="Without a trained artifact, use a tiny random one (mechanics only) instead of training."
+    ),
+) -> None:
     """Main job on the embedded default: broker + encoder worker + API, streaming the MovieLens catalog."""
     from coldstart.demo import run_demo
     from coldstart.settings import get_settings
 
-    run_demo(get_settings())
+    run_demo(get_settings(), limit=limit, rate=rate, tiny_encoder=tiny_encoder)
 
 
 def main() -> None:

@@ -129,6 +129,11 @@ class ExplorationSettings(BaseModel):
     model_store_dir: Path | None = Field(default=None, description="Default: <data_dir>/model_store.")
     reload_interval_s: float = Field(default=2.0, gt=0.0, description="How often replicas look for a model.")
     checkpoint_interval_s: float = Field(default=30.0, gt=0.0, description="Learner checkpoint period.")
-    pool_refresh_interval_s: float = Field(default=5.0, gt=0.0, description="Pool sync from the store.")
+    pool_refresh_interval_s: float = Field(
+        default=5.0, gt=0.0, description="How often replicas add newly stored items to their pool."
+    )
+    pool_full_sync_interval_s: float = Field(
+        default=600.0, gt=0.0, description="How often replicas re-read every stored item (status, vectors)."
+    )
     graduation_interval_s: float = Field(default=10.0, gt=0.0, description="How often graduation runs.")
     learner_group_id: str = "coldstart-learner"

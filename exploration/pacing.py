@@ -19,10 +19,9 @@ interactions posted to it); at start-up they are seeded from the feature store's
 
 from __future__ import annotations
 
-import heapq
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -62,6 +61,9 @@ class GraduationEvent:
 class ExposurePacer:
     """Thread-safe per-item exposure bookkeeping, pacing boosts and graduation.
 
+    State is kept in numpy arrays (one row per tracked item, swap-removed), so ranking thousands of
+    items by deficit costs microseconds per request.
+
     Parameters
     ----------
     config
@@ -73,14 +75,29 @@ class ExposurePacer:
     def __init__(self, config: PacingConfig | None = None, *, clock: Callable[[], float] = time.time) -> None:
         self.config = config or PacingConfig()
         self.clock = clock
-        self._items: dict[str, Exposure] = {}
         self._lock = threading.Lock()
+        self._ids: list[str] = []
+        self._index: dict[str, int] = {}
+        self._sellers: list[str] = []
+        self._categories: list[str] = []
+        cap = 1024
+        self._listed = np.zeros(cap, dtype=np.float64)
+        self._imps = np.zeros(cap, dtype=np.int64)
+        self._clicks = np.zeros(cap, dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._ids)
 
     def __contains__(self, item_id: object) -> bool:
-        return item_id in self._items
+        return item_id in self._index
+
+    def _grow(self) -> None:
+        cap = max(1024, 2 * len(self._listed))
+        for name in ("_listed", "_imps", "_clicks"):
+            old = getattr(self, name)
+            new = np.zeros(cap, dtype=old.dtype)
+            new[: len(old)] = old
+            setattr(self, name, new)
 
     def register(
         self,
@@ -94,68 +111,111 @@ class ExposurePacer:
     ) -> None:
         """Start tracking an item (idempotent: counters of a known item are kept, max with the given)."""
         with self._lock:
-            known = self._items.get(item_id)
-            if known is None:
-                self._items[item_id] = Exposure(
-                    item_id, listed_at_s, seller_id, category, impressions, clicks
-                )
+            i = self._index.get(item_id)
+            if i is None:
+                i = len(self._ids)
+                if i >= len(self._listed):
+                    self._grow()
+                self._ids.append(item_id)
+                self._sellers.append(seller_id)
+                self._categories.append(category)
+                self._index[item_id] = i
+                self._listed[i] = listed_at_s
+                self._imps[i] = impressions
+                self._clicks[i] = clicks
             else:
-                known.impressions = max(known.impressions, impressions)
-                known.clicks = max(known.clicks, clicks)
-                known.seller_id = seller_id or known.seller_id
-                known.category = category or known.category
+                self._imps[i] = max(int(self._imps[i]), impressions)
+                self._clicks[i] = max(int(self._clicks[i]), clicks)
+                self._sellers[i] = seller_id or self._sellers[i]
+                self._categories[i] = category or self._categories[i]
 
     def forget(self, item_ids: Iterable[str]) -> None:
         """Stop tracking items (unknown ids are ignored)."""
         with self._lock:
             for item_id in item_ids:
-                self._items.pop(item_id, None)
+                self._remove(item_id)
+
+    def _remove(self, item_id: str) -> None:
+        i = self._index.pop(item_id, None)
+        if i is None:
+            return
+        last = len(self._ids) - 1
+        if i != last:
+            moved = self._ids[last]
+            self._ids[i] = moved
+            self._sellers[i] = self._sellers[last]
+            self._categories[i] = self._categories[last]
+            self._listed[i] = self._listed[last]
+            self._imps[i] = self._imps[last]
+            self._clicks[i] = self._clicks[last]
+            self._index[moved] = i
+        self._ids.pop()
+        self._sellers.pop()
+        self._categories.pop()
 
     def get(self, item_id: str) -> Exposure | None:
         """A copy of an item's state, or ``None``."""
         with self._lock:
-            e = self._items.get(item_id)
-            return None if e is None else Exposure(**vars(e))
+            i = self._index.get(item_id)
+            if i is None:
+                return None
+            return self._exposure(i)
+
+    def _exposure(self, i: int) -> Exposure:
+        return Exposure(
+            item_id=self._ids[i],
+            listed_at_s=float(self._listed[i]),
+            seller_id=self._sellers[i],
+            category=self._categories[i],
+            impressions=int(self._imps[i]),
+            clicks=int(self._clicks[i]),
+        )
+
+    def impressions(self, item_ids: Sequence[str]) -> NDArray[np.int64]:
+        """``(len(item_ids),)`` impression counts (0 for unknown ids)."""
+        with self._lock:
+            idx = np.array([self._index.get(i, -1) for i in item_ids], dtype=np.int64)
+            out = np.where(idx >= 0, self._imps[np.maximum(idx, 0)], 0)
+        return out
 
     def record_impressions(self, item_ids: Iterable[str]) -> None:
         """Count one impression for each id (unknown ids are ignored)."""
         with self._lock:
             for item_id in item_ids:
-                e = self._items.get(item_id)
-                if e is not None:
-                    e.impressions += 1
+                i = self._index.get(item_id)
+                if i is not None:
+                    self._imps[i] += 1
 
     def record_click(self, item_id: str, count: int = 1) -> None:
         """Count clicks (or any positive interaction) of an item."""
         with self._lock:
-            e = self._items.get(item_id)
-            if e is not None:
-                e.clicks += count
+            i = self._index.get(item_id)
+            if i is not None:
+                self._clicks[i] += count
 
     # ------------------------------------------------------------------ pacing
-    def expected_impressions(self, e: Exposure, now_s: float) -> float:
-        """Impressions the linear schedule asks for at ``now_s``."""
-        age_h = max(0.0, now_s - e.listed_at_s) / 3600.0
-        horizon_h = self.config.window_hours * self.config.schedule_fraction
-        return self.config.target_impressions * min(1.0, age_h / horizon_h)
+    def _expected(self, listed: NDArray[np.float64], now_s: float) -> NDArray[np.float64]:
+        horizon_s = self.config.window_hours * self.config.schedule_fraction * 3600.0
+        age = np.maximum(0.0, now_s - listed)
+        return self.config.target_impressions * np.minimum(1.0, age / horizon_s)
 
-    def _starvation(self, e: Exposure, now_s: float) -> float:
-        expected = self.expected_impressions(e, now_s)
-        if e.impressions >= expected:
-            return 0.0
-        relative = (expected - e.impressions) / max(expected, 1.0)
-        return min(1.0, relative / self.config.full_boost_deficit)
+    def expected_impressions(self, e: Exposure, now_s: float) -> float:
+        """Impressions the schedule asks of ``e`` at ``now_s``."""
+        return float(self._expected(np.array([e.listed_at_s]), now_s)[0])
 
     def boosts(self, item_ids: Sequence[str], now_s: float | None = None) -> NDArray[np.float64]:
         """``(len(item_ids),)`` pmf multipliers in ``[1, max_boost]`` (unknown ids get 1)."""
         now = self.clock() if now_s is None else now_s
-        extra = self.config.max_boost - 1.0
-        out = np.ones(len(item_ids), dtype=np.float64)
         with self._lock:
-            for i, item_id in enumerate(item_ids):
-                e = self._items.get(item_id)
-                if e is not None:
-                    out[i] = 1.0 + extra * self._starvation(e, now)
+            idx = np.array([self._index.get(i, -1) for i in item_ids], dtype=np.int64)
+            known = idx >= 0
+            j = idx[known]
+            expected = self._expected(self._listed[j], now)
+            imps = self._imps[j]
+        relative = np.where(imps < expected, (expected - imps) / np.maximum(expected, 1.0), 0.0)
+        starvation = np.minimum(1.0, relative / self.config.full_boost_deficit)
+        out = np.ones(len(item_ids), dtype=np.float64)
+        out[known] = 1.0 + (self.config.max_boost - 1.0) * starvation
         return out
 
     def most_starving(
@@ -163,24 +223,39 @@ class ExposurePacer:
         n: int,
         *,
         now_s: float | None = None,
-        accept: Callable[[Exposure], bool] | None = None,
+        categories: Sequence[str] = (),
+        sellers: Sequence[str] = (),
+        exclude: Collection[str] = (),
         only_behind: bool = True,
     ) -> list[str]:
         """Up to ``n`` ids of the items furthest behind schedule (absolute deficit), worst first.
 
-        With ``only_behind=False`` items on or ahead of schedule fill the list (least ahead first).
+        ``categories`` / ``sellers`` restrict the items (empty = no restriction), ``exclude`` removes
+        ids. With ``only_behind=False`` items on or ahead of schedule fill the list (least ahead first).
         """
         if n <= 0:
             return []
         now = self.clock() if now_s is None else now_s
         with self._lock:
-            scored = (
-                (self.expected_impressions(e, now) - e.impressions, e.item_id)
-                for e in self._items.values()
-                if accept is None or accept(e)
-            )
-            top = heapq.nlargest(n, scored)
-        return [item_id for deficit, item_id in top if deficit > 0 or not only_behind]
+            size = len(self._ids)
+            if size == 0:
+                return []
+            deficit = self._expected(self._listed[:size], now) - self._imps[:size]
+            if only_behind:
+                deficit = np.where(deficit > 0, deficit, -np.inf)
+            if categories or sellers:
+                cats, sels = set(categories), set(sellers)
+                for i in range(size):
+                    if (cats and self._categories[i] not in cats) or (sels and self._sellers[i] not in sels):
+                        deficit[i] = -np.inf
+            for item_id in exclude:
+                j = self._index.get(item_id)
+                if j is not None:
+                    deficit[j] = -np.inf
+            m = min(size, n)
+            top = np.argpartition(-deficit, m - 1)[:m] if m < size else np.arange(size)
+            top = top[np.argsort(-deficit[top], kind="stable")]
+            return [self._ids[i] for i in top if np.isfinite(deficit[i])]
 
     # ------------------------------------------------------------------ graduation
     def graduations(self, now_s: float | None = None) -> list[GraduationEvent]:
@@ -189,32 +264,32 @@ class ExposurePacer:
         now = self.clock() if now_s is None else now_s
         events: list[GraduationEvent] = []
         with self._lock:
-            for e in list(self._items.values()):
-                reason: GraduationReason | None = None
-                if e.impressions >= c.graduate_impressions and e.clicks >= c.graduate_clicks:
-                    reason = "evidence"
-                elif now - e.listed_at_s > c.max_age_hours * 3600.0:
-                    reason = "aged_out"
-                if reason is None:
-                    continue
-                del self._items[e.item_id]
+            size = len(self._ids)
+            evidence = (self._imps[:size] >= c.graduate_impressions) & (
+                self._clicks[:size] >= c.graduate_clicks
+            )
+            aged = (now - self._listed[:size]) > c.max_age_hours * 3600.0
+            for i in np.flatnonzero(evidence | aged)[::-1]:  # descending: swap-removal keeps lower rows
+                e = self._exposure(int(i))
                 events.append(
                     GraduationEvent(
                         item_id=e.item_id,
-                        reason=reason,
+                        reason="evidence" if evidence[i] else "aged_out",
                         impressions=e.impressions,
                         clicks=e.clicks,
                         listed_at=datetime.fromtimestamp(e.listed_at_s, UTC),
                         graduated_at=datetime.fromtimestamp(now, UTC),
                     )
                 )
+            for e2 in events:
+                self._remove(e2.item_id)
         return events
 
     def on_schedule_share(self, now_s: float | None = None) -> float:
         """Share of tracked items at or above their schedule (1.0 when there are none)."""
         now = self.clock() if now_s is None else now_s
         with self._lock:
-            if not self._items:
+            size = len(self._ids)
+            if size == 0:
                 return 1.0
-            ok = sum(1 for e in self._items.values() if e.impressions >= self.expected_impressions(e, now))
-            return ok / len(self._items)
+            return float(np.mean(self._imps[:size] >= self._expected(self._listed[:size], now)))

@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 
 from coldstart.errors import InvalidInputError
 from exploration.model_store import PolicyHolder
-from exploration.pacing import Exposure, ExposurePacer, GraduationEvent
+from exploration.pacing import ExposurePacer, GraduationEvent
 from exploration.policies import Arm
 from exploration.pool.base import POOL_STATUSES, CandidatePool, PoolEntry, PoolFilter, entry_from_item
 from exploration.records import Candidate, Decision, Slot
@@ -43,6 +43,9 @@ from feature_repo.records import StoredItem
 log = logging.getLogger(__name__)
 
 N_BUCKETS = 8
+#: Candidate features, in order: user·item dot, log1p(age in hours), log1p(impressions), log(pacing
+#: boost), whether the candidate came from the starving reservation, and the user⊙item bucket sums.
+FEATURES = ("dot", "age", "imp", "boost", "starving", *(f"p{b}" for b in range(N_BUCKETS)))
 MAX_K = 50
 COLD_STATUSES = frozenset(POOL_STATUSES)
 
@@ -259,11 +262,11 @@ class SlotService:
             policy=policy.name,
             model_version=loaded.version,
             candidates=[
-                Candidate(
+                Candidate.model_construct(  # values are valid by construction; skip re-validation
                     item_id=a.item_id,
                     probability=float(choice.pmf[i]),
                     score=float(choice.scores[i]),
-                    features=dict(a.features),
+                    features=a.features if isinstance(a.features, dict) else dict(a.features),
                 )
                 for i, a in enumerate(arms)
             ],
@@ -293,13 +296,6 @@ class SlotService:
             exclude_item_ids=frozenset(request.exclude_item_ids),
         )
 
-        def accept(e: Exposure) -> bool:
-            return (
-                e.item_id not in filt.exclude_item_ids
-                and (not filt.categories or e.category in filt.categories)
-                and (not filt.sellers or e.seller_id in filt.sellers)
-            )
-
         ids: list[str] = []
         sims: list[float] = []
         seen: set[str] = set()
@@ -309,11 +305,17 @@ class SlotService:
                     seen.add(hit.item_id)
                     ids.append(hit.item_id)
                     sims.append(hit.score)
-            extra = self.pacer.most_starving(
-                m, now_s=now, accept=lambda e: accept(e) and e.item_id not in seen
-            )
+            n_extra, behind = m - len(ids), True
         else:
-            extra = self.pacer.most_starving(m, now_s=now, accept=accept, only_behind=False)
+            n_extra, behind = m, False
+        extra = self.pacer.most_starving(
+            n_extra + len(seen),
+            now_s=now,
+            categories=filt.categories,
+            sellers=filt.sellers,
+            exclude=filt.exclude_item_ids,
+            only_behind=behind,
+        )
         for item_id in extra:
             if len(ids) >= m:
                 break
@@ -346,21 +348,23 @@ class SlotService:
                 starts = np.linspace(0, dim, N_BUCKETS + 1).astype(int)[:-1]
                 buckets[usable] = np.add.reduceat(prod, starts, axis=1)
                 dots[usable] = prod.sum(axis=1)
-        arms: list[Arm] = []
-        for i, (item_id, e) in enumerate(zip(ids, entries, strict=True)):
-            exp = self.pacer.get(item_id)
-            age_h = max(0.0, now - e.listed_at_s) / 3600.0
-            feats: dict[str, float] = {
-                "dot": round(float(dots[i]), 6),
-                "age": round(math.log1p(age_h), 6),
-                "imp": round(math.log1p(exp.impressions if exp else 0), 6),
-                "boost": round(math.log(float(boosts[i])), 6),
-                "starving": 1.0 if math.isnan(sims[i]) else 0.0,
-            }
-            for b in range(N_BUCKETS):
-                feats[f"p{b}"] = round(float(buckets[i, b]), 6)
-            arms.append(Arm(item_id=item_id, features=feats, group=e.seller_id))
-        return arms
+        imps = self.pacer.impressions(ids)
+        listed = np.array([e.listed_at_s for e in entries], dtype=np.float64)
+        sims_arr = np.asarray(sims, dtype=np.float64)
+        matrix = np.column_stack(
+            [
+                dots,
+                np.log1p(np.maximum(0.0, now - listed) / 3600.0),
+                np.log1p(imps.astype(np.float64)),
+                np.log(boosts),
+                np.isnan(sims_arr).astype(np.float64),
+                buckets,
+            ]
+        ).round(6)
+        return [
+            Arm(item_id=item_id, features=dict(zip(FEATURES, row, strict=True)), group=e.seller_id)
+            for item_id, e, row in zip(ids, entries, matrix.tolist(), strict=True)
+        ]
 
     def close(self) -> None:
         """Flush and close the sinks."""

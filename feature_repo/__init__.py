@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from coldstart.settings import Settings
     from feature_repo.feast_store import FeastFeatureStore
+    from feature_repo.offline.base import OfflineLog
 
 
 def open_store(settings: Settings) -> FeastFeatureStore:
@@ -27,4 +28,18 @@ def open_store(settings: Settings) -> FeastFeatureStore:
     return open_feast_store(settings.feast, settings.data_dir)
 
 
-__all__ = ["open_store"]
+def open_offline_log(settings: Settings) -> OfflineLog:
+    """The offline store alone (no Feast import): parquet under the embedded repo path, or PostgreSQL.
+
+    Same tables and location as ``open_store(settings).offline`` (analysts, reports, exports).
+    """
+    if settings.feast.profile == "embedded":
+        from feature_repo.offline.parquet import ParquetOfflineLog
+
+        return ParquetOfflineLog(settings.feast.embedded_root(settings.data_dir) / "data" / "offline")
+    from feature_repo.offline.postgres import PostgresOfflineLog
+
+    return PostgresOfflineLog(settings.feast.postgres_url, settings.feast.pg_schema)
+
+
+__all__ = ["open_offline_log", "open_store"]

@@ -66,6 +66,10 @@ class FeastSettings(BaseModel):
             raise ValueError(f"redis_url={value!r} must start with redis:// or rediss://")
         return value
 
+    def embedded_root(self, data_dir: Path) -> Path:
+        """Absolute directory of the embedded profile's files (``repo_path`` or ``<data_dir>/feast``)."""
+        return (self.repo_path or Path(data_dir) / "feast").expanduser().resolve()
+
     def feast_redis_connection_string(self) -> str:
         """``redis_url`` in Feast's ``host:port,db=N,password=...,ssl=true`` form."""
         parts = urlsplit(self.redis_url)

@@ -24,8 +24,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from feast import FeatureStore as _FeastStore
-from feast import RepoConfig
-from feast.data_source import PushMode
+from feast import FeatureView, RepoConfig
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import FloatList
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import RegistryConfig
 from numpy.typing import NDArray
 from sqlalchemy.engine import make_url
@@ -44,14 +46,13 @@ from feature_repo.definitions import (
     build_definitions,
 )
 from feature_repo.offline.base import OfflineLog, content_row, state_row, user_row, utc
+from feature_repo.offline.tables import ITEM_CONTENT_TABLE, ITEM_STATE_TABLE, USER_VECTOR_TABLE, ColumnKind
 from feature_repo.records import StoredItem, StoredUser
 
-_CONTENT_REFS = [f"{ITEM_CONTENT}:{f}" for f in CONTENT_FEATURES]
-_STATE_REFS = [f"{ITEM_STATE}:{f}" for f in STATE_FEATURES]
-_USER_REFS = [f"{USER_VECTOR}:{f}" for f in USER_FEATURES]
 _READ_CHUNK = 500
 
 WriteMode = Literal["full", "content", "state"]
+_EPOCH = datetime.fromtimestamp(0, tz=UTC)
 
 
 def _f32(value: Any) -> NDArray[np.float32]:
@@ -76,6 +77,11 @@ def _same_vec(a: NDArray[np.float32] | None, b: NDArray[np.float32] | None) -> b
     return a.shape == b.shape and bool(np.array_equal(a, b))
 
 
+def _same_second(a: datetime, b: datetime) -> bool:
+    """Feast's UnixTimestamp features keep whole seconds: compare at that precision."""
+    return int(a.timestamp()) == int(b.timestamp())
+
+
 def _latest_per_key(items: Sequence[Any], key: str) -> list[Any]:
     best: dict[str, Any] = {}
     for it in items:
@@ -86,8 +92,51 @@ def _latest_per_key(items: Sequence[Any], key: str) -> list[Any]:
     return list(best.values())
 
 
+# -- proto conversion (the online stores speak Feast's ValueProto) ---------------------------------
+def _to_proto(kind: ColumnKind, value: Any) -> ValueProto:
+    if value is None:
+        return ValueProto()
+    if kind == "vec":
+        return ValueProto(float_list_val=FloatList(val=value))
+    if kind == "bool":
+        return ValueProto(bool_val=bool(value))
+    if kind == "int":
+        return ValueProto(int64_val=int(value))
+    if kind == "ts":
+        return ValueProto(unix_timestamp_val=int(value.timestamp()))
+    return ValueProto(string_val=str(value))
+
+
+def _from_proto(v: ValueProto) -> Any:
+    which = v.WhichOneof("val")
+    if which is None or which == "null_val":
+        return None
+    if which == "float_list_val":
+        return np.asarray(v.float_list_val.val, dtype=np.float32)
+    if which == "unix_timestamp_val":
+        return datetime.fromtimestamp(v.unix_timestamp_val, tz=UTC)
+    return getattr(v, which)
+
+
+_KINDS: dict[str, dict[str, ColumnKind]] = {
+    ITEM_CONTENT: {c.name: c.kind for c in ITEM_CONTENT_TABLE.columns},
+    ITEM_STATE: {c.name: c.kind for c in ITEM_STATE_TABLE.columns},
+    USER_VECTOR: {c.name: c.kind for c in USER_VECTOR_TABLE.columns},
+}
+_FEATURES: dict[str, tuple[str, ...]] = {
+    ITEM_CONTENT: CONTENT_FEATURES,
+    ITEM_STATE: STATE_FEATURES,
+    USER_VECTOR: USER_FEATURES,
+}
+
+
 class FeastFeatureStore(FeatureStore):
     """Feature store over Feast (online) and an :class:`OfflineLog` (history).
+
+    Online rows are written and read through the Feast provider of the repo config (the same calls
+    ``FeatureStore.push`` / ``get_online_features`` end in), with the feature views resolved once at
+    open: Feast's generic path re-reads the registry and converts through pandas on every call
+    (≈50 ms per push), too slow for the encoder and the serving path.
 
     Parameters
     ----------
@@ -104,7 +153,56 @@ class FeastFeatureStore(FeatureStore):
         self.offline = offline
         self.definitions = definitions
         self._write_lock = threading.Lock()
+        self._provider = store._get_provider()
+        # Feast's SQLite online store shares one sqlite3 connection between threads: serialise it
+        # (Redis clients are thread-safe and pooled, so production reads run in parallel)
+        sqlite = type(store.config.online_store).__name__.startswith("Sqlite")
+        self._online_lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if sqlite else contextlib.nullcontext()
+        )
+        self._views: dict[str, FeatureView] = {
+            name: store.get_feature_view(name) for name in (ITEM_CONTENT, ITEM_STATE, USER_VECTOR)
+        }
         self._users = FeastUserStore(self)
+
+    # -- low-level online access ------------------------------------------------------------------
+    def _online_write(self, view: str, key: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        kinds = _KINDS[view]
+        data = [
+            (
+                EntityKeyProto(join_keys=[key], entity_values=[ValueProto(string_val=r[key])]),
+                {f: _to_proto(kinds[f], r[f]) for f in _FEATURES[view]},
+                r["event_ts"],
+                r["created_ts"],
+            )
+            for r in rows
+        ]
+        try:
+            with self._online_lock:
+                self._provider.online_write_batch(self.feast.config, self._views[view], data, None)
+        except Exception as exc:  # Feast raises many unrelated types (redis, sqlite, proto)
+            raise StoreError(f"cannot write {len(rows)} rows to online view {view}: {exc}") from exc
+
+    def _online_read(
+        self, view: str, key: str, ids: Sequence[str]
+    ) -> list[tuple[datetime | None, dict[str, Any] | None]]:
+        keys = [EntityKeyProto(join_keys=[key], entity_values=[ValueProto(string_val=i)]) for i in ids]
+        try:
+            with self._online_lock:
+                res = self._provider.online_read(
+                self.feast.config, self._views[view], keys, list(_FEATURES[view])
+            )
+        except Exception as exc:
+            raise StoreError(f"cannot read {len(ids)} rows from online view {view}: {exc}") from exc
+        out: list[tuple[datetime | None, dict[str, Any] | None]] = []
+        for ts, values in res:
+            if values is None:
+                out.append((None, None))
+            else:
+                out.append((_ts(ts), {k: _from_proto(v) for k, v in values.items()}))
+        return out
 
     # -- writes ---------------------------------------------------------------------------------
     def write_items(self, items: Sequence[StoredItem], mode: WriteMode = "full") -> None:
@@ -143,73 +241,56 @@ class FeastFeatureStore(FeatureStore):
                     state_new.append(it)
             c_rows = [content_row(i, now) for i in content_new]
             s_rows = [state_row(i, now) for i in state_new]
+            # offline first: a crash before the online write is healed by the re-delivery
             self.offline.write_item_content(content_new)
             self.offline.write_item_states(state_new)
-            self._push(self.definitions.item_content_push.name, c_rows)
-            self._push(self.definitions.item_state_push.name, s_rows)
-
-    def _push(self, source: str, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        try:
-            self.feast.push(source, pd.DataFrame(rows), to=PushMode.ONLINE)
-        except Exception as exc:  # Feast raises many unrelated types (redis, sqlite, proto)
-            raise StoreError(
-                f"cannot write {len(rows)} rows to the online store via {source}: {exc}"
-            ) from exc
+            self._online_write(ITEM_CONTENT, "item_id", c_rows)
+            self._online_write(ITEM_STATE, "item_id", s_rows)
 
     # -- reads ----------------------------------------------------------------------------------
-    def _online(self, refs: list[str], key: str, ids: Sequence[str]) -> dict[str, list[Any]]:
-        try:
-            resp = self.feast.get_online_features(
-                features=refs, entity_rows=[{key: i} for i in ids], full_feature_names=True
-            )
-            return resp.to_dict()
-        except Exception as exc:
-            raise StoreError(f"cannot read {len(ids)} rows from the online store: {exc}") from exc
-
     def _read_items(self, item_ids: Sequence[str]) -> dict[str, _OnlineItem]:
         out: dict[str, _OnlineItem] = {}
         ids = list(dict.fromkeys(item_ids))
         for start in range(0, len(ids), _READ_CHUNK):
             chunk = ids[start : start + _READ_CHUNK]
-            d = self._online(_CONTENT_REFS + _STATE_REFS, "item_id", chunk)
-            for n, item_id in enumerate(chunk):
-
-                def g(view: str, feat: str, n: int = n, d: dict[str, list[Any]] = d) -> Any:
-                    return d[f"{view}__{feat}"][n]
-
-                cvec = g(ITEM_CONTENT, "content_vector")
-                if cvec is None:
+            contents = self._online_read(ITEM_CONTENT, "item_id", chunk)
+            states = self._online_read(ITEM_STATE, "item_id", chunk)
+            for item_id, (c_ts, c), (s_ts, st) in zip(chunk, contents, states, strict=True):
+                if c is None or c.get("content_vector") is None:
                     continue
-                civ = _f32(g(ITEM_CONTENT, "content_item_vector"))
-                ivec = g(ITEM_STATE, "item_vector")
-                content_ts = _ts(g(ITEM_CONTENT, "content_updated_at")) or datetime.min.replace(tzinfo=UTC)
-                state_ts = _ts(g(ITEM_STATE, "state_updated_at"))
+                content_ts = c_ts or c.get("content_updated_at") or _EPOCH
+                civ = c.get("content_item_vector")
+                civ = c["content_vector"] if civ is None else civ
+                st = st or {}
+                ivec = st.get("item_vector")
+                has_state = ivec is not None
+                state_ts = (s_ts or st.get("state_updated_at") or _EPOCH) if has_state else _EPOCH
                 item = StoredItem(
                     item_id=item_id,
-                    content_vector=_f32(cvec),
-                    item_vector=civ if ivec is None else _f32(ivec),
-                    image_ok=bool(g(ITEM_CONTENT, "image_ok")),
-                    text_ok=bool(g(ITEM_CONTENT, "text_ok")),
-                    encoder_version=str(g(ITEM_CONTENT, "encoder_version") or ""),
-                    listed_at=_ts(g(ITEM_CONTENT, "listed_at")) or content_ts,
-                    updated_at=max(content_ts, state_ts) if state_ts is not None else content_ts,
-                    category=str(g(ITEM_CONTENT, "category") or ""),
-                    seller_id=str(g(ITEM_CONTENT, "seller_id") or ""),
-                    status=g(ITEM_STATE, "status") or "cold",
-                    impressions=int(g(ITEM_STATE, "impressions") or 0),
-                    clicks=int(g(ITEM_STATE, "clicks") or 0),
+                    content_vector=c["content_vector"],
+                    item_vector=ivec if ivec is not None else civ,
+                    image_ok=bool(c.get("image_ok")),
+                    text_ok=bool(c.get("text_ok")),
+                    encoder_version=str(c.get("encoder_version") or ""),
+                    listed_at=c.get("listed_at") or content_ts,
+                    updated_at=max(content_ts, state_ts),
+                    category=str(c.get("category") or ""),
+                    seller_id=str(c.get("seller_id") or ""),
+                    status=st.get("status") or "cold",
+                    impressions=int(st.get("impressions") or 0),
+                    clicks=int(st.get("clicks") or 0),
                     content_item_vector=civ,
-                    model_version=str(g(ITEM_STATE, "model_version") or ""),
+                    model_version=str(st.get("model_version") or ""),
                 )
-                out[item_id] = _OnlineItem(
-                    item, content_ts, state_ts or datetime.min.replace(tzinfo=UTC), ivec is not None
-                )
+                out[item_id] = _OnlineItem(item, content_ts, state_ts, has_state)
         return out
 
     def get_items(self, item_ids: Sequence[str]) -> dict[str, StoredItem]:
-        """Online read of items (content + current state); unknown ids are absent."""
+        """Online read of items (content + current state); unknown ids are absent.
+
+        ``updated_at`` is the newest event timestamp of the two rows (microseconds kept);
+        ``listed_at`` has whole-second precision (a Feast UnixTimestamp feature).
+        """
         return {k: v.item for k, v in self._read_items(item_ids).items()}
 
     def iter_items(self) -> Iterator[StoredItem]:
@@ -239,8 +320,6 @@ class FeastFeatureStore(FeatureStore):
         try:
             job = self.feast.get_historical_features(entity_df=entity_df, features=list(features))
             return job.to_df()
-        except InvalidInputError:
-            raise
         except Exception as exc:
             raise StoreError(f"cannot build the historical feature frame: {exc}") from exc
 
@@ -271,7 +350,7 @@ class _OnlineItem:
             and old.encoder_version == new.encoder_version
             and old.category == new.category
             and old.seller_id == new.seller_id
-            and old.listed_at == utc(new.listed_at, "listed_at")
+            and _same_second(old.listed_at, utc(new.listed_at, "listed_at"))
         )
 
     def same_state(self, new: StoredItem) -> bool:
@@ -293,7 +372,7 @@ class FeastUserStore(UserStore):
         self._p = parent
 
     def write_users(self, users: Sequence[StoredUser]) -> None:
-        """Write user rows offline, then online; stale rows (older than the stored one) are skipped."""
+        """Write user rows offline, then online; stale rows (not newer than the stored one) are skipped."""
         if not users:
             return
         for u in users:
@@ -310,26 +389,24 @@ class FeastUserStore(UserStore):
                 or utc(u.updated_at, f"users[{u.user_id}].updated_at") > current[u.user_id].updated_at
             ]
             self._p.offline.write_users(fresh)
-            self._p._push(self._p.definitions.user_vector_push.name, [user_row(u, now) for u in fresh])
+            self._p._online_write(USER_VECTOR, "user_id", [user_row(u, now) for u in fresh])
 
     def get_users(self, user_ids: Sequence[str]) -> dict[str, StoredUser]:
-        """Online read; unknown users are absent."""
+        """Online read; unknown users are absent. ``updated_at`` keeps microseconds."""
         out: dict[str, StoredUser] = {}
         ids = list(dict.fromkeys(user_ids))
         for start in range(0, len(ids), _READ_CHUNK):
             chunk = ids[start : start + _READ_CHUNK]
-            d = self._p._online(_USER_REFS, "user_id", chunk)
-            for n, user_id in enumerate(chunk):
-                vec = d[f"{USER_VECTOR}__user_vector"][n]
-                if vec is None:
+            rows = self._p._online_read(USER_VECTOR, "user_id", chunk)
+            for user_id, (ts, row) in zip(chunk, rows, strict=True):
+                if row is None or row.get("user_vector") is None:
                     continue
                 out[user_id] = StoredUser(
                     user_id=user_id,
-                    vector=_f32(vec),
-                    interactions=int(d[f"{USER_VECTOR}__interactions"][n] or 0),
-                    model_version=str(d[f"{USER_VECTOR}__model_version"][n] or ""),
-                    updated_at=_ts(d[f"{USER_VECTOR}__user_updated_at"][n])
-                    or datetime.min.replace(tzinfo=UTC),
+                    vector=row["user_vector"],
+                    interactions=int(row.get("interactions") or 0),
+                    model_version=str(row.get("model_version") or ""),
+                    updated_at=ts or row.get("user_updated_at") or _EPOCH,
                 )
         return out
 
@@ -337,7 +414,7 @@ class FeastUserStore(UserStore):
 # -- opening --------------------------------------------------------------------------------------
 def embedded_repo_path(feast: FeastSettings, data_dir: Path) -> Path:
     """Absolute directory of the embedded profile's files."""
-    return (feast.repo_path or Path(data_dir) / "feast").expanduser().resolve()
+    return feast.embedded_root(data_dir)
 
 
 def repo_config(feast: FeastSettings, data_dir: Path) -> RepoConfig:

@@ -21,6 +21,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -130,20 +131,6 @@ class Ranker(ABC):
     def _score(self, users: list[str], items: ItemSet) -> NDArray[np.float32]: ...
 
 
-def _user_profiles(
-    positives: pd.DataFrame, item_ids: Sequence[str], vectors: NDArray[np.float32]
-) -> dict[str, NDArray[np.float32]]:
-    """Mean of each user's liked training item vectors."""
-    row = {i: r for r, i in enumerate(item_ids)}
-    rows = positives["item_id"].map(row)
-    frame = positives.assign(_row=rows).dropna(subset=["_row"])
-    profiles: dict[str, NDArray[np.float32]] = {}
-    for user, group in frame.groupby("user_id", sort=False):
-        idx = group["_row"].to_numpy(dtype=np.int64)
-        profiles[str(user)] = vectors[idx].mean(axis=0).astype(np.float32)
-    return profiles
-
-
 def _l2(x: NDArray[np.float32]) -> NDArray[np.float32]:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     out: NDArray[np.float32] = (x / np.maximum(norms, 1e-12)).astype(np.float32)
@@ -172,33 +159,44 @@ class _ProfileKnn(Ranker):
     _profiles: dict[str, NDArray[np.float32]]
 
     @abstractmethod
-    def _vectors(self, items: ItemSet) -> NDArray[np.float32]: ...
+    def _vectors(self, items: ItemSet) -> Any:
+        """``(n, dim)`` item vectors: a dense float32 array or a scipy sparse matrix."""
 
-    def _fit_vectors(self, train: TrainSet) -> NDArray[np.float32]:
+    def _fit_vectors(self, train: TrainSet) -> Any:
         return self._vectors(train.items)
 
     def _fit(self, train: TrainSet, validate: ValidationFn | None) -> None:
-        vectors = _l2(self._fit_vectors(train))
-        self._profiles = _user_profiles(train.positives, train.items.item_ids, vectors)
+        from sklearn.preprocessing import normalize
+
+        vectors = normalize(self._fit_vectors(train))
+        row = {i: r for r, i in enumerate(train.items.item_ids)}
+        frame = train.positives.assign(_row=train.positives["item_id"].map(row)).dropna(subset=["_row"])
+        self._profiles = {}
+        for user, group in frame.groupby("user_id", sort=False):
+            idx = group["_row"].to_numpy(dtype=np.int64)
+            self._profiles[str(user)] = np.asarray(vectors[idx].mean(axis=0), dtype=np.float32).ravel()
 
     def _score(self, users: list[str], items: ItemSet) -> NDArray[np.float32]:
-        cand = _l2(self._vectors(items))
+        from sklearn.preprocessing import normalize
+
+        cand = normalize(self._vectors(items))
         dim = cand.shape[1]
-        prof = np.stack([self._profiles.get(u, np.zeros(dim, dtype=np.float32)) for u in users])
-        return (_l2(prof) @ cand.T).astype(np.float32)
+        prof = _l2(np.stack([self._profiles.get(u, np.zeros(dim, dtype=np.float32)) for u in users]))
+        out: NDArray[np.float32] = np.asarray((cand @ prof.T).T, dtype=np.float32)
+        return out
 
 
 class TfidfKnn(_ProfileKnn):
-    """TF-IDF (fitted on training items' texts, sublinear tf, unigrams+bigrams) kNN."""
+    """TF-IDF (fitted on training items' texts, sublinear tf) kNN; sparse throughout."""
 
     name = "tfidf_knn"
 
-    def __init__(self, *, max_features: int = 50_000, ngram_max: int = 2, min_df: int = 1) -> None:
+    def __init__(self, *, max_features: int | None = None, ngram_max: int = 2, min_df: int = 1) -> None:
         self.max_features = max_features
         self.ngram_max = ngram_max
         self.min_df = min_df
 
-    def _fit_vectors(self, train: TrainSet) -> NDArray[np.float32]:
+    def _fit_vectors(self, train: TrainSet) -> Any:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         self._vectorizer = TfidfVectorizer(
@@ -211,9 +209,8 @@ class TfidfKnn(_ProfileKnn):
         self._vectorizer.fit(train.items.texts)
         return self._vectors(train.items)
 
-    def _vectors(self, items: ItemSet) -> NDArray[np.float32]:
-        matrix = self._vectorizer.transform(items.texts)
-        return np.asarray(matrix.toarray(), dtype=np.float32)
+    def _vectors(self, items: ItemSet) -> Any:
+        return self._vectorizer.transform(items.texts)
 
 
 def centred_content(
@@ -287,10 +284,10 @@ class DropoutNetRanker(Ranker):
         out_dim: int = 128,
         dropout: float = 0.5,
         negatives_per_positive: int = 4,
-        batch_size: int = 1024,
+        batch_size: int = 2048,
         lr: float = 1e-3,
-        max_epochs: int = 30,
-        patience: int = 4,
+        max_epochs: int = 15,
+        patience: int = 3,
     ) -> None:
         self.seed = seed
         self.rank = rank

@@ -21,7 +21,7 @@ app = typer.Typer(no_args_is_help=True)
 
 
 def _encoder_config(
-    encoder: str,
+    encoder: str | None,
     model_name: str | None,
     pretrained: str | None,
     shared_dim: int,
@@ -31,6 +31,13 @@ def _encoder_config(
     from coldstart.errors import InvalidInputError
     from models.config import OfflineEncoderConfig, OpenClipEncoderConfig
 
+    if encoder is None:
+        if tiny:
+            encoder = "offline"
+        else:
+            from coldstart.settings import get_settings
+
+            return get_settings().models.encoder
     if encoder == "offline":
         if tiny:
             from models.testing import TINY_OFFLINE
@@ -66,7 +73,9 @@ def train_command(
     out: Annotated[
         Path | None, typer.Option(help="Artifacts root (default: settings models.artifacts_dir).")
     ] = None,
-    encoder: Annotated[str, typer.Option(help="Encoder kind: offline | open_clip.")] = "offline",
+    encoder: Annotated[
+        str | None, typer.Option(help="Encoder kind: offline | open_clip (default: settings models.encoder).")
+    ] = None,
     model_name: Annotated[str | None, typer.Option(help="open_clip model name.")] = None,
     pretrained: Annotated[
         str | None, typer.Option(help="open_clip pretrained tag or local checkpoint.")
@@ -83,6 +92,10 @@ def train_command(
     threads: Annotated[int, typer.Option(help="torch threads.")] = 2,
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache dir (default: settings).")] = None,
     tiny: Annotated[bool, typer.Option(help="Tiny random towers (smoke tests only, no quality).")] = False,
+    features_file: Annotated[
+        Path | None,
+        typer.Option("--features", help="Precomputed FeatureTable .npz of this catalog (same encoder)."),
+    ] = None,
 ) -> None:
     """Train projection heads (CLIP loss) and the item tower on a catalog, export ONNX, write the manifest."""
     import torch
@@ -91,7 +104,7 @@ def train_command(
     from models.artifact import TrainingData
     from models.catalog import Catalog
     from models.export import build_artifact
-    from models.features import extract_features
+    from models.features import FeatureTable, extract_features
     from models.item_tower import ItemTowerConfig, train_item_tower
     from models.projection import ProjectionTrainConfig, train_projection
     from models.towers import build_towers
@@ -102,9 +115,12 @@ def train_command(
     cat = Catalog.load(catalog)
     typer.echo(f"catalog {catalog}: {len(cat.items)} items, {len(cat.interactions)} interactions")
     contents = [it.content() for it in cat.items]
-    features = extract_features(
-        contents, cfg, cache_dir=cache_dir or settings.feature_cache_dir, progress=True, seed=seed
-    )
+    if features_file is not None:
+        features = FeatureTable.load(features_file).select([c.item_id for c in contents])
+    else:
+        features = extract_features(
+            contents, cfg, cache_dir=cache_dir or settings.feature_cache_dir, progress=True, seed=seed
+        )
     typer.echo(
         f"features: {len(features)} items, image_ok {int(features.image_ok.sum())}, "
         f"text_ok {int(features.text_ok.sum())}"

@@ -150,7 +150,6 @@ class ItemTower(nn.Module):
         self.gate = nn.Linear(2 * d + 2, 2)
         nn.init.zeros_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)
-        self.feature_dropout = nn.Dropout(cfg.feature_dropout)
         fused = 2 * d if cfg.fusion == "gated_concat" else d
         if cfg.layers == 1:
             self.mlp: nn.Module = nn.Linear(fused, cfg.item_dim)
@@ -185,8 +184,15 @@ class ItemTower(nn.Module):
         text_feat: torch.Tensor,
         image_ok: torch.Tensor,
         text_ok: torch.Tensor,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-modality vectors in the common space.
+
+        Parameters
+        ----------
+        generator
+            Training only: draws the feature-dropout masks (``config.feature_dropout``); ``None``
+            (inference, ONNX) applies no dropout.
 
         Returns
         -------
@@ -195,8 +201,12 @@ class ItemTower(nn.Module):
         """
         image_on = image_ok * self.use_image
         text_on = text_ok * self.use_text
-        img = self.feature_dropout(self._normalise(image_feat, self.image_mean, image_on))
-        txt = self.feature_dropout(self._normalise(text_feat, self.text_mean, text_on))
+        img = self._normalise(image_feat, self.image_mean, image_on)
+        txt = self._normalise(text_feat, self.text_mean, text_on)
+        p = self.config.feature_dropout
+        if generator is not None and p > 0.0:
+            img = img * (torch.rand(img.shape, generator=generator) >= p).float() / (1.0 - p)
+            txt = txt * (torch.rand(txt.shape, generator=generator) >= p).float() / (1.0 - p)
         z_image = self.image_proj(img) * image_on.unsqueeze(1)
         z_text = self.text_proj(txt) * text_on.unsqueeze(1)
         return z_image, z_text, image_on, text_on
@@ -525,7 +535,7 @@ def train_item_tower(
             j_idx = item_idx_all[batch]
             if cfg.negatives == "full":
                 d_iok, d_tok = _modality_dropout(iok, tok, cfg.modality_dropout if use_both else 0.0, gen)
-                z_i, z_t, i_on, t_on = module.modality_embeddings(img, txt, d_iok, d_tok)
+                z_i, z_t, i_on, t_on = module.modality_embeddings(img, txt, d_iok, d_tok, gen)
                 item_vecs = module.fuse(z_i, z_t, i_on, t_on)
                 loss = full_rating_ranking_loss(users.weight, item_vecs, u_idx, j_idx)
                 align_rows = torch.unique(j_idx)
@@ -533,7 +543,7 @@ def train_item_tower(
                 d_iok, d_tok = _modality_dropout(
                     iok[j_idx], tok[j_idx], cfg.modality_dropout if use_both else 0.0, gen
                 )
-                z_i, z_t, i_on, t_on = module.modality_embeddings(img[j_idx], txt[j_idx], d_iok, d_tok)
+                z_i, z_t, i_on, t_on = module.modality_embeddings(img[j_idx], txt[j_idx], d_iok, d_tok, gen)
                 item_vecs = module.fuse(z_i, z_t, i_on, t_on)
                 prior = log_prior[j_idx] if cfg.logq_correction else None
                 loss = rating_ranking_loss(users(u_idx), item_vecs, item_log_prior=prior)

@@ -113,6 +113,10 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
         self._joined = False
         self._compute_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{type(self).__name__}-compute")
         self._write_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{type(self).__name__}-write")
+        self._unwritten: deque[
+            tuple[Future[tuple[C, list[Rejection]]], list[Rejection], Future[list[Rejection]]]
+        ] = deque()
+        self._unwritten_lock = threading.Lock()
 
     # ---------------------------------------------------------------- what subclasses provide
 
@@ -129,8 +133,11 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
         """The batch's CPU work (compute thread); records it cannot handle are returned as rejections."""
 
     @abstractmethod
-    def _write(self, computed: C) -> None:
-        """Persist the batch (write thread). Must be idempotent: a crash re-delivers the batch."""
+    def _write(self, computed: list[C]) -> None:
+        """Persist one or more consecutive batches at once (write thread).
+
+        Must be idempotent: a crash re-delivers every uncommitted batch.
+        """
 
     # ---------------------------------------------------------------- the loop
 
@@ -274,15 +281,44 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
         self.metrics.add(records=len(records), batches=1)
         prepared = self._prepare(envelopes)
         computed = self._compute_pool.submit(self._compute, prepared)
-        written = self._write_pool.submit(self._write_stage, computed, rejected)
+        written: Future[list[Rejection]] = Future()
+        with self._unwritten_lock:
+            self._unwritten.append((computed, rejected, written))
+        self._write_pool.submit(self._write_stage)
         self._inflight.append(_InFlight(offsets, written, len(records)))
 
-    def _write_stage(
-        self, computed: Future[tuple[C, list[Rejection]]], rejected: list[Rejection]
-    ) -> list[Rejection]:
-        result, more = computed.result()
-        self._write(result)
-        return rejected + more
+    def _write_stage(self) -> None:
+        """Write the oldest unwritten batch, together with every later one already computed.
+
+        Store writes have a fixed cost per call; when the writer falls behind, consecutive batches
+        are coalesced into one ``_write`` call. Each batch's future still completes on its own.
+        """
+        with self._unwritten_lock:
+            if not self._unwritten:
+                return  # coalesced into an earlier call
+            head = self._unwritten[0]
+        try:
+            head[0].result()
+        except BaseException as exc:
+            with self._unwritten_lock:
+                self._unwritten.popleft()
+            head[2].set_exception(exc)
+            return
+        group: list[tuple[Future[tuple[C, list[Rejection]]], list[Rejection], Future[list[Rejection]]]] = []
+        with self._unwritten_lock:
+            while self._unwritten and (not group or self._unwritten[0][0].done()):
+                if group and self._unwritten[0][0].exception() is not None:
+                    break  # a failed batch is handled by its own task
+                group.append(self._unwritten.popleft())
+        results = [g[0].result() for g in group]
+        try:
+            self._write([r[0] for r in results])
+        except BaseException as exc:
+            for g in group:
+                g[2].set_exception(exc)
+            return
+        for g, (_, more) in zip(group, results, strict=True):
+            g[2].set_result(g[1] + more)
 
     def _complete(self, *, block: bool) -> None:
         """Commit finished batches, oldest first (never a batch whose predecessor is unfinished)."""

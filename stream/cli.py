@@ -94,6 +94,9 @@ def encode_command(
     idle_exit: Annotated[
         float | None, typer.Option(help="Exit after this many seconds without events (scripted runs).")
     ] = None,
+    announce: Annotated[
+        bool, typer.Option(help="Announce written rows on items.stored (feeds the API's pool index).")
+    ] = True,
     verbose: Annotated[bool, typer.Option("--verbose/--quiet")] = True,
 ) -> None:
     """Run one encoder worker of the consumer group: items.listed → encoder → feature store.
@@ -105,6 +108,8 @@ def encode_command(
     from feature_repo import open_store  # type: ignore[attr-defined]
     from stream.broker import resolve_bootstrap
     from stream.encode_worker import EncodeWorker
+    from stream.pool_feed import StoredAnnouncer
+    from stream.producer import EventProducer
 
     _logging(verbose)
     settings = get_settings()
@@ -116,9 +121,20 @@ def encode_command(
     bootstrap = resolve_bootstrap(kafka)
     encoder = load_default_encoder(settings, artifact)
     store = open_store(settings)
-    worker = EncodeWorker(bootstrap, kafka, encoder, store)
+    producer = EventProducer(bootstrap, kafka)
+    worker = EncodeWorker(
+        bootstrap,
+        kafka,
+        encoder,
+        store,
+        producer=producer,
+        on_stored=StoredAnnouncer(producer) if announce else None,
+    )
     _on_signals(worker.stop)
-    metrics = worker.run(idle_exit_s=idle_exit)
+    try:
+        metrics = worker.run(idle_exit_s=idle_exit)
+    finally:
+        producer.close()
     typer.echo(json.dumps(metrics.snapshot()))
 
 

@@ -48,8 +48,9 @@ class EncodeWorkerSettings(BaseModel):
     linger_ms
         How long a micro-batch waits for more events after its first one, in milliseconds.
     pipeline_depth
-        Micro-batches in flight at once (fetch/encode/write overlap); offsets are still committed in
-        order and only after their batch is written.
+        Micro-batches in flight at once (fetch/encode/write overlap; batches waiting for the writer
+        are written together). Offsets are still committed in order and only after their batch is
+        written.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -57,7 +58,7 @@ class EncodeWorkerSettings(BaseModel):
     group_id: str = "coldstart-encoder"
     max_batch_size: int = Field(default=32, ge=1, le=4096)
     linger_ms: int = Field(default=50, ge=0, le=60_000)
-    pipeline_depth: int = Field(default=2, ge=1, le=16)
+    pipeline_depth: int = Field(default=4, ge=1, le=16)
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
 
 

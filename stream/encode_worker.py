@@ -208,8 +208,11 @@ class EncodeWorker(MicroBatchConsumer[ItemListed, _Prepared, _Computed]):
                 results.append(None)
         return results, rejections
 
-    def _write(self, computed: _Computed) -> None:
-        rows = computed.rows
+    def _write(self, computed: list[_Computed]) -> None:
+        # consecutive batches: a later listing of the same item wins
+        latest = {r.item_id: r for c in computed for r in c.rows}
+        rows = list(latest.values())
+        attributes = {k: v for c in computed for k, v in c.attributes.items()}
         if not rows:
             return
         start = time.perf_counter()
@@ -217,7 +220,7 @@ class EncodeWorker(MicroBatchConsumer[ItemListed, _Prepared, _Computed]):
         # old listing does not overwrite it
         self.store.write_items(rows)
         if self.pool is not None:
-            self.pool.upsert([self._pool_entry(r, computed.attributes.get(r.item_id, {})) for r in rows])
+            self.pool.upsert([self._pool_entry(r, attributes.get(r.item_id, {})) for r in rows])
         if self.on_stored is not None:
             self.on_stored(rows)
         written_at = now_utc()

@@ -198,14 +198,14 @@ class OffPolicyEstimator(ABC):
             _, groups = np.unique(inputs.cluster, return_inverse=True)
             n_groups = int(groups.max()) + 1
         out = np.empty(cfg.n_bootstrap)
-        chunk = max(1, min(cfg.n_bootstrap, 2_000_000 // max(n, 1)))
+        chunk = max(1, min(cfg.n_bootstrap, 4_000_000 // max(n, n_groups, 1)))
         for start in range(0, cfg.n_bootstrap, chunk):
-            stop = min(cfg.n_bootstrap, start + chunk)
-            counts = np.empty((stop - start, n))
-            for b in range(stop - start):
-                drawn = rng.randint(0, n_groups, size=n_groups)
-                counts[b] = np.bincount(drawn, minlength=n_groups)[groups]
-            out[start:stop] = self._combine(inputs, counts)
+            b = min(cfg.n_bootstrap, start + chunk) - start
+            # one call draws the same stream as b calls of size n_groups (obp draws one per replicate)
+            drawn = rng.randint(0, n_groups, size=(b, n_groups))
+            flat = (drawn + (np.arange(b) * n_groups)[:, None]).ravel()
+            group_counts = np.bincount(flat, minlength=b * n_groups).reshape(b, n_groups)
+            out[start : start + b] = self._combine(inputs, group_counts[:, groups].astype(np.float64))
         return out
 
     def _interval(self, inputs: OPEInputs, value: float) -> tuple[float, float]:

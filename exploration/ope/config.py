@@ -51,4 +51,4 @@ def build_estimator(config: EstimatorConfig) -> OffPolicyEstimator:
         return IPS(config.interval)
     if isinstance(config, SNIPSConfig):
         return SNIPS(config.interval)
-    return DR(config.interval)
+    return DR(config.interval, config.reward_model)

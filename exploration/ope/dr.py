@@ -11,7 +11,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from exploration.ope.base import FloatArray, OffPolicyEstimator, OPEInputs
+from exploration.ope.base import FloatArray, IntervalConfig, OffPolicyEstimator, OPEInputs
+from exploration.ope.reward_model import RewardModelConfig
 
 
 def _terms(inputs: OPEInputs) -> FloatArray:
@@ -22,10 +23,24 @@ def _terms(inputs: OPEInputs) -> FloatArray:
 
 
 class DR(OffPolicyEstimator):
-    """Doubly robust estimator."""
+    """Doubly robust estimator.
+
+    Parameters
+    ----------
+    interval
+        Confidence-interval settings.
+    reward_model
+        The reward model :func:`exploration.ope.evaluate` fits for it (cross-fitted ridge by default).
+    """
 
     name: ClassVar[str] = "dr"
     needs_reward_model: ClassVar[bool] = True
+
+    def __init__(
+        self, interval: IntervalConfig | None = None, reward_model: RewardModelConfig | None = None
+    ) -> None:
+        super().__init__(interval)
+        self.reward_model = reward_model or RewardModelConfig()
 
     def _combine(self, inputs: OPEInputs, counts: FloatArray) -> FloatArray:
         return np.asarray(counts @ _terms(inputs) / counts.sum(axis=1), dtype=np.float64)

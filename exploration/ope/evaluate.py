@@ -21,22 +21,34 @@ def target_probabilities(
     log: BanditLog, policy: TargetPolicy, pairs: RoundCandidates, progress: bool = False
 ) -> FloatArray:
     """``(n_pairs,)`` probability the target gives each candidate at each round (given the logged
-    prefix); validated: zero on unavailable candidates, sums to 1 per round."""
-    out = np.empty(pairs.n_pairs)
-    rounds = range(log.n_rounds)
-    for r in tqdm(rounds, desc=f"pmf {policy.name}", disable=not progress, leave=False):
-        d = log.decisions[int(log.decision_index[r])]
-        avail = log.available(r)
-        p = np.asarray(policy.slot_pmf(d, avail), dtype=np.float64)
-        if p.shape != avail.shape:
-            raise InvalidInputError(f"{policy.name}.slot_pmf", p.shape, f"expected shape {avail.shape}")
-        if not np.all(np.isfinite(p)) or np.any(p < 0) or abs(float(p.sum()) - 1.0) > 1e-6:
-            raise InvalidInputError(f"{policy.name}.slot_pmf", p.tolist()[:10], "must be a pmf (>=0, sum 1)")
-        if np.any(p[~avail] > 0):
-            raise InvalidInputError(
-                f"{policy.name}.slot_pmf", p.tolist()[:10], "puts mass on an item placed earlier"
-            )
-        out[pairs.start[r] : pairs.start[r + 1]] = p
+    prefix); validated: non-negative, zero on unavailable candidates, sums to 1 per round.
+
+    Policies with a vectorised ``pair_probabilities(log, pairs)`` (the built-in ones) skip the
+    per-round ``slot_pmf`` calls.
+    """
+    fast = getattr(policy, "pair_probabilities", None)
+    if fast is not None:
+        out = np.asarray(fast(log, pairs), dtype=np.float64)
+    else:
+        out = np.empty(pairs.n_pairs)
+        for r in tqdm(range(log.n_rounds), desc=f"pmf {policy.name}", disable=not progress, leave=False):
+            d = log.decisions[int(log.decision_index[r])]
+            a, b = int(pairs.start[r]), int(pairs.start[r + 1])
+            p = np.asarray(policy.slot_pmf(d, pairs.available[a:b].copy()), dtype=np.float64)
+            if p.shape != (b - a,):
+                raise InvalidInputError(f"{policy.name}.slot_pmf", p.shape, f"expected shape ({b - a},)")
+            out[a:b] = p
+    where = f"{policy.name}.slot_pmf"
+    if out.shape != (pairs.n_pairs,) or not np.all(np.isfinite(out)) or np.any(out < 0):
+        raise InvalidInputError(where, out[:10].tolist(), "must be finite and >= 0")
+    sums = pairs.per_round_sum(out)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-6)
+    if bad.size:
+        raise InvalidInputError(
+            where, out[pairs.start[bad[0]] : pairs.start[bad[0] + 1]].tolist()[:10], "must sum to 1"
+        )
+    if np.any(out[~pairs.available] > 0):
+        raise InvalidInputError(where, policy.name, "puts mass on an item placed at an earlier position")
     return out
 
 
@@ -71,12 +83,19 @@ def evaluate(
 ) -> list[Estimate]:
     """Every estimator's estimate of every policy's value (expected reward per slot).
 
-    The reward model (for DR) is fit once, cross-fitted, and shared by all policies.
+    The reward model (for DR) is fit once, cross-fitted, and shared by all policies: ``reward_model``
+    when given, else the first DR estimator's.
     """
     if log.n_rounds == 0:
         raise InvalidInputError("log", 0, "no logged slots to evaluate")
     pairs = RoundCandidates(log)
-    q_hat = fit_predict(log, pairs, reward_model) if any(e.needs_reward_model for e in estimators) else None
+    q_hat = None
+    if any(e.needs_reward_model for e in estimators):
+        if reward_model is None:
+            reward_model = next(
+                (getattr(e, "reward_model", None) for e in estimators if e.needs_reward_model), None
+            )
+        q_hat = fit_predict(log, pairs, reward_model)
     results: list[Estimate] = []
     for policy in tqdm(policies, desc="off-policy evaluation", disable=not progress):
         probs = target_probabilities(log, policy, pairs, progress)

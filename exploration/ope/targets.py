@@ -7,7 +7,7 @@ that is zero on the items already placed at earlier positions (``available`` is 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -15,6 +15,10 @@ from numpy.typing import NDArray
 from coldstart.errors import InvalidInputError
 from exploration.policies.base import Arm
 from exploration.records import Decision
+
+if TYPE_CHECKING:
+    from exploration.ope.log import BanditLog
+    from exploration.ope.reward_model import RoundCandidates
 
 FloatArray = NDArray[np.float64]
 
@@ -49,11 +53,23 @@ def _renormalise(first: FloatArray, available: NDArray[np.bool_], who: str) -> F
     return np.asarray(p / total, dtype=np.float64)
 
 
+def _renormalise_pairs(weights: FloatArray, pairs: RoundCandidates, who: str) -> FloatArray:
+    w = np.where(pairs.available, weights, 0.0)
+    totals = pairs.per_round_sum(w)
+    if np.any(totals <= 0):
+        raise InvalidInputError("policy", who, "gives probability 0 to every available candidate")
+    return np.asarray(w / totals[pairs.round], dtype=np.float64)
+
+
 class LoggedPolicy:
     """The logging policy: its logged first-slot pmf, renormalised over the available candidates
     (how ``Policy.choose`` samples later slots)."""
 
     name = "logged"
+
+    def pair_probabilities(self, log: BanditLog, pairs: RoundCandidates) -> FloatArray:
+        """Vectorised :meth:`slot_pmf` over every (round, candidate) pair."""
+        return _renormalise_pairs(pairs.cand_prob[pairs.flat], pairs, self.name)
 
     def slot_pmf(self, decision: Decision, available: NDArray[np.bool_]) -> FloatArray:
         first = np.array([c.probability for c in decision.candidates], dtype=np.float64)
@@ -64,6 +80,10 @@ class UniformPolicy:
     """Uniformly random over the available candidates."""
 
     name = "uniform"
+
+    def pair_probabilities(self, log: BanditLog, pairs: RoundCandidates) -> FloatArray:
+        """Vectorised :meth:`slot_pmf` over every (round, candidate) pair."""
+        return _renormalise_pairs(np.ones(pairs.n_pairs), pairs, self.name)
 
     def slot_pmf(self, decision: Decision, available: NDArray[np.bool_]) -> FloatArray:
         return np.asarray(available / available.sum(), dtype=np.float64)
@@ -81,6 +101,20 @@ class GreedyPolicy:
     def __init__(self, feature: str | None = None) -> None:
         self.feature = feature
         self.name = "greedy" if feature is None else f"greedy[{feature}]"
+
+    def pair_probabilities(self, log: BanditLog, pairs: RoundCandidates) -> FloatArray:
+        """Vectorised :meth:`slot_pmf` over every (round, candidate) pair."""
+        if self.feature is None:
+            flat = pairs.cand_score
+        else:
+            key = self.feature
+            flat = np.array(
+                [c.features.get(key, -np.inf) for d in log.decisions for c in d.candidates], dtype=np.float64
+            )
+        s = np.where(pairs.available, flat[pairs.flat], -np.inf)
+        best = np.maximum.reduceat(s, pairs.start[:-1])
+        top = pairs.available & (s == best[pairs.round])
+        return _renormalise_pairs(top.astype(np.float64), pairs, self.name)
 
     def slot_pmf(self, decision: Decision, available: NDArray[np.bool_]) -> FloatArray:
         if self.feature is None:

@@ -10,6 +10,8 @@ probability VW's exploration gives it (monotone in the estimated reward for squa
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import re
 import tempfile
@@ -26,13 +28,14 @@ from exploration.policies.base import Arm, Context, Policy
 _BAD = re.compile(r"[\s:|]")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _token(s: str) -> str:
     """A VW-safe feature name (no whitespace, ``:`` or ``|``)."""
     return _BAD.sub("_", s) or "_"
 
 
 def _num(v: float) -> str:
-    return f"{v:.6g}"
+    return "%.6g" % v
 
 
 def shared_line(context: Context) -> str:
@@ -50,13 +53,20 @@ def shared_line(context: Context) -> str:
     return f"shared |C {' '.join(parts)} |U user:{_num(has_user)} nouser:{_num(1.0 - has_user)}"
 
 
+@functools.lru_cache(maxsize=1024)
+def _arm_format(keys: tuple[str, ...]) -> str:
+    return "|A " + " ".join(f"{_token(k)}:%.6g" for k in keys) + " |I id=%s"
+
+
 def arm_line(arm: Arm, label: str = "") -> str:
-    """One action line: numeric features in ``A``, the item id in ``I``."""
-    feats = " ".join(
-        f"{_token(k)}:{_num(float(v))}" for k, v in arm.features.items() if v != 0.0 and np.isfinite(v)
-    )
-    prefix = f"{label} " if label else ""
-    return f"{prefix}|A {feats} |I id={_token(arm.item_id)}"
+    """One action line: numeric features in ``A``, the item id in ``I`` (non-finite values dropped)."""
+    values = tuple(arm.features.values())
+    if all(math.isfinite(v) for v in values):
+        line = _arm_format(tuple(arm.features)) % (*values, _token(arm.item_id))
+    else:
+        feats = " ".join(f"{_token(k)}:{'%.6g' % v}" for k, v in arm.features.items() if math.isfinite(v))
+        line = f"|A {feats} |I id={_token(arm.item_id)}"
+    return f"{label} {line}" if label else line
 
 
 class VWPolicy(Policy):

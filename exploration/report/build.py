@@ -98,7 +98,7 @@ def build_report(
     estimates: list[Estimate] = []
     if log.n_rounds:
         estimators = [build_estimator(c) for c in cfg.estimators]
-        estimates = evaluate(log, policies, estimators, cfg.reward_model, progress=progress)
+        estimates = evaluate(log, policies, estimators, progress=progress)
     else:
         notes.append("no exploration decisions in the window: no off-policy estimates")
     steps.update()

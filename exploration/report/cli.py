@@ -45,6 +45,9 @@ def report_command(
     offline_dir: Annotated[
         Path | None, typer.Option(help="Read this parquet offline-store directory instead of the profile's.")
     ] = None,
+    max_decisions: Annotated[
+        int, typer.Option(help="Evaluate at most this many (most recent) decisions off-policy.", min=1)
+    ] = 20_000,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Cold-item KPIs and off-policy estimates of a window, as one HTML file with charts."""
@@ -58,7 +61,7 @@ def report_command(
     if out.exists() and out.is_dir():
         raise InvalidInputError("out", str(out), "is a directory; give a file name")
     settings = get_settings()
-    overrides: dict[str, object] = {"rewards": settings.exploration.rewards}
+    overrides: dict[str, object] = {"rewards": settings.exploration.rewards, "max_decisions": max_decisions}
     if target_impressions is not None:
         overrides["target_impressions"] = target_impressions
     else:

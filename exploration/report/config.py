@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from exploration.config import PacingConfig, RewardConfig
 from exploration.ope.config import DRConfig, EstimatorConfig, IPSConfig, SNIPSConfig
-from exploration.ope.reward_model import RewardModelConfig
 
 
 class ReportConfig(BaseModel):
@@ -28,16 +27,15 @@ class ReportConfig(BaseModel):
         Count every filled exploration slot as an impression (for backends that do not send
         ``impression`` events); a slot with a matching impression event is counted once.
     estimators
-        Off-policy estimators (``type``: ips / snips / dr).
-    reward_model
-        DR's reward model.
+        Off-policy estimators (``type``: ips / snips / dr; DR's config holds its reward model).
     rewards
         How interactions become slot rewards (window, reward per kind), as the learner does.
     model_path
         A saved policy (``exploration.policies``) to evaluate besides uniform and greedy; it is built
         from ``settings.exploration.policy`` and loaded from this file.
     max_decisions
-        Evaluate at most this many decisions (the most recent) off-policy.
+        Evaluate at most this many decisions (the most recent) off-policy; memory and time grow with
+        decisions x slots x candidates (20,000 x 5 x 100 = 10M candidate pairs, about 1 GB).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -48,10 +46,9 @@ class ReportConfig(BaseModel):
     cohort_edges_hours: tuple[float, ...] = (1.0, 6.0, 24.0, 72.0, 168.0)
     slots_count_as_impressions: bool = False
     estimators: tuple[EstimatorConfig, ...] = (IPSConfig(), SNIPSConfig(), DRConfig())
-    reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig)
     rewards: RewardConfig = Field(default_factory=RewardConfig)
     model_path: Path | None = None
-    max_decisions: int = Field(default=200_000, ge=1)
+    max_decisions: int = Field(default=20_000, ge=1)
 
     @field_validator("cohort_edges_hours")
     @classmethod

@@ -15,8 +15,10 @@ from html import escape
 import pandas as pd
 from tqdm.auto import tqdm
 
+from exploration.ope.config import DRConfig
 from exploration.report import charts
 from exploration.report.build import ReportResult
+from exploration.report.config import ReportConfig
 
 _CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#222;background:#f6f7f9}
@@ -229,7 +231,7 @@ on-policy reward per slot {_num(result.logged_slot_reward, 4)}. {escape(ci_text)
 {_table(["policy", "description"], pol_rows, raw=True, cls="left")}
 <dl>
 <dt>Estimand</dt><dd>Expected reward per exploration slot when the policy fills each slot given the items the logging policy placed at earlier positions (each slot weighted by its logged, conditional propensity). Position 0 is exactly the policy's first-slot value.</dd>
-<dt>IPS / SNIPS / DR</dt><dd>Inverse propensity scoring; self-normalised IPS; doubly robust with a cross-fitted {escape(cfg.reward_model.type)} reward model on the logged features. A small ESS (effective sample size) or a large max weight means the policy is far from the logged one and its estimate is noisy.</dd>
+<dt>IPS / SNIPS / DR</dt><dd>Inverse propensity scoring; self-normalised IPS; doubly robust with a cross-fitted {escape(_reward_model(cfg))} reward model on the logged features. A small ESS (effective sample size) or a large max weight means the policy is far from the logged one and its estimate is noisy.</dd>
 </dl>
 </section>
 <section id="definitions"><h2>Definitions</h2><dl>
@@ -243,6 +245,11 @@ on-policy reward per slot {_num(result.logged_slot_reward, 4)}. {escape(ci_text)
 <script>{_SCRIPT}</script>
 </body></html>
 """
+
+
+def _reward_model(cfg: ReportConfig) -> str:
+    dr = [c for c in cfg.estimators if isinstance(c, DRConfig)]
+    return dr[0].reward_model.type if dr else "ridge"
 
 
 def _median(s: pd.Series) -> float:

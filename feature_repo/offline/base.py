@@ -47,7 +47,8 @@ def _vec(value: Any, param: str) -> list[float]:
     arr = np.asarray(value, dtype=np.float32).reshape(-1)
     if arr.size == 0 or not bool(np.isfinite(arr).all()):
         raise InvalidInputError(param, f"<vector of {arr.size}>", "must be a non-empty finite vector")
-    return [float(x) for x in arr]
+    out: list[float] = arr.tolist()
+    return out
 
 
 def content_row(item: StoredItem, created: datetime) -> Row:

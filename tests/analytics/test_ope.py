@@ -181,3 +181,19 @@ def test_invalid_inputs_name_the_parameter(log):
 
     with pytest.raises(InvalidInputError, match=r"broken\.slot_pmf"):
         target_probabilities(log, Broken(), RoundCandidates(log))
+
+
+@pytest.mark.parametrize(
+    "policy", [LoggedPolicy(), UniformPolicy(), GreedyPolicy(), GreedyPolicy("v0")], ids=lambda p: p.name
+)
+def test_vectorised_pmfs_equal_per_slot_pmfs(log, policy):
+    pairs = RoundCandidates(log)
+    fast = target_probabilities(log, policy, pairs)
+
+    class Slow:
+        name = policy.name
+
+        def slot_pmf(self, decision, available):
+            return policy.slot_pmf(decision, available)
+
+    np.testing.assert_allclose(fast, target_probabilities(log, Slow(), pairs), atol=1e-12)

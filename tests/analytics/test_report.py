@@ -65,6 +65,7 @@ def test_html_is_self_contained(html):
         assert f'id="{section}"' in html
 
 
+@pytest.mark.timeout(900)  # a fresh machine installs chromium first (tests/analytics/ensure_chromium.sh)
 def test_report_renders_in_headless_chromium(html, tmp_path):
     page = tmp_path / "report.html"
     page.write_text(html, encoding="utf-8")
@@ -161,3 +162,56 @@ def test_report_without_decisions_still_renders(tmp_path):
     html = render_html(result)
     assert "no exploration decisions" in html
     assert len(re.findall(r'src="data:image/png;base64,', html)) == 6
+
+
+@pytest.mark.integration
+def test_cli_report_from_postgres_production_profile(tmp_path):
+    """The production profile: `coldstart report` reads the PostgreSQL offline tables (own schema)."""
+    import uuid
+
+    from feature_repo.offline.postgres import PostgresOfflineLog
+    from feature_repo.records import StoredItem
+
+    small = simulate(
+        n_items=20, n_decisions=80, n_candidates=4, k=2, hours=48, organic_impressions=40, seed=9
+    )
+    schema = f"cs_h6_{uuid.uuid4().hex[:10]}"
+    url = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    try:
+        store = PostgresOfflineLog(url, schema)
+    except Exception as exc:  # pragma: no cover - the machine runs PostgreSQL; say so clearly if not
+        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is needed: {exc}")
+    try:
+        vec = np.ones(4, dtype=np.float32) / 2
+        rows = [
+            StoredItem(i.item_id, vec, vec, True, True, "enc-1", i.listed_at, i.listed_at, i.category)
+            for i in small.items
+        ]
+        store.write_item_content(rows)
+        store.write_item_states(rows)
+        store.write_decisions(small.decisions)
+        store.write_interactions(small.interactions)
+        out = tmp_path / "report.html"
+        env = {"COLDSTART_FEAST__PROFILE": "production", "COLDSTART_FEAST__PG_SCHEMA": schema}
+        args = [
+            "report",
+            "--since",
+            "2026-01-05",
+            "--until",
+            "2026-01-08",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+        result = CliRunner().invoke(app, args, env=env)
+        assert result.exit_code == 0, result.output
+        text = out.read_text(encoding="utf-8")
+        data = InMemorySource(_listings(small), small.decisions, small.interactions).load(
+            START, START + timedelta(days=3)
+        )
+        k = compute_kpis(data, ReportConfig(window_hours=24)).summary
+        assert f"{len(small.decisions)} decisions" in text and f"{k.n_new_items}</div>" in text
+        assert f"{k.n_impressions:,} impressions" in text
+    finally:
+        store.drop_schema()
+        store.close()

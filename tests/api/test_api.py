@@ -181,3 +181,39 @@ def test_search_by_text_and_image(tmp_path: Path, tiny_artifact: Path) -> None:
         r = c.post("/v1/search/image", json={"image_base64": "%%%"}, headers=KEY)
         assert r.status_code == 422 and r.json()["param"] == "body.image_base64"
     assert np.isfinite(embs[0].content_vector).all()
+
+
+def test_pool_follows_the_store_and_graduation_updates_it(tmp_path: Path) -> None:
+    """New stored items join the pool on the cheap incremental sync; graduated ones leave it and get
+    ``status="graduated"`` in the store."""
+    import dataclasses
+
+    from feature_repo import open_store
+    from tests.exploration.slot_env import make_items
+
+    settings = seeded_settings(
+        tmp_path, n_items=10, exploration={"pacing": {"graduate_impressions": 3, "graduate_clicks": 0}}
+    )
+    with TestClient(create_app(settings)) as c:
+        state = c.app.state.coldstart  # type: ignore[attr-defined]
+        assert len(state.service) == 10
+        extra = [dataclasses.replace(it, item_id=f"late-{n}") for n, it in enumerate(make_items(3, seed=5))]
+        state.store.write_items(extra)
+        assert state.sync_pool(full=False) == (3, 0)
+        assert len(state.service) == 13 and state.search_pool is not None and len(state.search_pool) == 13
+        assert state.sync_pool(full=False) == (0, 0)
+        for _ in range(10):
+            assert c.post("/v1/exploration/slots", json={"user_id": "user-0", "k": 5}, headers=KEY).status_code == 200
+        events = state.service.graduate()
+        assert events
+        gone = {e.item_id for e in events}
+        stored = state.store.get_items(sorted(gone))
+        assert {i.status for i in stored.values()} == {"graduated"}
+        assert all(stored[e.item_id].impressions >= 3 for e in events)
+        r = c.get(f"/v1/items/{sorted(gone)[0]}", headers=KEY).json()
+        assert r["status"] == "graduated" and r["in_cold_pool"] is False
+        state.sync_pool(full=True)
+        assert not gone & {h.item_id for h in state.search_pool.search(np.ones(32, np.float32), 50)}
+        assert len(state.service) == 13 - len(gone)
+        metrics = c.get("/metrics", headers=KEY).text
+        assert 'coldstart_graduations_total{reason="evidence"}' in metrics

@@ -46,7 +46,8 @@ def test_most_starving_orders_by_deficit_and_filters() -> None:
         p.register(f"i{i}", listed_at_s=0.0, impressions=imps, seller_id="a" if i % 2 else "b")
     now = 5 * H
     assert p.most_starving(10, now_s=now) == ["i0", "i1", "i3"]
-    assert p.most_starving(10, now_s=now, accept=lambda e: e.seller_id == "a") == ["i1", "i3"]
+    assert p.most_starving(10, now_s=now, sellers=["a"]) == ["i1", "i3"]
+    assert p.most_starving(10, now_s=now, exclude={"i0"}) == ["i1", "i3"]
     assert p.most_starving(10, now_s=now, only_behind=False) == ["i0", "i1", "i3", "i2"]
     p.record_impressions(["i0"] * 45)
     assert p.most_starving(1, now_s=now) == ["i1"]

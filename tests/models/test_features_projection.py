@@ -29,16 +29,24 @@ def test_extract_features_rows_flags_and_cache(tmp_path: Path) -> None:
     assert table.image_ok.tolist() == [True, True, False, False]
     assert table.text_ok.tolist() == [True, False, True, True]
     assert not table.image[2:].any() and not table.text[1].any()
-    cached = list(tmp_path.glob("features-*.npz"))
-    assert len(cached) == 1
+    assert len(list(tmp_path.glob("features-image-*.npz"))) == 1
+    assert len(list(tmp_path.glob("features-text-*.npz"))) == 1
+    assert len(list(tmp_path.glob("towers-*/image_tower.onnx"))) == 1  # exported frozen towers, reused
     again = extract_features(items, TINY_OFFLINE, cache_dir=tmp_path, progress=False)
     np.testing.assert_array_equal(again.image, table.image)
     np.testing.assert_array_equal(again.text, table.text)
-    # a changed text is a different key
-    extract_features(
+    # a changed text only recomputes the text features (the title-only variant reuses the images)
+    changed = extract_features(
         [*items[:3], ItemContent("d", "a wool scarf", None)], TINY_OFFLINE, cache_dir=tmp_path, progress=False
     )
-    assert len(list(tmp_path.glob("features-*.npz"))) == 2
+    assert len(list(tmp_path.glob("features-image-*.npz"))) == 1
+    assert len(list(tmp_path.glob("features-text-*.npz"))) == 2
+    np.testing.assert_array_equal(changed.image, table.image)
+    assert np.abs(changed.text[3] - table.text[3]).max() > 1e-4
+    # the torch runtime gives the same features as the exported ONNX towers
+    by_torch = extract_features(items, TINY_OFFLINE, runtime="torch", progress=False)
+    np.testing.assert_allclose(by_torch.image, table.image, atol=1e-4)
+    np.testing.assert_allclose(by_torch.text, table.text, atol=1e-4)
     sub = table.select(["d", "a"])
     assert sub.item_ids == ["d", "a"] and sub.text_ok.tolist() == [True, True]
     with pytest.raises(InvalidInputError, match="item_ids"):

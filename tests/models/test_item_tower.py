@@ -112,8 +112,15 @@ def _planted(seed: int = 0, n_items: int = 240, n_users: int = 60, clusters: int
     text = (txt_centres[cluster] + rng.normal(size=(n_items, DT))).astype(np.float32) - 1.0
     ids = [f"i{k}" for k in range(n_items)]
     feats = Features(ids, image, text, np.ones(n_items, bool), np.ones(n_items, bool))
-    likes = {f"u{u}": set(rng.choice(clusters, size=rng.integers(1, 3), replace=False)) for u in range(n_users)}
-    rows = [(u, ids[k]) for u, cs in likes.items() for k in range(n_items) if cluster[k] in cs and rng.random() < 0.5]
+    likes = {
+        f"u{u}": set(rng.choice(clusters, size=rng.integers(1, 3), replace=False)) for u in range(n_users)
+    }
+    rows = [
+        (u, ids[k])
+        for u, cs in likes.items()
+        for k in range(n_items)
+        if cluster[k] in cs and rng.random() < 0.5
+    ]
     return feats, pd.DataFrame(rows, columns=["user_id", "item_id"]), likes, cluster
 
 
@@ -126,7 +133,13 @@ def test_learns_planted_signal_on_cold_items(negatives: str) -> None:
     train = feats.take(train_rows)
     train_pos = pos[pos["item_id"].isin(train.item_ids)]
     cfg = ItemTowerConfig(
-        item_dim=16, fusion_dim=16, hidden=32, image_bottleneck=8, batch_size=64, max_epochs=15, lr=1e-2,
+        item_dim=16,
+        fusion_dim=16,
+        hidden=32,
+        image_bottleneck=8,
+        batch_size=64,
+        max_epochs=15,
+        lr=1e-2,
         negatives=negatives,  # type: ignore[arg-type]
     )
     trained = train_item_tower(train, train_pos, cfg, seed=0)
@@ -149,7 +162,9 @@ def test_learns_planted_signal_on_cold_items(negatives: str) -> None:
 
 def test_same_seed_same_model_and_validation_early_stop() -> None:
     feats, pos, _, _ = _planted(n_items=80, n_users=20)
-    cfg = ItemTowerConfig(item_dim=8, fusion_dim=8, hidden=16, image_bottleneck=4, batch_size=32, max_epochs=6, patience=2)
+    cfg = ItemTowerConfig(
+        item_dim=8, fusion_dim=8, hidden=16, image_bottleneck=4, batch_size=32, max_epochs=6, patience=2
+    )
     a = train_item_tower(feats, pos, cfg, seed=3)
     b = train_item_tower(feats, pos, cfg, seed=3)
     assert np.array_equal(a.user_embeddings, b.user_embeddings)

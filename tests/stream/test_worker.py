@@ -102,3 +102,33 @@ def test_two_workers_split_partitions(kafka: KafkaSettings, encoder: Any, store:
     assert all(c > 0 for c in counts), counts  # both took part
     assert sum(w.metrics.snapshot()["written"] for w in workers) >= 200
     assert set(store.get_items(list(pub.good))) == set(pub.good)
+
+
+def test_pool_follows_items_stored(kafka: KafkaSettings, encoder: Any, store: Any) -> None:
+    from exploration.pool import ExactPool, ItemPools
+    from stream.freshness import FreshnessProbe
+    from stream.pool_feed import PoolFeed, StoredAnnouncer
+
+    bootstrap = kafka.bootstrap_servers or ""
+    content = ExactPool()
+    pools = ItemPools(content=content)
+    with EventProducer(bootstrap, kafka) as producer:
+        worker = EncodeWorker(
+            bootstrap, kafka, encoder, store, producer=producer, on_stored=StoredAnnouncer(producer)
+        )
+        thread = WorkerThread(worker)
+        with PoolFeed(bootstrap, pools.upsert_items) as feed, FreshnessProbe(store, content) as probe:
+            thread.start()
+            events = [good_event("w4", i, None) for i in range(40)]
+            for event in events:
+                probe.expect(event.item_id, event.listed_at)
+                producer.publish_item(event)
+            producer.flush()
+            assert probe.wait(90), f"{probe.pending} items never became visible"
+            worker.stop()
+            thread.join(60)
+        assert thread.error is None
+    assert {e.item_id for e in events} <= set(content.ids())
+    assert feed.received >= 40 and len(probe.latencies) == 40
+    row = store.get_items([events[0].item_id])[events[0].item_id]
+    np.testing.assert_array_equal(content.get(events[0].item_id).vector, row.content_vector)
