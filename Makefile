@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) -e ".[cpu,clip,dev]"
+	# obp (off-policy cross-checks in tests) pins ancient deps and declares Python <3.11: install it bare,
+	# with seaborn, which obp.ope imports.
+	$(PIP) seaborn
+	$(BIN)/pip install -q --no-deps --ignore-requires-python obp==0.5.7
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install coldstart with its dev tools (CPU torch)
@@ -33,6 +37,7 @@ typecheck: $(STAMP) ## mypy --strict
 	$(BIN)/mypy
 
 pytest: $(STAMP) ## pytest (unit + integration against the embedded broker, SQLite, Redis, PostgreSQL)
+	bash tests/analytics/ensure_chromium.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) ## run every benchmark (each prints one JSON object)

@@ -52,6 +52,21 @@ def load_encoder(args: argparse.Namespace, tmp: Path) -> tuple[Any, str]:
 
         path = build_tiny_artifact(tmp / "artifacts", seed=0)
         return models.load_encoder(path, providers=["CPUExecutionProvider"]), "tiny (random weights)"
+    if args.untrained_heads:
+        # the default encoder's exact architecture and pretrained towers, heads untrained: same cost
+        # per item as a trained artifact (throughput does not depend on head weights)
+        import torch
+
+        from models.config import OfflineEncoderConfig
+        from models.export import build_artifact
+        from models.item_tower import ItemTower
+        from models.towers import build_towers
+
+        torch.set_num_threads(2)
+        towers = build_towers(OfflineEncoderConfig(), seed=0)
+        path = build_artifact(towers, ItemTower(towers.image_dim, towers.text_dim).eval(), tmp / "artifacts")
+        enc = models.load_encoder(path, providers=["CPUExecutionProvider"])
+        return enc, "default architecture, pretrained towers, untrained heads"
     enc = models.load_encoder(args.artifact, providers=["CPUExecutionProvider"])
     return enc, "trained"
 
@@ -97,10 +112,15 @@ def main() -> None:
     parser.add_argument("--linger-ms", type=int, default=20)
     parser.add_argument("--artifact", type=Path, default=None, help="encoder artifact (default: newest)")
     parser.add_argument("--tiny", action="store_true", help="tiny random encoder (mechanics only)")
+    parser.add_argument(
+        "--untrained-heads",
+        action="store_true",
+        help="default architecture with pretrained towers and untrained heads (no trained artifact needed)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
-    from exploration.pool import ItemPools
+    from exploration.pool import ExactPool, ItemPools
     from feature_repo import open_store
     from stream.broker import TansuBroker
     from stream.dlq import read_dead_letters
@@ -121,7 +141,8 @@ def main() -> None:
         enc_rate = encoder_rate(encoder, phase_a, args.batch_size)
 
         store = open_store(settings)
-        pools = ItemPools()
+        content_pool = ExactPool()
+        pools = ItemPools(content=content_pool)
         with TansuBroker(partitions=4) as broker, ImageServer(cat.root) as server:
             kafka = KafkaSettings(
                 bootstrap_servers=broker.bootstrap_servers,
@@ -165,7 +186,9 @@ def main() -> None:
 
             # phase B: publish at 50 % of the max rate; freshness = listed_at -> online AND in the pool
             interval = 1.0 / (0.5 * pipe_rate)
-            probe = FreshnessProbe(store, pools.content, space="content").start()
+            probe = FreshnessProbe(
+                store, pools.content, space="content", contains=content_pool.__contains__
+            ).start()
             next_t = time.perf_counter()
             for it in phase_b:
                 event = event_of(it, url(it))

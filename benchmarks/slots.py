@@ -42,13 +42,19 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 # --------------------------------------------------------------------------- load generator process
-async def _loadgen(port: int, rate: float, duration: float, warmup: float, users: int, k: int, conns: int) -> dict:
+async def _loadgen(
+    port: int, rate: float, duration: float, warmup: float, users: int, k: int, conns: int
+) -> dict:
     rng = random.Random(7)
     devices = ["mobile", "desktop", "tablet"]
 
     def body() -> bytes:
         uid = f"user-{rng.randrange(users)}" if rng.random() < 0.9 else f"stranger-{rng.randrange(10**6)}"
-        payload = {"user_id": uid, "k": k, "context": {"device": rng.choice(devices), "hour": rng.randrange(24)}}
+        payload = {
+            "user_id": uid,
+            "k": k,
+            "context": {"device": rng.choice(devices), "hour": rng.randrange(24)},
+        }
         raw = json.dumps(payload).encode()
         head = (
             f"POST /v1/exploration/slots HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {API_KEY}\r\n"
@@ -168,15 +174,16 @@ def _seed(data_dir: Path, n_items: int, n_users: int, dim: int) -> object:
 
 
 def _feast_reads(store: object, n_users: int, n: int) -> list[float]:
-    from feature_repo.feast_store import _USER_REFS
-
+    refs = ["user_vector:user_vector", "user_vector:interactions", "user_vector:model_version"]
     feast = store.feast  # type: ignore[attr-defined]
     rng = random.Random(3)
     out = []
     for _ in range(n):
         uid = f"user-{rng.randrange(n_users)}"
         t = time.perf_counter()
-        feast.get_online_features(features=_USER_REFS, entity_rows=[{"user_id": uid}], full_feature_names=True).to_dict()
+        feast.get_online_features(
+            features=refs, entity_rows=[{"user_id": uid}], full_feature_names=True
+        ).to_dict()
         out.append((time.perf_counter() - t) * 1e3)
     return out
 

@@ -171,7 +171,10 @@ def run_demo(
             pools.rebuild_from_store(store)
             _say(f"waiting for the encoder worker to join its group (log: {worker_log})")
             _wait_worker_ready(proc, worker_log)
-            with ImageServer(catalog_dir) as server, FreshnessProbe(store, pools.content) as probe:
+            with (
+                ImageServer(catalog_dir) as server,
+                FreshnessProbe(store, content_pool, contains=content_pool.__contains__) as probe,
+            ):
                 producer = EventProducer(bootstrap, settings.kafka)
                 events = list(
                     catalog_events(catalog_dir, limit=n_items, image_mode="url", image_url=server.url)

@@ -35,7 +35,7 @@ from exploration.model_store import PolicyHolder
 from exploration.pacing import ExposurePacer, GraduationEvent
 from exploration.policies import Arm
 from exploration.pool.base import POOL_STATUSES, CandidatePool, PoolEntry, PoolFilter, entry_from_item
-from exploration.records import Candidate, Decision, Slot
+from exploration.records import Decision
 from exploration.sinks import DecisionSink
 from feature_repo.base import UserStore
 from feature_repo.records import StoredItem
@@ -254,26 +254,31 @@ class SlotService:
             if len(arms) and choice.scores[s.index] < choice.scores[remaining].max():
                 explored += 1
             remaining[s.index] = False
-        decision = Decision(
-            decision_id=uuid.uuid4().hex,
-            ts=datetime.fromtimestamp(now, UTC),
-            user_id=request.user_id,
-            context=context,
-            policy=policy.name,
-            model_version=loaded.version,
-            candidates=[
-                Candidate.model_construct(  # values are valid by construction; skip re-validation
-                    item_id=a.item_id,
-                    probability=float(choice.pmf[i]),
-                    score=float(choice.scores[i]),
-                    features=a.features if isinstance(a.features, dict) else dict(a.features),
-                )
-                for i, a in enumerate(arms)
-            ],
-            slots=[
-                Slot(item_id=s.item_id, position=s.position, propensity=s.propensity, score=s.score)
-                for s in choice.slots
-            ],
+        pmf = choice.pmf.tolist()
+        scores = choice.scores.tolist()
+        # validated in pydantic-core from plain dicts (much cheaper than 100 Python-side constructions)
+        decision = Decision.model_validate(
+            {
+                "decision_id": uuid.uuid4().hex,
+                "ts": datetime.fromtimestamp(now, UTC),
+                "user_id": request.user_id,
+                "context": context,
+                "policy": policy.name,
+                "model_version": loaded.version,
+                "candidates": [
+                    {"item_id": a.item_id, "probability": pmf[i], "score": scores[i], "features": a.features}
+                    for i, a in enumerate(arms)
+                ],
+                "slots": [
+                    {
+                        "item_id": s.item_id,
+                        "position": s.position,
+                        "propensity": s.propensity,
+                        "score": s.score,
+                    }
+                    for s in choice.slots
+                ],
+            }
         )
         self.pacer.record_impressions(s.item_id for s in choice.slots)
         for sink in self.sinks:

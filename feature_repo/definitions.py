@@ -5,12 +5,16 @@ coldstart writes itself (parquet files in the embedded profile, PostgreSQL table
 
 ``item_content``  (entity ``item``) — frozen at encode time, one history row per (re-)encoding:
     content_vector (shared image/text space, unit norm), content_item_vector (item-tower output of the
-    content), image_ok, text_ok, encoder_version, listed_at, category, seller_id, content_updated_at.
+    content), image_ok, text_ok, encoder_version, listed_at, category, seller_id, content_updated_us.
 ``item_state``    (entity ``item``) — changes with every interaction during warm-up:
     item_vector (recommendation space; the blended vector after warm-up), status, impressions, clicks,
-    model_version, state_updated_at.
+    model_version, state_updated_us.
 ``user_vector``   (entity ``user``):
-    user_vector, interactions, model_version, user_updated_at.
+    user_vector, interactions, model_version, user_updated_us.
+
+``*_updated_us`` repeat the row's event timestamp in epoch microseconds (Feast's online stores keep
+event timestamps to the second; idempotent re-writes and freshness need better). ``listed_at`` is a
+UnixTimestamp feature (whole seconds).
 
 The current ``item_vector`` lives in ``item_state`` (not with the content) so that every warm-up step
 writes one small state row instead of re-writing the content embedding.
@@ -43,10 +47,10 @@ CONTENT_FEATURES = (
     "listed_at",
     "category",
     "seller_id",
-    "content_updated_at",
+    "content_updated_us",
 )
-STATE_FEATURES = ("item_vector", "status", "impressions", "clicks", "model_version", "state_updated_at")
-USER_FEATURES = ("user_vector", "interactions", "model_version", "user_updated_at")
+STATE_FEATURES = ("item_vector", "status", "impressions", "clicks", "model_version", "state_updated_us")
+USER_FEATURES = ("user_vector", "interactions", "model_version", "user_updated_us")
 
 #: Relative to the Feast repo path (``feature_repo/`` for the CLI, ``<data_dir>/feast`` at run time).
 EMBEDDED_OFFLINE_DIR = "data/offline"
@@ -134,7 +138,7 @@ def build_definitions(
             Field(name="listed_at", dtype=UnixTimestamp),
             Field(name="category", dtype=String),
             Field(name="seller_id", dtype=String),
-            Field(name="content_updated_at", dtype=UnixTimestamp),
+            Field(name="content_updated_us", dtype=Int64, description="event_ts in epoch microseconds"),
         ],
         source=content_push,
         online=True,
@@ -150,7 +154,7 @@ def build_definitions(
             Field(name="impressions", dtype=Int64),
             Field(name="clicks", dtype=Int64),
             Field(name="model_version", dtype=String),
-            Field(name="state_updated_at", dtype=UnixTimestamp),
+            Field(name="state_updated_us", dtype=Int64, description="event_ts in epoch microseconds"),
         ],
         source=state_push,
         online=True,
@@ -164,7 +168,7 @@ def build_definitions(
             Field(name="user_vector", dtype=vec, description="recommendation space"),
             Field(name="interactions", dtype=Int64),
             Field(name="model_version", dtype=String),
-            Field(name="user_updated_at", dtype=UnixTimestamp),
+            Field(name="user_updated_us", dtype=Int64, description="event_ts in epoch microseconds"),
         ],
         source=user_push,
         online=True,

@@ -1,8 +1,10 @@
 """The Feast-backed :class:`~feature_repo.base.FeatureStore` (both profiles).
 
-Online rows go through Feast PushSources (``PushMode.ONLINE``); offline history is written by the
-profile's :class:`~feature_repo.offline.base.OfflineLog` *before* the online write, so a crash in
-between is healed by the re-delivery (the offline write is deduplicated on its key).
+Online rows are written through the Feast provider of the repo config into the feature views (the
+call ``FeatureStore.push`` on their PushSources ends in, minus its per-call registry reads); offline
+history is written by the profile's :class:`~feature_repo.offline.base.OfflineLog` *before* the
+online write, so a crash in between is healed by the re-delivery (offline rows are deduplicated on
+their key).
 
 ``write_items`` is idempotent and never regresses: per item it writes the content row only when the
 content changed and is newer than the stored one, and the state row only when the warm-up state
@@ -30,6 +32,7 @@ from feast.protos.feast.types.Value_pb2 import FloatList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import RegistryConfig
 from numpy.typing import NDArray
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from coldstart.errors import InvalidInputError, StoreError
@@ -45,7 +48,7 @@ from feature_repo.definitions import (
     Definitions,
     build_definitions,
 )
-from feature_repo.offline.base import OfflineLog, content_row, state_row, user_row, utc
+from feature_repo.offline.base import OfflineLog, content_row, from_epoch_us, state_row, user_row, utc
 from feature_repo.offline.tables import ITEM_CONTENT_TABLE, ITEM_STATE_TABLE, USER_VECTOR_TABLE, ColumnKind
 from feature_repo.records import StoredItem, StoredUser
 
@@ -75,6 +78,13 @@ def _same_vec(a: NDArray[np.float32] | None, b: NDArray[np.float32] | None) -> b
     if a is None or b is None:
         return a is b
     return a.shape == b.shape and bool(np.array_equal(a, b))
+
+
+def _precise(us: Any, fallback: datetime | None) -> datetime:
+    """The row's event time: the microsecond feature, else the store's (whole-second) event ts."""
+    if us is not None:
+        return from_epoch_us(int(us))
+    return fallback or _EPOCH
 
 
 def _same_second(a: datetime, b: datetime) -> bool:
@@ -192,8 +202,8 @@ class FeastFeatureStore(FeatureStore):
         try:
             with self._online_lock:
                 res = self._provider.online_read(
-                self.feast.config, self._views[view], keys, list(_FEATURES[view])
-            )
+                    self.feast.config, self._views[view], keys, list(_FEATURES[view])
+                )
         except Exception as exc:
             raise StoreError(f"cannot read {len(ids)} rows from online view {view}: {exc}") from exc
         out: list[tuple[datetime | None, dict[str, Any] | None]] = []
@@ -258,13 +268,13 @@ class FeastFeatureStore(FeatureStore):
             for item_id, (c_ts, c), (s_ts, st) in zip(chunk, contents, states, strict=True):
                 if c is None or c.get("content_vector") is None:
                     continue
-                content_ts = c_ts or c.get("content_updated_at") or _EPOCH
+                content_ts = _precise(c.get("content_updated_us"), c_ts)
                 civ = c.get("content_item_vector")
                 civ = c["content_vector"] if civ is None else civ
                 st = st or {}
                 ivec = st.get("item_vector")
                 has_state = ivec is not None
-                state_ts = (s_ts or st.get("state_updated_at") or _EPOCH) if has_state else _EPOCH
+                state_ts = _precise(st.get("state_updated_us"), s_ts) if has_state else _EPOCH
                 item = StoredItem(
                     item_id=item_id,
                     content_vector=c["content_vector"],
@@ -406,7 +416,7 @@ class FeastUserStore(UserStore):
                     vector=row["user_vector"],
                     interactions=int(row.get("interactions") or 0),
                     model_version=str(row.get("model_version") or ""),
-                    updated_at=ts or row.get("user_updated_at") or _EPOCH,
+                    updated_at=_precise(row.get("user_updated_us"), ts),
                 )
         return out
 
@@ -506,11 +516,19 @@ def open_feast_store(feast: FeastSettings, data_dir: Path) -> FeastFeatureStore:
             with _file_lock(root / "data" / ".apply.lock"):
                 apply_definitions(store, defs)
         else:
-            offline = PostgresOfflineLog(feast.postgres_url, feast.pg_schema)
+            pg_log = PostgresOfflineLog(feast.postgres_url, feast.pg_schema)
+            offline = pg_log
             store = _FeastStore(config=config)
-            apply_definitions(store, defs)
+            # workers starting together must not apply concurrently: a session advisory lock
+            with pg_log.engine.connect() as conn:
+                key = {"k": f"coldstart-apply:{feast.project}"}
+                conn.execute(text("SELECT pg_advisory_lock(hashtext(:k))"), key)
+                try:
+                    apply_definitions(store, defs)
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), key)
+        return FeastFeatureStore(store, offline, defs)
     except StoreError:
         raise
     except Exception as exc:
         raise StoreError(f"cannot open the {feast.profile} feature store: {exc}") from exc
-    return FeastFeatureStore(store, offline, defs)

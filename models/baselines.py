@@ -268,9 +268,10 @@ class DropoutNetRanker(Ranker):
 
     Preference latents ``U, V`` come from a truncated SVD (rank ``rank``) of the binary training
     matrix. The user tower maps ``U_u``; the item tower maps ``[V_j, content_j]`` where content is the
-    mean-centred frozen image+text features and ``V_j`` is zeroed with probability ``dropout`` during
-    training (always zero for cold items). The towers are trained to reproduce ``U_u . V_j`` on
-    positive pairs and uniformly sampled pairs (MSE), as in the paper; early stopping on validation.
+    mean-centred frozen image+text features (PCA to ``content_dim``, fitted on training items) and
+    ``V_j`` is zeroed with probability ``dropout`` during training (always zero for cold items). The
+    towers are trained to reproduce ``U_u . V_j`` on positive pairs and uniformly sampled pairs (MSE),
+    as in the paper; early stopping on validation.
     """
 
     name = "dropoutnet"
@@ -283,10 +284,11 @@ class DropoutNetRanker(Ranker):
         hidden: int = 256,
         out_dim: int = 128,
         dropout: float = 0.5,
-        negatives_per_positive: int = 4,
+        content_dim: int = 256,
+        negatives_per_positive: int = 2,
         batch_size: int = 2048,
         lr: float = 1e-3,
-        max_epochs: int = 15,
+        max_epochs: int = 12,
         patience: int = 3,
     ) -> None:
         self.seed = seed
@@ -294,6 +296,7 @@ class DropoutNetRanker(Ranker):
         self.hidden = hidden
         self.out_dim = out_dim
         self.dropout = dropout
+        self.content_dim = content_dim
         self.negatives_per_positive = negatives_per_positive
         self.batch_size = batch_size
         self.lr = lr
@@ -324,7 +327,12 @@ class DropoutNetRanker(Ranker):
         self._u_pref /= math.sqrt(scale)
         v_pref /= math.sqrt(scale)
         self._image_mean, self._text_mean = _means(train.items.features)
-        content = centred_content(train.items.features, self._image_mean, self._text_mean)
+        raw = centred_content(train.items.features, self._image_mean, self._text_mean)
+        # PCA of the content (fitted on training items) keeps the baseline cheap to train.
+        self._content_mean = raw.mean(axis=0)
+        _, _, vt = np.linalg.svd(raw - self._content_mean, full_matrices=False)
+        self._content_basis = vt[: min(self.content_dim, vt.shape[0])].T.astype(np.float32)
+        content = self._content(train.items.features)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self._net = _DropoutNet(k, content.shape[1], self.hidden, self.out_dim)
@@ -366,10 +374,15 @@ class DropoutNetRanker(Ranker):
         if best_state is not None:
             self._net.load_state_dict(best_state)
 
+    def _content(self, features: Features) -> NDArray[np.float32]:
+        raw = centred_content(features, self._image_mean, self._text_mean)
+        out: NDArray[np.float32] = ((raw - self._content_mean) @ self._content_basis).astype(np.float32)
+        return out
+
     @torch.no_grad()
     def _score(self, users: list[str], items: ItemSet) -> NDArray[np.float32]:
         self._net.eval()
-        content = torch.from_numpy(centred_content(items.features, self._image_mean, self._text_mean))
+        content = torch.from_numpy(self._content(items.features))
         cold_pref = torch.zeros(content.shape[0], self._u_pref.shape[1])
         item_vecs = self._net.item(torch.cat([cold_pref, content], dim=1))
         rows = [self._user_row.get(u, -1) for u in users]

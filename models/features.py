@@ -276,9 +276,13 @@ def extract_features(
                 image_part = (fb.image_feat, fb.image_ok)
                 _save_part(img_path, ids, *image_part)
             if text_part is None:
-                only_texts = [ItemContent(it.item_id, it.text, None) for it in items]
+                # batches of similar length: padding to the longest text of a batch wastes less
+                order = sorted(range(len(items)), key=lambda i: len(items[i].text))
+                only_texts = [ItemContent(items[i].item_id, items[i].text, None) for i in order]
                 fb = _run(encoder, only_texts, batch_size, progress, "text features")
-                text_part = (fb.text_feat, fb.text_ok)
+                inverse = np.empty(len(order), dtype=np.int64)
+                inverse[np.asarray(order, dtype=np.int64)] = np.arange(len(order))
+                text_part = (fb.text_feat[inverse], fb.text_ok[inverse])
                 _save_part(txt_path, ids, *text_part)
     return FeatureTable(ids, image_part[0], text_part[0], image_part[1], text_part[1])
 

@@ -99,11 +99,11 @@ class ItemTowerConfig(BaseModel):
     logq_correction: bool = True
     alignment_weight: float = Field(0.1, ge=0.0)
     alignment_temperature: float = Field(0.1, gt=0.0)
-    batch_size: int = Field(512, ge=2)
-    lr: float = Field(2e-3, gt=0.0)
+    batch_size: int = Field(2048, ge=2)
+    lr: float = Field(3e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
-    max_epochs: int = Field(40, ge=1)
-    patience: int = Field(5, ge=1)
+    max_epochs: int = Field(30, ge=1)
+    patience: int = Field(4, ge=1)
     user_init_std: float = Field(0.1, gt=0.0)
 
 

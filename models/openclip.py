@@ -10,6 +10,7 @@ open_clip imports torchvision, whose C ops do not load on the CPU torch wheel: s
 from __future__ import annotations
 
 import gzip
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -59,6 +60,9 @@ def build_open_clip(config: OpenClipEncoderConfig) -> OpenClipParts:
     ConfigError
         Unknown model name, unreadable checkpoint, or a tokenizer kind that cannot be exported.
     """
+    # never download at run time: pretrained tags resolve from the local HF/open_clip cache only
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     open_clip = import_open_clip()
     if config.model_cfg is not None:
         cfg = dict(config.model_cfg)

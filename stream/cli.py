@@ -105,7 +105,7 @@ def encode_command(
     batches, commit and exit; the final counters are printed as one JSON line.
     """
     from coldstart.settings import get_settings
-    from feature_repo import open_store  # type: ignore[attr-defined]
+    from feature_repo import open_store
     from stream.broker import resolve_bootstrap
     from stream.encode_worker import EncodeWorker
     from stream.pool_feed import StoredAnnouncer

@@ -9,7 +9,9 @@ prevent that, the dead letters of source partition ``p`` go to DLQ partition ``p
 enough partitions) and each offset commit carries, in its metadata, the next DLQ offset
 (:meth:`DeadLetterQueue.commit_metadata`). When a partition is assigned, :meth:`DeadLetterQueue.recover`
 reads the DLQ partition from that offset and remembers which uncommitted source offsets were already
-dead-lettered; :meth:`DeadLetterQueue.send` then skips them.
+dead-lettered; :meth:`DeadLetterQueue.send` then skips them. A broker that drops commit metadata
+(Tansu does) makes the recovery read the DLQ partition from its start: still exact, slower when the
+DLQ is large.
 """
 
 from __future__ import annotations

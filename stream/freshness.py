@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 
@@ -33,6 +33,9 @@ class FreshnessProbe:
         Which vector of the stored row to query the pool with (the space the pool indexes).
     interval_s
         Pause between polls.
+    contains
+        A cheap membership test of the pool (e.g. ``ExactPool.__contains__``): only items the pool
+        already holds are read from the store, so probing does not load the pipeline it measures.
     """
 
     def __init__(
@@ -43,7 +46,9 @@ class FreshnessProbe:
         space: PoolSpace = "content",
         interval_s: float = 0.005,
         chunk: int = 256,
+        contains: Callable[[str], bool] | None = None,
     ) -> None:
+        self.contains = contains
         self.store = store
         self.pool = pool
         self.space = space
@@ -105,6 +110,10 @@ class FreshnessProbe:
             self.error = exc
 
     def _check(self, ids: Sequence[str]) -> None:
+        if self.contains is not None:
+            ids = [i for i in ids if self.contains(i)]
+            if not ids:
+                return
         rows = self.store.get_items(ids)
         now = datetime.now(UTC)
         visible: list[str] = []

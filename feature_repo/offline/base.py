@@ -12,7 +12,7 @@ import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from feature_repo.offline.tables import (
 from feature_repo.records import InteractionLike, InteractionRecord, StoredItem, StoredUser
 
 Row = dict[str, Any]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def utc(value: datetime, param: str) -> datetime:
@@ -41,6 +42,17 @@ def utc(value: datetime, param: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidInputError(param, value, "must be timezone-aware")
     return value.astimezone(UTC)
+
+
+def epoch_us(value: datetime) -> int:
+    """Microseconds since the Unix epoch of a tz-aware datetime (exact, no float rounding)."""
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_epoch_us(us: int) -> datetime:
+    """Inverse of :func:`epoch_us` (UTC)."""
+    return _EPOCH + timedelta(microseconds=int(us))
 
 
 def _vec(value: Any, param: str) -> list[float]:
@@ -67,7 +79,7 @@ def content_row(item: StoredItem, created: datetime) -> Row:
         "listed_at": utc(item.listed_at, f"items[{item.item_id}].listed_at"),
         "category": item.category,
         "seller_id": item.seller_id,
-        "content_updated_at": ts,
+        "content_updated_us": epoch_us(ts),
     }
 
 
@@ -84,7 +96,7 @@ def state_row(item: StoredItem, created: datetime) -> Row:
         "clicks": int(item.clicks),
         "model_version": item.model_version,
         "encoder_version": item.encoder_version,
-        "state_updated_at": ts,
+        "state_updated_us": epoch_us(ts),
     }
 
 
@@ -98,7 +110,7 @@ def user_row(user: StoredUser, created: datetime) -> Row:
         "user_vector": _vec(user.vector, f"users[{user.user_id}].vector"),
         "interactions": int(user.interactions),
         "model_version": user.model_version,
-        "user_updated_at": ts,
+        "user_updated_us": epoch_us(ts),
     }
 
 

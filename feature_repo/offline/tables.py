@@ -1,7 +1,9 @@
 """Schemas of the offline tables, shared by the parquet and PostgreSQL implementations.
 
 Every table carries the version of the model that produced its rows (``encoder_version`` /
-``model_version``) and a ``created_ts`` (when coldstart wrote the row). Rows are deduplicated on the
+``model_version``) and a ``created_ts`` (when coldstart wrote the row). The feature tables also hold
+``*_updated_us`` = ``event_ts`` in epoch microseconds: a feature, because Feast's online stores keep
+timestamps to the second only. Rows are deduplicated on the
 table's key, so re-delivered events never create duplicate history.
 
 =================  ============================  ==========================================================
@@ -81,7 +83,7 @@ ITEM_CONTENT_TABLE = TableSpec(
         _c("listed_at", "ts"),
         _c("category", "str"),
         _c("seller_id", "str"),
-        _c("content_updated_at", "ts"),
+        _c("content_updated_us", "int"),
     ),
     key=("item_id", "event_ts"),
     time_column="event_ts",
@@ -98,7 +100,7 @@ ITEM_STATE_TABLE = TableSpec(
         _c("clicks", "int"),
         _c("model_version", "str"),
         _c("encoder_version", "str"),
-        _c("state_updated_at", "ts"),
+        _c("state_updated_us", "int"),
     ),
     key=("item_id", "event_ts"),
     time_column="event_ts",
@@ -112,7 +114,7 @@ USER_VECTOR_TABLE = TableSpec(
         _c("user_vector", "vec"),
         _c("interactions", "int"),
         _c("model_version", "str"),
-        _c("user_updated_at", "ts"),
+        _c("user_updated_us", "int"),
     ),
     key=("user_id", "event_ts"),
     time_column="event_ts",

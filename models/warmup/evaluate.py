@@ -32,8 +32,9 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from coldstart.errors import InvalidInputError
+from models.baselines import Features
 from models.catalog import Catalog
-from models.evaluate import Features, extract_catalog_features, ranking_metrics, split_items
+from models.evaluate import extract_catalog_features, ranking_metrics, split_items
 from models.item_tower import ItemTowerConfig, train_item_tower
 from models.warmup.base import Evidence, ItemWarmState
 from models.warmup.shrinkage import ShrinkageWarmup, fit_behavior_scale

@@ -188,7 +188,6 @@ def test_pool_follows_the_store_and_graduation_updates_it(tmp_path: Path) -> Non
     ``status="graduated"`` in the store."""
     import dataclasses
 
-    from feature_repo import open_store
     from tests.exploration.slot_env import make_items
 
     settings = seeded_settings(
@@ -203,7 +202,10 @@ def test_pool_follows_the_store_and_graduation_updates_it(tmp_path: Path) -> Non
         assert len(state.service) == 13 and state.search_pool is not None and len(state.search_pool) == 13
         assert state.sync_pool(full=False) == (0, 0)
         for _ in range(10):
-            assert c.post("/v1/exploration/slots", json={"user_id": "user-0", "k": 5}, headers=KEY).status_code == 200
+            assert (
+                c.post("/v1/exploration/slots", json={"user_id": "user-0", "k": 5}, headers=KEY).status_code
+                == 200
+            )
         events = state.service.graduate()
         assert events
         gone = {e.item_id for e in events}

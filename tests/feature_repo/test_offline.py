@@ -156,3 +156,23 @@ def test_feast_cli_plan_and_apply_run_cleanly(
             from tests.feature_repo.conftest import drop_redis_project
 
             drop_redis_project(f"cli_{tag}")
+
+
+def test_store_cli_apply_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from feature_repo.cli import app
+
+    monkeypatch.setenv("COLDSTART_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("COLDSTART_FEAST__PROFILE", "embedded")
+    runner = CliRunner()
+    res = runner.invoke(app, ["apply"])
+    assert res.exit_code == 0, res.output
+    assert "profile=embedded" in res.output and "item_state" in res.output
+    assert (tmp_path / "feast" / "data" / "registry.db").exists()
+    assert (tmp_path / "feast" / "data" / "offline" / "decisions").is_dir()
+    env = runner.invoke(app, ["env", "--profile", "production"])
+    assert env.exit_code == 0, env.output
+    assert "export FEAST_FS_YAML_FILE_PATH=" in env.output and "export CS_FEAST_REDIS=" in env.output
+    bad = runner.invoke(app, ["env", "--profile", "staging"])
+    assert bad.exit_code != 0 and "staging" in bad.output

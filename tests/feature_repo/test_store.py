@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -219,3 +220,81 @@ def test_pool_rebuilds_from_the_store(store: FeastFeatureStore, uid: str) -> Non
         items[3].seller_id,
         "cold",
     )
+
+
+def test_sub_second_timestamps_survive_and_stay_idempotent(store: FeastFeatureStore, uid: str) -> None:
+    rng = np.random.default_rng(6)
+    ts = T0 + timedelta(microseconds=123_457)
+    item = make_item(0, rng, uid, ts=ts)
+    store.write_items([item])
+    store.write_items([item])
+    got = store.get_items([item.item_id])[item.item_id]
+    assert got.updated_at == ts  # the online event timestamp keeps microseconds
+    assert len(rows(store, "item_content", item.item_id)) == 1
+    assert rows(store, "item_state", item.item_id)["event_ts"].iloc[0] == pd.Timestamp(ts)
+    t1 = ts + timedelta(microseconds=10)  # a state change 10 µs later is newer, not a duplicate
+    store.write_items([dataclasses.replace(got, impressions=1, updated_at=t1)], mode="state")
+    assert store.get_items([item.item_id])[item.item_id].impressions == 1
+    assert len(rows(store, "item_state", item.item_id)) == 2
+
+
+def test_concurrent_readers_and_writers(store: FeastFeatureStore, uid: str) -> None:
+    import threading
+
+    rng = np.random.default_rng(7)
+    items = [make_item(i, rng, uid) for i in range(40)]
+    store.write_items(items[:20])
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for _ in range(30):
+                got = store.get_items([it.item_id for it in items[:20]])
+                assert len(got) == 20
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def write() -> None:
+        try:
+            for j in range(20, 40, 4):
+                store.write_items(items[j : j + 4])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(3)] + [threading.Thread(target=write)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors[0]
+    assert len(store.get_items([it.item_id for it in items])) == 40
+
+
+@pytest.mark.parametrize("profile", ["embedded", pytest.param("production", marks=pytest.mark.integration)])
+def test_processes_opening_a_new_store_together(
+    profile: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Workers of one group start at once: every open succeeds and the registry ends up complete."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from feature_repo import open_store
+    from tests.feature_repo.conftest import drop_redis_project, embedded_settings, production_settings
+
+    if profile == "embedded":
+        settings = embedded_settings(tmp_path)
+    else:
+        settings = production_settings(tmp_path, request.getfixturevalue("pg_database_url"))
+    with ThreadPoolExecutor(3) as ex:
+        stores = list(ex.map(lambda _: open_store(settings), range(3)))
+    try:
+        names = sorted(v.name for v in stores[0].feast.list_feature_views(allow_cache=False))
+        assert names == ["item_content", "item_state", "user_vector"]
+        rng = np.random.default_rng(8)
+        item = make_item(0, rng, "multi")
+        stores[1].write_items([item])
+        assert list(stores[2].get_items([item.item_id])) == [item.item_id]
+    finally:
+        for st in stores:
+            st.close()
+        if profile == "production":
+            drop_redis_project(settings.feast.project)

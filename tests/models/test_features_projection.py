@@ -43,6 +43,9 @@ def test_extract_features_rows_flags_and_cache(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("features-text-*.npz"))) == 2
     np.testing.assert_array_equal(changed.image, table.image)
     assert np.abs(changed.text[3] - table.text[3]).max() > 1e-4
+    # rows stay aligned with their items (texts are batched by length internally)
+    solo = extract_features([items[2]], TINY_OFFLINE, cache_dir=tmp_path, progress=False)
+    np.testing.assert_allclose(solo.text[0], table.text[2], atol=1e-5)
     # the torch runtime gives the same features as the exported ONNX towers
     by_torch = extract_features(items, TINY_OFFLINE, runtime="torch", progress=False)
     np.testing.assert_allclose(by_torch.image, table.image, atol=1e-4)
@@ -188,3 +191,23 @@ def test_open_clip_errors_are_config_errors() -> None:
                 pretrained="/nonexistent/checkpoint.pt",
             )
         )
+
+
+def test_open_clip_local_checkpoint_round_trip(tmp_path: Path) -> None:
+    import torch
+
+    from models.testing import TINY_OPEN_CLIP
+    from models.torch_encoder import TorchItemEncoder
+    from models.towers import build_towers
+
+    torch.manual_seed(7)
+    random_towers = build_towers(TINY_OPEN_CLIP)
+    ckpt = tmp_path / "tiny_clip.pt"
+    torch.save({"state_dict": random_towers.image.backbone.model.state_dict()}, ckpt)
+    torch.manual_seed(8)  # a different random init, overwritten by the checkpoint
+    loaded = build_towers(TINY_OPEN_CLIP.model_copy(update={"pretrained": str(ckpt)}))
+    assert loaded.backbone_is_reproducible
+    texts = ["a red shoe", "a blue hat"]
+    a = TorchItemEncoder(random_towers).encode_text_query(texts)
+    b = TorchItemEncoder(loaded).encode_text_query(texts)
+    np.testing.assert_allclose(a, b, atol=1e-6)

@@ -44,7 +44,7 @@ def kafka(broker: TansuBroker) -> KafkaSettings:
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random encoder artifact (mechanics only), built once per session."""
-    from models.testing import build_tiny_artifact  # type: ignore[import-not-found]
+    from models.testing import build_tiny_artifact
 
     out: Path = build_tiny_artifact(tmp_path_factory.mktemp("artifact"), seed=0)
     return out

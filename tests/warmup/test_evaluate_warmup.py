@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.baselines import Features
 from models.catalog import Catalog
-from models.evaluate import Features
 from models.item_tower import ItemTowerConfig
 from models.warmup.evaluate import _observed_masks, evaluate_warmup, write_results
 

@@ -1,0 +1,256 @@
+"""The online warm-up stage on the real embedded feature store (SQLite online + parquet offline)."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exploration.pool import ExactPool, ItemPools
+from feature_repo.feast_store import FeastFeatureStore
+from feature_repo.records import StoredItem, StoredUser
+from models.warmup import ShrinkageConfig
+from stream.contracts import Interaction
+from stream.warmup_stage import Delivery, WarmupCheckpoint, WarmupStage, WarmupStageConfig
+
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+DIM = 8
+
+
+def make_items(prefix: str, n: int, seed: int) -> list[StoredItem]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        c = rng.standard_normal(16).astype(np.float32)
+        out.append(
+            StoredItem(
+                item_id=f"{prefix}-item-{i}",
+                content_vector=c / np.linalg.norm(c),
+                item_vector=rng.standard_normal(DIM).astype(np.float32),
+                image_ok=True,
+                text_ok=True,
+                encoder_version="enc-test",
+                listed_at=T0,
+                updated_at=T0,
+                category=f"cat-{i % 3}",
+                seller_id="s",
+            )
+        )
+    return out
+
+
+def click(
+    prefix: str, n: int, user: str, item: str, kind: str = "click", value: float | None = None
+) -> Interaction:
+    return Interaction(
+        event_id=f"{prefix}-ev-{n}",
+        user_id=user,
+        item_id=item,
+        kind=kind,  # type: ignore[arg-type]
+        value=value,
+        ts=T0 + timedelta(minutes=1, milliseconds=n),
+    )
+
+
+def new_stage(
+    store: FeastFeatureStore, path: Path, pools: ItemPools | None = None, **shrink: object
+) -> WarmupStage:
+    cfg = WarmupStageConfig(
+        shrinkage=ShrinkageConfig(**shrink),  # type: ignore[arg-type]
+        announce=False,
+    )
+    return WarmupStage(store, WarmupCheckpoint(path, durable=False), cfg, pools=pools)
+
+
+@pytest.fixture
+def prefix() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def test_bound_monotone_counts_and_status_on_stored_vectors(
+    store: FeastFeatureStore, prefix: str, tmp_path: Path
+) -> None:
+    items = make_items(prefix, 2, seed=1)
+    store.write_items(items)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(DIM).astype(np.float32) * 3.0  # one consistent user taste
+    user, user2 = f"{prefix}-u", f"{prefix}-u2"
+    store.users().write_users(
+        [StoredUser(user, x, 0, "trained-1", T0), StoredUser(user2, x, 0, "trained-1", T0)]
+    )
+    # item 0: a loose bound (never binds); item 1: a tight one (binds after a few clicks). The users'
+    # own κ is huge, so their vectors stay at x and the item's posterior mean is exact.
+    loose = new_stage(
+        store,
+        tmp_path / "a.sqlite3",
+        prior_strength=5.0,
+        delta_max=10.0,
+        warm_after=4,
+        user_prior_strength=1e9,
+    )
+    tight = new_stage(
+        store,
+        tmp_path / "b.sqlite3",
+        prior_strength=5.0,
+        delta_max=0.3,
+        warm_after=4,
+        user_prior_strength=1e9,
+    )
+    c0, c1 = items[0].item_vector, items[1].item_vector
+    dist: list[float] = []
+    n_ev = 0
+    impressions = [click(prefix, 10_000, user, items[0].item_id, "impression")]
+    loose.process([Delivery(impressions[0])])
+    got = store.get_items([items[0].item_id])[items[0].item_id]
+    assert got.status == "warming" and got.impressions == 1 and got.clicks == 0
+    np.testing.assert_allclose(got.item_vector, c0, atol=1e-6)  # impressions weigh 0 in the blend
+    for step in range(6):
+        n_ev += 1
+        loose.process([Delivery(click(prefix, n_ev, user, items[0].item_id))])
+        n_ev += 1
+        tight.process([Delivery(click(prefix, n_ev, user2, items[1].item_id))])
+        got = store.get_items([items[0].item_id, items[1].item_id])
+        v0, v1 = got[items[0].item_id], got[items[1].item_id]
+        # bound on the stored vectors
+        assert np.linalg.norm(v1.item_vector - c1) <= 0.3 * np.linalg.norm(c1) + 1e-5
+        assert np.linalg.norm(v0.item_vector - c0) <= 10.0 * np.linalg.norm(c0) + 1e-5
+        # exact posterior mean with identical evidence: v = c + n/(n+κ)(x − c) (ρ = 1)
+        n = step + 1
+        np.testing.assert_allclose(v0.item_vector, c0 + n / (n + 5.0) * (x - c0), rtol=1e-5, atol=1e-5)
+        dist.append(float(np.linalg.norm(v0.item_vector - x)))
+        assert v0.clicks == n and v0.impressions == 1
+        assert v0.status == ("warm" if n >= 4 else "warming")
+        assert v0.content_item_vector is not None
+        np.testing.assert_array_equal(v0.content_item_vector, c0)  # c stays frozen
+        assert v0.model_version.startswith("warmup-")
+    # monotone in evidence: strictly closer to the behavioural estimate after every click
+    assert all(b < a for a, b in zip(dist, dist[1:], strict=False))
+    # the tight bound binds: ‖δ‖ saturates at δmax‖c‖
+    v1 = store.get_items([items[1].item_id])[items[1].item_id].item_vector
+    assert np.linalg.norm(v1 - c1) == pytest.approx(0.3 * np.linalg.norm(c1), rel=1e-4)
+    # the user's row is the stage's (7 interactions; κ_user is huge, so it stayed at x)
+    u = store.users().get_users([user])[user]
+    assert u.interactions == 7 and u.model_version.startswith("warmup-")
+    # the offline history: the initial state row plus one per update (1 impression + 6 clicks)
+    hist = store.offline.frame("item_state")  # type: ignore[arg-type]
+    assert (hist["item_id"] == items[0].item_id).sum() == 8
+
+
+def test_redelivery_and_duplicates_do_not_double_count(
+    store: FeastFeatureStore, prefix: str, tmp_path: Path
+) -> None:
+    items = make_items(prefix, 3, seed=3)
+    store.write_items(items)
+    rng = np.random.default_rng(4)
+    users = [f"{prefix}-u{j}" for j in range(4)]
+    vecs = [rng.standard_normal(DIM).astype(np.float32) for _ in users]
+    store.users().write_users([StoredUser(u, v, 0, "trained", T0) for u, v in zip(users, vecs, strict=True)])
+    store.users().write_users(
+        [StoredUser(u + "-clean", v, 0, "trained", T0) for u, v in zip(users, vecs, strict=True)]
+    )
+    events = [
+        click(prefix, n, users[n % 4], items[n % 3].item_id, ("click", "impression", "rating")[n % 3], 4.5)
+        for n in range(30)
+    ]
+    deliveries = [Delivery(e, partition=0, offset=n) for n, e in enumerate(events)]
+    path = tmp_path / "cp.sqlite3"
+    stage = new_stage(store, path)
+    first = stage.process(deliveries[:20])
+    assert first.applied == 20
+    ids = [it.item_id for it in items]
+    before = store.get_items(ids)
+    # the consumer re-delivers the whole batch (offsets not committed) ...
+    again = stage.process(deliveries[:20])
+    assert again.redelivered == 20 and again.applied == 0
+    # ... the producer published the same events twice (new offsets, same event ids) ...
+    dup = stage.process([Delivery(e, partition=1, offset=n) for n, e in enumerate(events[5:15])])
+    assert dup.duplicates == 10 and dup.applied == 0
+    after = store.get_items(ids)
+    for i in ids:
+        np.testing.assert_array_equal(after[i].item_vector, before[i].item_vector)
+        assert (after[i].clicks, after[i].impressions) == (before[i].clicks, before[i].impressions)
+    # ... and a restarted stage (same checkpoint) skips everything it applied, however old
+    stage.close()
+    restarted = new_stage(store, path)
+    assert restarted.applied_offset("interactions", 0) == 20
+    res = restarted.process(deliveries)  # offsets 0..29: 20 re-deliveries, 10 new
+    assert (res.redelivered, res.applied) == (20, 10)
+    # the same 30 events through a clean stage on fresh copies of the items and users: same state
+    clean_items = [dataclasses.replace(it, item_id=it.item_id + "-clean") for it in items]
+    store.write_items(clean_items)
+    clean = new_stage(store, tmp_path / "clean.sqlite3")
+    clean.process(
+        [
+            Delivery(e.model_copy(update={"item_id": e.item_id + "-clean", "user_id": e.user_id + "-clean"}))
+            for e in events
+        ]
+    )
+    final = store.get_items(ids + [i.item_id for i in clean_items])
+    for i in ids:
+        np.testing.assert_allclose(
+            final[i].item_vector, final[i + "-clean"].item_vector, rtol=1e-5, atol=1e-6
+        )
+        assert final[i].clicks == final[i + "-clean"].clicks
+        assert final[i].impressions == final[i + "-clean"].impressions
+    state = restarted.item_state(ids[0])
+    assert state is not None and state.interactions == 10  # events 0, 3, ..., 27
+
+
+def test_pool_sees_updated_vector_and_unknown_items_are_skipped(
+    store: FeastFeatureStore, prefix: str, tmp_path: Path
+) -> None:
+    items = make_items(prefix, 5, seed=5)
+    store.write_items(items)
+    pools = ItemPools(ExactPool(), ExactPool())
+    pools.rebuild_from_store(store)
+    user = f"{prefix}-u"
+    x = np.zeros(DIM, dtype=np.float32)
+    x[0] = 5.0
+    store.users().write_users([StoredUser(user, x, 0, "trained", T0)])
+    stage = new_stage(store, tmp_path / "cp.sqlite3", pools=pools, prior_strength=1.0)
+    target = items[2].item_id
+    res = stage.process(
+        [Delivery(click(prefix, n, user, target, "purchase")) for n in range(5)]
+        + [Delivery(click(prefix, 99, user, f"{prefix}-not-stored"))]
+    )
+    assert res.unknown_items == 1 and res.applied == 5
+    stored = store.get_items([target])[target]
+    assert isinstance(pools.item, ExactPool)
+    entry = pools.item.get(target)
+    assert entry is not None
+    np.testing.assert_array_equal(entry.vector, stored.item_vector)
+    assert not np.allclose(stored.item_vector, items[2].item_vector)
+    hits = pools.item.search(x, 5)
+    assert hits[0].item_id == target  # the bandit's candidate search now ranks it first for this taste
+    assert hits[0].score == pytest.approx(float(stored.item_vector @ x), rel=1e-5)
+
+
+def test_negative_ratings_push_away_and_zero_users_carry_no_weight(
+    store: FeastFeatureStore, prefix: str, tmp_path: Path
+) -> None:
+    items = make_items(prefix, 2, seed=7)
+    store.write_items(items)
+    x = np.ones(DIM, dtype=np.float32)
+    store.users().write_users([StoredUser(f"{prefix}-hater", x, 0, "trained", T0)])
+    stage = new_stage(store, tmp_path / "cp.sqlite3")
+    c = items[0].item_vector
+    stage.process(
+        [Delivery(click(prefix, n, f"{prefix}-hater", items[0].item_id, "rating", 1.0)) for n in range(3)]
+    )
+    v = store.get_items([items[0].item_id])[items[0].item_id]
+    # low ratings are negative evidence: the item moves toward −x (the mirror of the rater's taste)
+    assert np.linalg.norm(v.item_vector + x) < np.linalg.norm(c + x)
+    assert v.clicks == 0 and v.status == "warming"
+    # a brand-new user (zero vector) clicking: counts, but the blend does not move toward zero
+    stage.process([Delivery(click(prefix, 50, f"{prefix}-newbie", items[1].item_id))])
+    w = store.get_items([items[1].item_id])[items[1].item_id]
+    np.testing.assert_allclose(w.item_vector, items[1].item_vector, atol=1e-6)
+    assert w.clicks == 1
+    newbie = store.users().get_users([f"{prefix}-newbie"])[f"{prefix}-newbie"]
+    assert newbie.interactions == 1
+    hater = store.users().get_users([f"{prefix}-hater"])[f"{prefix}-hater"]
+    assert float(hater.vector @ c) < float(x @ c)  # and the rater moved away from what it disliked
