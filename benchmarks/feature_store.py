@@ -46,7 +46,9 @@ def run(profile: str, reads: int, tmp: Path) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     now = datetime(2026, 1, 1, tzinfo=UTC)
     try:
-        users = [StoredUser(f"u{i}", rng.standard_normal(64).astype(np.float32), 1, "m", now) for i in range(100)]
+        users = [
+            StoredUser(f"u{i}", rng.standard_normal(64).astype(np.float32), 1, "m", now) for i in range(100)
+        ]
         store.users().write_users(users)
         writes = []
         for b in range(20):

@@ -28,7 +28,9 @@ exploration), ``epsilon_greedy`` (VW epsilon 0.1), ``ours`` (VW squarecb + expos
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -67,7 +69,9 @@ class ReplayUsers(UserStore):
         self.counts[user_id] += 1
 
     def write_users(self, users):  # type: ignore[no-untyped-def]
-        raise NotImplementedError("replay users are derived from the timeline")
+        for u in users:  # an explicit vector replaces the running mean
+            self.sums[u.user_id] = np.asarray(u.vector, dtype=np.float64) * max(1, u.interactions)
+            self.counts[u.user_id] = max(1, u.interactions)
 
     def get_users(self, user_ids):  # type: ignore[no-untyped-def]
         out = {}
@@ -96,9 +100,10 @@ def item_vectors(catalog_dir: Path, images: bool) -> tuple[list[str], np.ndarray
     contents = [it.content() for it in catalog.items]
     if not images:
         contents = [ItemContent(c.item_id, c.text, None) for c in contents]
-    f = extract_features(
-        contents, cache_dir=Path(".coldstart/cache/features"), progress=False, threads=1, runtime="torch"
-    )
+    with contextlib.redirect_stdout(sys.stderr):  # the towers' packages print to stdout: keep it one JSON
+        f = extract_features(
+            contents, cache_dir=Path(".coldstart/cache/features"), progress=False, threads=1, runtime="torch"
+        )
     text = np.asarray(f.text, dtype=np.float32)
     text /= np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-9)
     if not images:
@@ -153,9 +158,10 @@ def run_policy(spec: Spec, events, vectors, liked, args) -> dict:  # type: ignor
         arrival += 1
         clock["t"] = arrival * HOUR
         if spec.policy is None:  # popular warm items: no cold impressions at all
-            warm = [i for i in sorted(graduated_pop, key=lambda i: -graduated_pop[i]) if i not in svc.pacer][
-                : args.k
-            ]
+            if arrival % 20 == 0:
+                svc.graduate()  # without impressions, items leave the cold pool by age only
+            ranked = sorted(graduated_pop, key=lambda i: -graduated_pop[i])
+            warm = [i for i in ranked if i not in svc.pacer][: args.k]
             total_reward += sum(1.0 for i in warm if i in liked.get(user, ()))
             continue
         res = svc.select(

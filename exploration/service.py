@@ -136,6 +136,7 @@ class SlotService:
         self.per_seller_cap = per_seller_cap
         self.clock = clock
         self._entries: dict[str, PoolEntry] = {}
+        self._dim: int | None = None
         self._lock = threading.Lock()
         self.graduation_hooks: list[Callable[[list[GraduationEvent]], None]] = []
         self.decisions = 0
@@ -160,6 +161,7 @@ class SlotService:
         with self._lock:
             for e in entries:
                 self._entries[e.item_id] = e
+            self._dim = int(entries[-1].vector.shape[0])
         for e in entries:
             imps, clicks = (counts or {}).get(e.item_id, (0, 0))
             self.pacer.register(
@@ -232,7 +234,13 @@ class SlotService:
         user_vec: NDArray[np.float32] | None = None
         if self.users is not None:
             user = self.users.get_users([request.user_id]).get(request.user_id)
-            user_vec = None if user is None else np.asarray(user.vector, dtype=np.float32)
+            user_vec = None if user is None else np.asarray(user.vector, dtype=np.float32).reshape(-1)
+            if user_vec is not None and self._dim is not None and user_vec.shape[0] != self._dim:
+                # e.g. user vectors of another model version: serve context-only rather than fail
+                log.warning(
+                    "user %s: vector dim %d != pool dim %d", request.user_id, user_vec.shape[0], self._dim
+                )
+                user_vec = None
 
         ids, sims = self._candidates(request, user_vec, now)
         entries = [self._entries.get(i) for i in ids]

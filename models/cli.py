@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -109,6 +110,7 @@ def train_command(
     from models.projection import ProjectionTrainConfig, train_projection
     from models.towers import build_towers
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(threads)
     settings = get_settings().models
     cfg = _encoder_config(encoder, model_name, pretrained, shared_dim, max_text_tokens, tiny)

@@ -29,7 +29,9 @@ class OfflineEncoderConfig(BaseModel):
     shared_dim
         Dimension of the shared image/text space (output of the projection heads).
     projection_hidden
-        Hidden width of the 2-layer projection heads; 0 means a single linear layer.
+        Hidden width of 2-layer projection heads; 0 (default) = one linear layer. On MovieLens
+        (2.6k poster/plot pairs) a 512-wide hidden layer overfits within 1-2 epochs; the linear head
+        reaches ~7x chance image->text recall@10 on held-out pairs.
     max_text_tokens
         Token cap for the text tower (including special tokens). The main throughput knob of text
         encoding: ~35 texts/s at 256 tokens vs ~480/s on short titles on 2 CPU cores.
@@ -42,7 +44,7 @@ class OfflineEncoderConfig(BaseModel):
     type: Literal["offline"] = "offline"
     architecture: Literal["pretrained", "tiny"] = "pretrained"
     shared_dim: int = Field(default=256, ge=2, le=4096)
-    projection_hidden: int = Field(default=512, ge=0, le=8192)
+    projection_hidden: int = Field(default=0, ge=0, le=8192)
     max_text_tokens: int = Field(default=256, ge=4, le=512)
     image_size: int = Field(default=224, ge=16, le=1024)
 

@@ -73,8 +73,9 @@ class ItemTowerConfig(BaseModel):
     modality_dropout
         Probability, per training item and step, of hiding one of its two modalities.
     negatives
-        ``in_batch`` (the paper's Eq. 1), or ``full`` (softmax over all training items and, on the
-        item side, over all users).
+        ``in_batch`` (the paper's Eq. 1); ``full`` (softmax over all training items and, on the
+        item side, over all users); ``sampled`` (``num_negatives`` uniformly sampled training items
+        per step instead of all: the same objective in expectation, cheaper on large catalogs).
     logq_correction
         With in-batch negatives, subtract log(item popularity) from the logits (sampled-softmax
         correction, so the popularity prior is not trained away).
@@ -95,7 +96,8 @@ class ItemTowerConfig(BaseModel):
     fusion: Literal["gated_concat", "gated_sum"] = "gated_concat"
     feature_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     modality_dropout: float = Field(0.3, ge=0.0, le=1.0)
-    negatives: Literal["in_batch", "full"] = "full"
+    negatives: Literal["in_batch", "full", "sampled"] = "full"
+    num_negatives: int = Field(512, ge=1)
     logq_correction: bool = True
     alignment_weight: float = Field(0.1, ge=0.0)
     alignment_temperature: float = Field(0.1, gt=0.0)
@@ -410,6 +412,40 @@ def full_rating_ranking_loss(
     return user_side + item_side
 
 
+def sampled_rating_ranking_loss(
+    user_vecs_all: torch.Tensor,
+    item_vecs: torch.Tensor,
+    user_idx: torch.Tensor,
+    pos_rows: torch.Tensor,
+    neg_rows: torch.Tensor,
+) -> torch.Tensor:
+    """Two-sided softmax loss with uniformly sampled item negatives (shared by the batch).
+
+    User side: softmax over the positive and ``M`` uniformly sampled items (uniform sampling needs no
+    logQ correction, so the popularity prior is kept; accidental hits are masked). Item side:
+    softmax over all users.
+
+    Parameters
+    ----------
+    user_vecs_all
+        ``(U, D)`` all user vectors.
+    item_vecs
+        ``(R, D)`` vectors of the items referenced by ``pos_rows`` and ``neg_rows``.
+    user_idx, pos_rows
+        ``(B,)`` the positive pairs (user row, row of ``item_vecs``).
+    neg_rows
+        ``(M,)`` rows of ``item_vecs`` used as negatives.
+    """
+    u = user_vecs_all[user_idx]
+    v = item_vecs[pos_rows]
+    pos = (u * v).sum(dim=1, keepdim=True)
+    negs = u @ item_vecs[neg_rows].T
+    negs = negs - (neg_rows.unsqueeze(0) == pos_rows.unsqueeze(1)).float() * _MASK
+    logits = torch.cat([pos, negs], dim=1)
+    target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits, target) + F.cross_entropy(v @ user_vecs_all.T, user_idx)
+
+
 def _modality_dropout(
     image_ok: torch.Tensor, text_ok: torch.Tensor, p: float, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -539,6 +575,20 @@ def train_item_tower(
                 item_vecs = module.fuse(z_i, z_t, i_on, t_on)
                 loss = full_rating_ranking_loss(users.weight, item_vecs, u_idx, j_idx)
                 align_rows = torch.unique(j_idx)
+            elif cfg.negatives == "sampled":
+                neg = torch.randint(0, n_items, (cfg.num_negatives,), generator=gen)
+                rows_needed, inverse = torch.unique(torch.cat([j_idx, neg]), return_inverse=True)
+                d_iok, d_tok = _modality_dropout(
+                    iok[rows_needed], tok[rows_needed], cfg.modality_dropout if use_both else 0.0, gen
+                )
+                z_i, z_t, i_on, t_on = module.modality_embeddings(
+                    img[rows_needed], txt[rows_needed], d_iok, d_tok, gen
+                )
+                item_vecs = module.fuse(z_i, z_t, i_on, t_on)
+                loss = sampled_rating_ranking_loss(
+                    users.weight, item_vecs, u_idx, inverse[: j_idx.shape[0]], inverse[j_idx.shape[0] :]
+                )
+                align_rows = torch.unique(inverse[: j_idx.shape[0]])
             else:
                 d_iok, d_tok = _modality_dropout(
                     iok[j_idx], tok[j_idx], cfg.modality_dropout if use_both else 0.0, gen

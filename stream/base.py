@@ -111,6 +111,7 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
         self._consumer: Any = None
         self._to_recover: list[Any] = []
         self._joined = False
+        self._assigned: frozenset[int] = frozenset()
         self._compute_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{type(self).__name__}-compute")
         self._write_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{type(self).__name__}-write")
         self._unwritten: deque[
@@ -146,6 +147,16 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
         self._stop.set()
 
     @property
+    def joined(self) -> bool:
+        """Whether the group has assigned partitions to this consumer at least once."""
+        return self._joined
+
+    @property
+    def assigned_partitions(self) -> frozenset[int]:
+        """The partitions of ``topic`` this consumer owns right now (empty during a rebalance)."""
+        return self._assigned
+
+    @property
     def stopping(self) -> bool:
         """Whether :meth:`stop` was called."""
         return self._stop.is_set()
@@ -167,9 +178,11 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
         class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             def on_partitions_revoked(self, revoked: Any) -> None:
                 owner._drain()
+                owner._assigned = frozenset()
 
             def on_partitions_assigned(self, assigned: Any) -> None:
                 owner._to_recover.extend(assigned)
+                owner._assigned = frozenset(tp.partition for tp in assigned)
                 owner._joined = True
                 log.info("assigned %s", sorted(tp.partition for tp in assigned))
 

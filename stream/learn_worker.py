@@ -58,7 +58,8 @@ class OnlineLearner:
     settings
         Exploration settings (policy, reward window and kinds, checkpoint period).
     model_store
-        Where checkpoints go; the newest one is the starting point.
+        Where checkpoints go; the newest one is the starting point (with *its* policy config: changing
+        ``exploration.policy`` takes effect on an empty store, i.e. a new model).
     seed
         Policy seed when the store is empty.
     clock
@@ -286,13 +287,14 @@ def learn_command(
     from coldstart.settings import get_settings
     from exploration.model_store import LocalModelStore
     from stream.broker import resolve_bootstrap
+    from stream.topics import ensure_topics
 
     settings = get_settings()
     store_dir = settings.exploration.model_store_dir or settings.data_dir / "model_store"
     learner = OnlineLearner(settings.exploration, LocalModelStore(store_dir), seed=settings.seed)
-    worker = LearnWorker(
-        resolve_bootstrap(settings.kafka), settings.kafka, learner, settings.exploration.learner_group_id
-    )
+    bootstrap = resolve_bootstrap(settings.kafka)
+    ensure_topics(bootstrap, settings.kafka.partitions)
+    worker = LearnWorker(bootstrap, settings.kafka, learner, settings.exploration.learner_group_id)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     return worker.run(idle_exit_s=idle_exit_s, max_s=max_s)

@@ -214,6 +214,7 @@ class WarmupCheckpoint:
                 CREATE TABLE IF NOT EXISTS offsets(
                     topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
                     PRIMARY KEY (topic, partition));
+                CREATE TABLE IF NOT EXISTS topics(topic TEXT PRIMARY KEY, topic_id TEXT NOT NULL);
                 CREATE TABLE IF NOT EXISTS items(
                     item_id TEXT PRIMARY KEY, prior BLOB NOT NULL, weighted_sum BLOB NOT NULL,
                     evidence REAL NOT NULL, positives INTEGER NOT NULL, interactions INTEGER NOT NULL,
@@ -233,6 +234,25 @@ class WarmupCheckpoint:
         with self._lock:
             rows = self._db.execute("SELECT topic, partition, next_offset FROM offsets").fetchall()
         return {(str(t), int(p)): int(o) for t, p, o in rows}
+
+    def topic_id(self, topic: str) -> str | None:
+        """The Kafka topic id the offsets of ``topic`` belong to (``None``: not recorded)."""
+        with self._lock:
+            row = self._db.execute("SELECT topic_id FROM topics WHERE topic = ?", (topic,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_topic_id(self, topic: str, topic_id: str, *, forget_offsets: bool) -> None:
+        """Record ``topic``'s id; ``forget_offsets`` drops its offsets (the topic was re-created)."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                if forget_offsets:
+                    self._db.execute("DELETE FROM offsets WHERE topic = ?", (topic,))
+                self._db.execute("INSERT OR REPLACE INTO topics VALUES (?, ?)", (topic, topic_id))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise StoreError(f"cannot write the warm-up checkpoint {self.path}: {exc}") from exc
 
     def load_items(self, item_ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
         """Raw item rows by id (``prior, weighted_sum, evidence, positives, interactions, impressions,
@@ -326,6 +346,10 @@ class WarmupStage:
     announce
         Called with every batch of written rows (e.g. ``stream.pool_feed.StoredAnnouncer``), or
         ``None``.
+    bootstrap_servers
+        Kafka address, used once per topic to check that the checkpointed offsets belong to the same
+        log (Kafka topic id): offsets of a re-created topic (e.g. the embedded broker restarted with
+        memory storage) are forgotten instead of skipping new records. ``None``: no check.
     """
 
     def __init__(
@@ -336,8 +360,11 @@ class WarmupStage:
         *,
         pools: ItemPools | CandidatePool | None = None,
         announce: Callable[[Sequence[StoredItem]], None] | None = None,
+        bootstrap_servers: str | None = None,
     ) -> None:
         self.config = config or WarmupStageConfig()
+        self.bootstrap_servers = bootstrap_servers
+        self._verified: set[str] = set()
         self.store = store
         self.checkpoint = checkpoint
         self.pools = pools
@@ -363,13 +390,15 @@ class WarmupStage:
         *,
         producer: EventProducer | None = None,
         pools: ItemPools | CandidatePool | None = None,
+        config: WarmupStageConfig | None = None,
     ) -> WarmupStage:
-        """The stage of a process: config from ``settings.warmup`` when the settings have that section
-        (defaults otherwise), checkpoint under ``settings.data_dir``, announcements through
-        ``producer``."""
-        cfg = getattr(settings, "warmup", None)
+        """The stage of a process: ``config``, else ``settings.warmup`` when the settings have that
+        section, else defaults; checkpoint ``<data_dir>/warmup/<learner group>.sqlite3``;
+        announcements through ``producer``."""
+        cfg = config or getattr(settings, "warmup", None)
         config = cfg if isinstance(cfg, WarmupStageConfig) else WarmupStageConfig()
-        path = config.state_path or settings.data_dir / "warmup" / "state.sqlite3"
+        group = settings.exploration.learner_group_id
+        path = config.state_path or settings.data_dir / "warmup" / f"{group}.sqlite3"
         announce: Callable[[Sequence[StoredItem]], None] | None = None
         if producer is not None and config.announce:
             from stream.pool_feed import StoredAnnouncer
@@ -396,6 +425,8 @@ class WarmupStage:
             for rec in records:
                 if rec.topic != INTERACTIONS:
                     continue
+                if rec.topic not in self._verified:
+                    self.verify_topic(str(rec.topic))
                 try:
                     interaction = decode_event(rec.value, Interaction)
                 except InvalidInputError:
@@ -408,6 +439,42 @@ class WarmupStage:
         out.malformed += bad.malformed
         self.stats.malformed += bad.malformed
         return out
+
+    def verify_topic(self, topic: str) -> None:
+        """Forget the checkpointed offsets of ``topic`` if it is not the log they were taken from."""
+        self._verified.add(topic)
+        if self.bootstrap_servers is None:
+            return
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id="coldstart-warmup")
+            try:
+                described = admin.describe_topics([topic])
+            finally:
+                admin.close()
+        except KafkaError as exc:
+            log.warning("cannot check the topic id of %s (offsets kept): %s", topic, exc)
+            return
+        topic_id = str(described[0].get("topic_id") or "") if described else ""
+        if not topic_id or topic_id == "00000000-0000-0000-0000-000000000000":
+            return
+        old = self.checkpoint.topic_id(topic)
+        if old == topic_id:
+            return
+        stale = old is not None  # first sight: the offsets (if any) were taken without an id check
+        if stale:
+            log.warning(
+                "topic %s is a new log (id %s, checkpoint has %s): its checkpointed offsets are dropped",
+                topic,
+                topic_id,
+                old,
+            )
+        with self._lock:
+            self.checkpoint.set_topic_id(topic, topic_id, forget_offsets=stale)
+            if stale:
+                self._offsets = {k: v for k, v in self._offsets.items() if k[0] != topic}
 
     def process(
         self, deliveries: Sequence[Delivery], *, extra_offsets: Mapping[tuple[str, int], int] | None = None
@@ -550,10 +617,9 @@ class WarmupStage:
                     if vec.shape == (dim,) and bool(np.isfinite(vec).all()):
                         prior = vec
                         if row_u.model_version.startswith(MODEL_VERSION_PREFIX):
-                            log.warning(
-                                "user %s: no checkpointed state, its stored warm-up vector is the prior",
-                                user_id,
-                            )
+                            # written by a warm-up whose checkpoint this one is not (deleted, or
+                            # another learner group): its vector is the best prior there is
+                            log.debug("user %s: stored warm-up vector taken as the prior", user_id)
                     else:
                         log.warning(
                             "user %s: stored vector of shape %s ignored (item_dim %d)",
@@ -735,3 +801,63 @@ def attach_warmup(worker: Any, stage: WarmupStage) -> WarmupHook:
     worker._handle = _handle
     worker.learner.tick = _tick
     return hook
+
+
+def build_warmup_stage(
+    settings: Settings,
+    *,
+    store: FeatureStore | None = None,
+    producer: EventProducer | None = None,
+    pools: ItemPools | CandidatePool | None = None,
+    config: WarmupStageConfig | None = None,
+) -> WarmupStage | None:
+    """The learner's warm-up stage from the process settings, or ``None`` when it is disabled.
+
+    Opens the configured feature store unless ``store`` is given (a store that cannot be opened is an
+    error: a learner configured for warm-up must not silently stop warming items up). ``config``
+    overrides ``settings.warmup``.
+    """
+    cfg = config or getattr(settings, "warmup", None)
+    if isinstance(cfg, WarmupStageConfig) and not cfg.enabled:
+        return None
+    if store is None:
+        from feature_repo import open_store
+
+        store = open_store(settings)
+    return WarmupStage.from_settings(settings, store, producer=producer, pools=pools, config=config)
+
+
+def learn_with_warmup(
+    idle_exit_s: float | None = None,
+    max_s: float | None = None,
+    settings: Settings | None = None,
+    config: WarmupStageConfig | None = None,
+) -> tuple[Any, WarmupStats | None]:
+    """``coldstart stream learn`` with the warm-up stage attached (what ``learn_command`` runs once
+    the hook is in ``stream/learn_worker.py``); returns the learner's and the stage's counters."""
+    import signal
+
+    from coldstart.settings import get_settings
+    from exploration.model_store import LocalModelStore
+    from stream.broker import resolve_bootstrap
+    from stream.learn_worker import LearnWorker, OnlineLearner
+    from stream.producer import EventProducer
+
+    settings = settings or get_settings()
+    store_dir = settings.exploration.model_store_dir or settings.data_dir / "model_store"
+    learner = OnlineLearner(settings.exploration, LocalModelStore(store_dir), seed=settings.seed)
+    bootstrap = resolve_bootstrap(settings.kafka)
+    worker = LearnWorker(bootstrap, settings.kafka, learner, settings.exploration.learner_group_id)
+    producer = EventProducer(bootstrap, settings.kafka)
+    stage = build_warmup_stage(settings, producer=producer, config=config)
+    try:
+        if stage is not None:
+            attach_warmup(worker, stage)
+        signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+        signal.signal(signal.SIGINT, lambda *_: worker.stop())
+        stats = worker.run(idle_exit_s=idle_exit_s, max_s=max_s)
+    finally:
+        producer.close()
+        if stage is not None:
+            stage.close()
+    return stats, None if stage is None else stage.stats

@@ -12,7 +12,9 @@ top-k only. The product runs in row blocks so that BLAS stays single-threaded (s
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,6 +23,7 @@ from numpy.typing import NDArray
 from coldstart.errors import InvalidInputError
 from exploration.pool.base import CandidatePool, PoolEntry, PoolFilter, PoolHit
 
+log = logging.getLogger(__name__)
 
 #: OpenBLAS runs a gemv single-threaded below about 9,216 elements (2304 x its threshold of 4).
 _GEMV_BLOCK_ELEMENTS = 8192
@@ -43,6 +46,7 @@ class ExactPool(CandidatePool):
         if initial_capacity < 1:
             raise InvalidInputError("initial_capacity", initial_capacity, "must be >= 1")
         self._lock = threading.RLock()
+        self._fixed_dim = dim
         self._dim = dim
         self._capacity = initial_capacity
         self._n = 0
@@ -155,9 +159,33 @@ class ExactPool(CandidatePool):
                 self._n = last
 
     def replace_all(self, entries: Sequence[PoolEntry]) -> None:
-        """Atomically replace the whole content (rebuild): searches see the old or the new pool."""
-        fresh = ExactPool(None if entries else self._dim, max(self._capacity, len(entries), 1))
-        fresh.upsert(entries)
+        """Atomically replace the whole content (rebuild): searches see the old or the new pool.
+
+        A rebuild must not fail on one bad stored row, so entries whose dimension differs from the
+        pool's (the constructor's ``dim``, else the most common one — e.g. rows of an older encoder)
+        or whose vector is not finite are skipped and logged instead of raising.
+        """
+        dims = Counter(int(np.asarray(e.vector).size) for e in entries)
+        dim = self._fixed_dim or (dims.most_common(1)[0][0] if dims else self._dim)
+        kept: list[PoolEntry] = []
+        skipped: list[str] = []
+        for e in entries:
+            v = np.asarray(e.vector)
+            if v.ndim == 1 and v.size == dim and bool(np.isfinite(v).all()) and e.item_id:
+                kept.append(e)
+            else:
+                skipped.append(e.item_id)
+        if skipped:
+            log.warning(
+                "pool rebuild skipped %d of %d items whose vector is not finite or not of dim %s, e.g. %s",
+                len(skipped),
+                len(entries),
+                dim,
+                skipped[:5],
+            )
+        fresh = ExactPool(dim, max(self._capacity, len(kept), 1))
+        fresh._fixed_dim = self._fixed_dim
+        fresh.upsert(kept)
         with self._lock:
             self._dim = fresh._dim
             self._capacity = fresh._capacity

@@ -231,3 +231,19 @@ def test_config_selects_the_implementation() -> None:
         ExactPoolConfig.model_validate({"type": "exact", "unknown": 1})
     with pytest.raises(ValueError):
         ExactPoolConfig.model_validate({"type": "faiss"})
+
+
+def test_rebuild_skips_rows_of_another_dimension(caplog: pytest.LogCaptureFixture) -> None:
+    rng = np.random.default_rng(6)
+    good = entries(20, rng)
+    odd = [PoolEntry("old-encoder", np.ones(DIM // 2, dtype=np.float32))]
+    pool = ExactPool()
+    with caplog.at_level("WARNING"):
+        pool.replace_all(odd + good)
+    assert len(pool) == 20 and "old-encoder" not in pool and pool.dim == DIM
+    assert "skipped 1 of 21" in caplog.text and "old-encoder" in caplog.text
+    fixed = ExactPool(dim=DIM // 2)  # a configured dimension wins over the majority
+    fixed.replace_all(odd + good)
+    assert fixed.ids() == ["old-encoder"]
+    with pytest.raises(InvalidInputError):  # the stream path stays strict
+        pool.upsert(odd)

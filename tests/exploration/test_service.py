@@ -143,3 +143,16 @@ def test_offline_sink_writes_decisions(store) -> None:  # type: ignore[no-untype
     assert set(back) >= {d.decision_id for d in made}
     assert back[made[0].decision_id].slots == made[0].slots
     sink.close()
+
+
+def test_user_vector_of_another_dimension_falls_back_to_context(store) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from feature_repo.records import StoredUser
+
+    store.users().write_users(
+        [StoredUser("odd", np.ones(7, np.float32), 1, "other-model", datetime.now(UTC))]
+    )
+    svc, _ = service(store, candidates_m=10)
+    res = svc.select(SlotRequest(user_id="odd", k=2))
+    assert not res.known_user and len(res.decision.slots) == 2

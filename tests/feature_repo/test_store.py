@@ -17,6 +17,8 @@ from feature_repo.feast_store import FeastFeatureStore
 from feature_repo.records import StoredItem, StoredUser
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+# Feast's file offline store runs dask, which warns about pandas downcasting in its own code
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 
 def rows(store: FeastFeatureStore, table: str, ids: list[str] | str) -> pd.DataFrame:

@@ -124,7 +124,7 @@ def _planted(seed: int = 0, n_items: int = 240, n_users: int = 60, clusters: int
     return feats, pd.DataFrame(rows, columns=["user_id", "item_id"]), likes, cluster
 
 
-@pytest.mark.parametrize("negatives", ["full", "in_batch"])
+@pytest.mark.parametrize("negatives", ["full", "sampled", "in_batch"])
 def test_learns_planted_signal_on_cold_items(negatives: str) -> None:
     torch.set_num_threads(1)
     feats, pos, likes, cluster = _planted()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -113,8 +114,8 @@ def test_bound_monotone_counts_and_status_on_stored_vectors(
         loose.process([Delivery(click(prefix, n_ev, user, items[0].item_id))])
         n_ev += 1
         tight.process([Delivery(click(prefix, n_ev, user2, items[1].item_id))])
-        got = store.get_items([items[0].item_id, items[1].item_id])
-        v0, v1 = got[items[0].item_id], got[items[1].item_id]
+        both = store.get_items([items[0].item_id, items[1].item_id])
+        v0, v1 = both[items[0].item_id], both[items[1].item_id]
         # bound on the stored vectors
         assert np.linalg.norm(v1.item_vector - c1) <= 0.3 * np.linalg.norm(c1) + 1e-5
         assert np.linalg.norm(v0.item_vector - c0) <= 10.0 * np.linalg.norm(c0) + 1e-5
@@ -128,10 +129,10 @@ def test_bound_monotone_counts_and_status_on_stored_vectors(
         np.testing.assert_array_equal(v0.content_item_vector, c0)  # c stays frozen
         assert v0.model_version.startswith("warmup-")
     # monotone in evidence: strictly closer to the behavioural estimate after every click
-    assert all(b < a for a, b in zip(dist, dist[1:], strict=False))
+    assert all(b < a for a, b in itertools.pairwise(dist))
     # the tight bound binds: ‖δ‖ saturates at δmax‖c‖
-    v1 = store.get_items([items[1].item_id])[items[1].item_id].item_vector
-    assert np.linalg.norm(v1 - c1) == pytest.approx(0.3 * np.linalg.norm(c1), rel=1e-4)
+    last1 = store.get_items([items[1].item_id])[items[1].item_id].item_vector
+    assert np.linalg.norm(last1 - c1) == pytest.approx(0.3 * np.linalg.norm(c1), rel=1e-4)
     # the user's row is the stage's (7 interactions; κ_user is huge, so it stayed at x)
     u = store.users().get_users([user])[user]
     assert u.interactions == 7 and u.model_version.startswith("warmup-")

@@ -88,15 +88,28 @@ def test_redelivery_rewrites_the_same_row(kafka: KafkaSettings, encoder: Any, st
 
 
 def test_two_workers_split_partitions(kafka: KafkaSettings, encoder: Any, store: Any) -> None:
-    with EventProducer(kafka.bootstrap_servers or "", kafka) as producer:
-        pub = publish_mixed(producer, "w3", 200)
     workers = [EncodeWorker(kafka.bootstrap_servers or "", kafka, encoder, store) for _ in range(2)]
-    threads = [WorkerThread(w, idle_exit_s=4.0) for w in workers]
+    threads = [WorkerThread(w) for w in workers]
     for t in threads:
         t.start()
-        time.sleep(0.3)
+    deadline = time.monotonic() + 60
+    while not (
+        all(w.assigned_partitions for w in workers)
+        and workers[0].assigned_partitions | workers[1].assigned_partitions == {0, 1, 2, 3}
+    ):
+        assert time.monotonic() < deadline, "the group never settled"
+        time.sleep(0.05)
+    assert not workers[0].assigned_partitions & workers[1].assigned_partitions  # a split, no overlap
+    with EventProducer(kafka.bootstrap_servers or "", kafka) as producer:
+        pub = publish_mixed(producer, "w3", 200)
+    deadline = time.monotonic() + 120
+    while sum(w.metrics.written for w in workers) < 200:
+        assert time.monotonic() < deadline and all(t.error is None for t in threads)
+        time.sleep(0.05)
+    for w in workers:
+        w.stop()
     for t in threads:
-        t.join(120)
+        t.join(60)
         assert not t.is_alive() and t.error is None
     counts = [w.metrics.snapshot()["records"] for w in workers]
     assert all(c > 0 for c in counts), counts  # both took part

@@ -1,0 +1,291 @@
+"""Warm-up inside the learn consumer: throughput and freshness, on the embedded default (Tansu + SQLite).
+
+Prints one JSON object:
+
+* ``interactions_per_s``: a backlog of interactions through the learner (``LearnWorker`` + VW policy)
+  WITH the warm-up stage (decode, join, blend, feature-store + pool + checkpoint writes, items.stored
+  announcements), from its first to its last record;
+* ``baseline_learner_no_warmup_per_s``: the same backlog size through the same learner without the
+  stage, measured in the same run, and ``ratio_vs_learner_without_warmup``;
+* ``stage_only_per_s``: the stage alone on the same kind of batches, no Kafka (its own cost);
+* ``freshness_p50_s`` / ``freshness_p99_s``: a live stream at ``--rate`` interactions/s into the warm-up
+  learner; for each click, event ``ts`` → the item's row in the online store counts that click
+  (``clicks >= k`` for the item's k-th click), polled every 5 ms through a separate store handle.
+
+    .venv/bin/python benchmarks/warmup.py [--items 400] [--users 2000] [--events 4000] [--rate 150]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ITEM_DIM, CONTENT_DIM = 64, 256
+
+
+def _seed_store(store: Any, prefix: str, n_items: int, n_users: int, rng: np.random.Generator) -> None:
+    from feature_repo.records import StoredItem, StoredUser
+
+    now = datetime.now(UTC)
+    items = []
+    for i in range(n_items):
+        c = rng.standard_normal(CONTENT_DIM).astype(np.float32)
+        items.append(
+            StoredItem(
+                item_id=f"{prefix}-i{i}",
+                content_vector=c / np.linalg.norm(c),
+                item_vector=rng.standard_normal(ITEM_DIM).astype(np.float32),
+                image_ok=True,
+                text_ok=True,
+                encoder_version="bench",
+                listed_at=now,
+                updated_at=now,
+                category=f"c{i % 7}",
+            )
+        )
+    for start in range(0, len(items), 200):
+        store.write_items(items[start : start + 200])
+    users = [
+        StoredUser(f"{prefix}-u{j}", rng.standard_normal(ITEM_DIM).astype(np.float32), 0, "trained", now)
+        for j in range(n_users)
+    ]
+    for start in range(0, len(users), 500):
+        store.users().write_users(users[start : start + 500])
+
+
+def _events(prefix: str, n: int, n_items: int, n_users: int, rng: np.random.Generator) -> list[Any]:
+    from stream.contracts import Interaction
+
+    kinds = rng.choice(["impression", "click", "add_to_cart", "purchase"], size=n, p=[0.6, 0.3, 0.07, 0.03])
+    items = rng.zipf(1.3, size=n) % n_items  # a few popular items, a long tail
+    users = rng.integers(n_users, size=n)
+    now = datetime.now(UTC)
+    return [
+        Interaction(
+            event_id=f"{prefix}-e{k}",
+            user_id=f"{prefix}-u{int(users[k])}",
+            item_id=f"{prefix}-i{int(items[k])}",
+            kind=str(kinds[k]),  # type: ignore[arg-type]
+            ts=now,
+        )
+        for k in range(n)
+    ]
+
+
+def _learner(settings: Any, bootstrap: str, group: str, stage: Any) -> Any:
+    from exploration.model_store import LocalModelStore
+    from stream.learn_worker import LearnWorker, OnlineLearner
+    from stream.warmup_stage import attach_warmup
+
+    learner = OnlineLearner(
+        settings.exploration, LocalModelStore(settings.data_dir / f"models-{group}"), seed=0
+    )
+    worker = LearnWorker(bootstrap, settings.kafka, learner, group)
+    if stage is not None:
+        attach_warmup(worker, stage)
+    return worker
+
+
+def _throughput(worker: Any, done: Any, n: int, timeout_s: float = 300.0) -> float:
+    """Run ``worker`` on a published backlog; records/s from its first to its last record."""
+    thread = threading.Thread(target=worker.run, kwargs={"max_s": timeout_s}, daemon=True)
+    thread.start()
+    t_first = t_last = None
+    k_first = 0
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        k = done()
+        now = time.perf_counter()
+        if k > 0 and t_first is None:
+            t_first, k_first = now, k
+        if k >= n:
+            t_last = now
+            break
+        time.sleep(0.002)
+    worker.stop()
+    thread.join(60)
+    if t_first is None or t_last is None:
+        raise RuntimeError(f"the learner did not finish the backlog ({done()} of {n})")
+    # from the first progress seen (group joined, first batch done) to the end: the records of that
+    # first batch are not counted, their time was not measured
+    return (n - k_first) / max(t_last - t_first, 1e-9)
+
+
+def _probe_main(data_dir: str, expect_q: Any, result_q: Any, settle_s: float) -> None:
+    """The reader (another process, like an API replica): event ts → the online row counts the click."""
+    from coldstart.settings import Settings
+    from feature_repo import open_store
+
+    store = open_store(Settings(data_dir=Path(data_dir)))
+    pending: dict[str, list[tuple[int, float]]] = {}
+    lat: list[float] = []
+    ended_at: float | None = None
+    while True:
+        while not expect_q.empty():
+            msg = expect_q.get()
+            if msg is None:
+                ended_at = time.monotonic()
+            else:
+                pending.setdefault(msg[0], []).append((msg[1], msg[2]))
+        ids = [i for i, v in pending.items() if v]
+        if ids:
+            rows = store.get_items(ids)
+            now = time.time()
+            for i in ids:
+                row = rows.get(i)
+                while row is not None and pending[i] and row.clicks >= pending[i][0][0]:
+                    lat.append(now - pending[i].pop(0)[1])
+        if ended_at is not None and (not ids or time.monotonic() - ended_at > settle_s):
+            break
+        time.sleep(0.005)
+    result_q.put((lat, sum(len(v) for v in pending.values())))
+
+
+def _progress(worker: Any, stage: Any) -> Any:
+    """Records fully processed so far (by the stage when there is one, else by the learner)."""
+    if stage is None:
+        return lambda: worker.learner.stats.interactions
+    s = stage.stats
+    return lambda: s.applied + s.redelivered + s.duplicates + s.unknown_items + s.malformed
+
+
+def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    import multiprocessing
+
+    import feature_repo.feast_store  # noqa: F401  (import Feast once, before forking the reader)
+    from coldstart.settings import Settings
+    from exploration.config import ExplorationSettings
+    from exploration.pool import ExactPool, ItemPools
+    from feature_repo import open_store
+    from stream.broker import TansuBroker
+    from stream.config import KafkaSettings
+    from stream.contracts import now_utc
+    from stream.producer import EventProducer
+    from stream.warmup_stage import Delivery, WarmupCheckpoint, WarmupStage, WarmupStageConfig
+
+    rng = np.random.default_rng(0)
+    # the freshness reader is another process (forked now, before any client thread exists)
+    ctx = multiprocessing.get_context("fork")
+    expect_q, result_q = ctx.Queue(), ctx.Queue()
+    probe = ctx.Process(target=_probe_main, args=(str(tmp), expect_q, result_q, 30.0), daemon=True)
+    probe.start()
+    out: dict[str, Any] = {"items": args.items, "users": args.users, "events": args.events, "rate": args.rate}
+    with TansuBroker(partitions=4) as broker:
+        bootstrap = broker.bootstrap_servers
+        settings = Settings(
+            data_dir=tmp,
+            kafka=KafkaSettings(bootstrap_servers=bootstrap, partitions=4),
+            exploration=ExplorationSettings(checkpoint_interval_s=5.0),
+        )
+        store = open_store(settings)
+        cfg = WarmupStageConfig()
+        producer = EventProducer(bootstrap, settings.kafka)
+
+        def stage_for(name: str, pools: Any = None) -> WarmupStage:
+            from stream.pool_feed import StoredAnnouncer
+
+            return WarmupStage(
+                store,
+                WarmupCheckpoint(tmp / f"warmup-{name}.sqlite3", durable=cfg.durable),
+                cfg,
+                pools=pools,
+                announce=StoredAnnouncer(producer),
+                bootstrap_servers=bootstrap,
+            )
+
+        # 1. the stage alone, no Kafka (batches of 500, the size a backlog poll hands it)
+        _seed_store(store, "solo", args.items, args.users, rng)
+        events = _events("solo", args.events, args.items, args.users, rng)
+        solo = stage_for("solo")
+        t0 = time.perf_counter()
+        for start in range(0, len(events), 500):
+            solo.process([Delivery(e) for e in events[start : start + 500]])
+        out["stage_only_per_s"] = round(len(events) / (time.perf_counter() - t0), 1)
+
+        # 2. the learner without the stage, then with it, on backlogs of the same size
+        rates = {}
+        for name, with_stage in (("no_warmup", False), ("warmup", True)):
+            prefix = f"bl{name}"
+            _seed_store(store, prefix, args.items, args.users, rng)
+            for e in _events(prefix, args.events, args.items, args.users, rng):
+                producer.publish_interaction(e)
+            producer.flush()
+            stage = stage_for(name, ItemPools(ExactPool(), ExactPool())) if with_stage else None
+            # the topic holds every earlier phase's events too: count this phase's only
+            worker = _learner(settings, bootstrap, f"grp-{name}-{uuid.uuid4().hex[:6]}", stage)
+            total = args.events * (2 if with_stage else 1)
+            rates[name] = _throughput(worker, _progress(worker, stage), total)
+        out["interactions_per_s"] = round(rates["warmup"], 1)
+        out["baseline_learner_no_warmup_per_s"] = round(rates["no_warmup"], 1)
+        out["ratio_vs_learner_without_warmup"] = round(rates["warmup"] / rates["no_warmup"], 3)
+        out["ratio_vs_stage_only"] = round(rates["warmup"] / out["stage_only_per_s"], 3)
+
+        # 3. freshness: a live stream into a learner with the stage, already caught up
+        prefix = "live"
+        _seed_store(store, prefix, args.items, args.users, rng)
+        stage = stage_for("live", ItemPools(ExactPool(), ExactPool()))
+        worker = _learner(settings, bootstrap, f"grp-live-{uuid.uuid4().hex[:6]}", stage)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        backlog = 2 * args.events  # what phase 2 left on the topic
+        deadline = time.monotonic() + 300
+        while stage.stats.applied + stage.stats.unknown_items + stage.stats.duplicates < backlog:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the live learner did not catch up with the backlog")
+            time.sleep(0.05)
+        live = _events(prefix, int(args.rate * args.seconds), args.items, args.users, rng)
+        clicks: dict[str, int] = {}
+        t_start = time.perf_counter()
+        for k, ev in enumerate(live):
+            due = t_start + k / args.rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            ev = ev.model_copy(update={"ts": now_utc()})
+            if ev.kind != "impression":
+                clicks[ev.item_id] = clicks.get(ev.item_id, 0) + 1
+                expect_q.put((ev.item_id, clicks[ev.item_id], ev.ts.timestamp()))
+            producer.publish_interaction(ev)
+        producer.flush()
+        expect_q.put(None)
+        lat, missing = result_q.get(timeout=60)
+        probe.join(10)
+        worker.stop()
+        thread.join(60)
+        a = np.asarray(lat)
+        out["freshness_p50_s"] = round(float(np.percentile(a, 50)), 4) if a.size else None
+        out["freshness_p99_s"] = round(float(np.percentile(a, 99)), 4) if a.size else None
+        out["freshness_max_s"] = round(float(a.max()), 4) if a.size else None
+        out["freshness_n"] = int(a.size)
+        out["freshness_not_seen"] = missing
+        out["live_batches"] = stage.stats.batches
+        out["live_stage_s_per_batch"] = round(stage.stats.seconds / max(stage.stats.batches, 1), 4)
+        out["target_freshness_p99_s"] = 1.0
+        producer.close()
+        store.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--items", type=int, default=400)
+    ap.add_argument("--users", type=int, default=2000)
+    ap.add_argument("--events", type=int, default=4000, help="backlog size of the throughput phases")
+    ap.add_argument("--rate", type=float, default=150.0, help="live interactions/s of the freshness phase")
+    ap.add_argument("--seconds", type=float, default=15.0, help="length of the freshness phase")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="coldstart-bench-warmup-") as d:
+        print(json.dumps(run(args, Path(d))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""The warm-up inside the real learner: Tansu broker, SQLite feature store, a learner killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import sqlite3
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from coldstart.settings import Settings
+from exploration.config import ExplorationSettings
+from exploration.pool import ExactPool, ItemPools
+from feature_repo import open_store
+from feature_repo.feast_store import FeastFeatureStore
+from feature_repo.records import StoredItem, StoredUser
+from stream.broker import TansuBroker
+from stream.config import KafkaSettings
+from stream.contracts import Interaction
+from stream.pool_feed import PoolFeed
+from stream.producer import EventProducer
+from stream.warmup_stage import Delivery, WarmupCheckpoint, WarmupStage, WarmupStageConfig
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+DIM = 8
+N_ITEMS, N_USERS = 12, 10
+
+
+def _items(prefix: str) -> list[StoredItem]:
+    rng = np.random.default_rng(11)
+    out = []
+    for i in range(N_ITEMS):
+        c = rng.standard_normal(16).astype(np.float32)
+        out.append(
+            StoredItem(
+                item_id=f"{prefix}-i{i}",
+                content_vector=c / np.linalg.norm(c),
+                item_vector=rng.standard_normal(DIM).astype(np.float32),
+                image_ok=True,
+                text_ok=True,
+                encoder_version="enc-test",
+                listed_at=T0,
+                updated_at=T0,
+            )
+        )
+    return out
+
+
+def _users(prefix: str) -> list[StoredUser]:
+    rng = np.random.default_rng(12)
+    return [
+        StoredUser(f"{prefix}-u{j}", rng.standard_normal(DIM).astype(np.float32), 0, "trained", T0)
+        for j in range(N_USERS)
+    ]
+
+
+def _events(prefix: str, n: int) -> list[Interaction]:
+    rng = np.random.default_rng(13)
+    kinds = ["impression", "impression", "click", "add_to_cart", "purchase", "rating"]
+    out = []
+    for k in range(n):
+        kind = kinds[int(rng.integers(len(kinds)))]
+        out.append(
+            Interaction(
+                event_id=f"{prefix}-e{k}",
+                user_id=f"{prefix}-u{int(rng.integers(N_USERS))}",
+                item_id=f"{prefix}-i{int(rng.integers(N_ITEMS))}",
+                kind=kind,  # type: ignore[arg-type]
+                value=float(rng.integers(1, 6)) if kind == "rating" else None,
+                ts=T0 + timedelta(seconds=k),
+            )
+        )
+    return out
+
+
+def _settings(data_dir: Path, bootstrap: str, group: str) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        kafka=KafkaSettings(bootstrap_servers=bootstrap, partitions=4),
+        exploration=ExplorationSettings(learner_group_id=group, checkpoint_interval_s=3600.0),
+    )
+
+
+def _learner_main(data_dir: str, bootstrap: str, group: str, idle_exit_s: float | None, out: str) -> None:
+    """A learner process (forked: the parent has already paid for importing Feast)."""
+    from stream.warmup_stage import learn_with_warmup
+
+    # 8 remembered event ids per item/user: re-deliveries must be recognised by the checkpointed offsets
+    config = WarmupStageConfig(max_tracked_events=8)
+    stats, warm = learn_with_warmup(
+        idle_exit_s=idle_exit_s, settings=_settings(Path(data_dir), bootstrap, group), config=config
+    )
+    Path(out).write_text(
+        json.dumps({"interactions": stats.interactions, "warmup": vars(warm) if warm else None})
+    )
+
+
+def _applied(checkpoint: Path) -> int:
+    if not checkpoint.exists():
+        return 0
+    with sqlite3.connect(checkpoint) as db:
+        try:
+            return int(db.execute("SELECT coalesce(sum(next_offset), 0) FROM offsets").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+
+
+def _wait(cond: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_learner_killed_mid_stream_resumes_from_checkpoint_without_loss(
+    store: FeastFeatureStore, store_dir: Path, tmp_path: Path
+) -> None:
+    prefix = uuid.uuid4().hex[:8]
+    group = f"learn-{prefix}"
+    items, users = _items(prefix), _users(prefix)
+    store.write_items(items)
+    store.users().write_users(users)
+    events = _events(prefix, 600)
+    dups = events[590:600]  # published twice (a producer retry): same event ids, new offsets
+    ctx = multiprocessing.get_context("fork")
+    with TansuBroker(partitions=4) as broker:
+        bootstrap = broker.bootstrap_servers
+        checkpoint = store_dir / "warmup" / f"{group}.sqlite3"
+        pools = ItemPools(ExactPool(), ExactPool())
+        pools.rebuild_from_store(store)
+        with PoolFeed(bootstrap, pools.upsert_items), EventProducer(bootstrap) as producer:
+            for ev in events[:300]:
+                producer.publish_interaction(ev)
+            producer.flush()
+            first = ctx.Process(
+                target=_learner_main, args=(str(store_dir), bootstrap, group, None, str(tmp_path / "a.json"))
+            )
+            first.start()
+            _wait(lambda: _applied(checkpoint) >= 300, 60, "the first learner to apply 300 events")
+            for ev in events[300:500]:
+                producer.publish_interaction(ev)
+            producer.flush()
+            _wait(lambda: _applied(checkpoint) > 300, 30, "the first learner to start on the second part")
+            assert first.pid is not None
+            os.kill(first.pid, signal.SIGKILL)  # mid-stream: no Kafka offset was ever committed
+            first.join(10)
+            assert first.exitcode == -signal.SIGKILL
+            for ev in events[500:] + dups:
+                producer.publish_interaction(ev)
+            producer.flush()
+            second = ctx.Process(
+                target=_learner_main, args=(str(store_dir), bootstrap, group, 60.0, str(tmp_path / "b.json"))
+            )
+            second.start()
+            _wait(lambda: _applied(checkpoint) >= 610, 60, "the restarted learner to catch up")
+            assert second.pid is not None
+            os.kill(second.pid, signal.SIGTERM)  # a graceful stop: checkpoint, commit, exit
+            second.join(30)
+            assert second.exitcode == 0
+            report = json.loads((tmp_path / "b.json").read_text())
+            warm = report["warmup"]
+            # the restart re-read everything from offset 0 (nothing committed): what the checkpoint
+            # covers is skipped, the rest applied once; the 10 re-published events are duplicates
+            assert warm["redelivered"] >= 300, report
+            assert warm["duplicates"] == 10
+            assert _applied(checkpoint) == 610
+            ids = [it.item_id for it in items]
+            final = store.get_items(ids)
+            # the pool of another process (the API's, fed by items.stored) sees the final vectors
+            _wait(
+                lambda: all(
+                    (e := pools.item.get(i)) is not None and np.array_equal(e.vector, final[i].item_vector)  # type: ignore[attr-defined]
+                    for i in ids
+                ),
+                15,
+                "the pool feed to deliver the warmed-up vectors",
+            )
+    # a clean single run (no Kafka, no crash) over the same events, on a separate store
+    clean_store = open_store(Settings(data_dir=tmp_path / "clean"))
+    clean_store.write_items(items)
+    clean_store.users().write_users(users)
+    clean = WarmupStage(
+        clean_store,
+        WarmupCheckpoint(tmp_path / "clean.sqlite3", durable=False),
+        WarmupStageConfig(announce=False, max_tracked_events=8),
+    )
+    res = clean.process([Delivery(e) for e in events + dups])
+    assert res.applied == 600 and res.duplicates == 10
+    expected = clean_store.get_items(ids)
+    for i in ids:
+        np.testing.assert_allclose(final[i].item_vector, expected[i].item_vector, rtol=1e-5, atol=1e-5)
+        assert (final[i].clicks, final[i].impressions, final[i].status) == (
+            expected[i].clicks,
+            expected[i].impressions,
+            expected[i].status,
+        )
+        assert not np.allclose(final[i].item_vector, items[ids.index(i)].item_vector)  # it did warm up
+    uids = [u.user_id for u in users]
+    got_u, exp_u = store.users().get_users(uids), clean_store.users().get_users(uids)
+    for u in uids:
+        np.testing.assert_allclose(got_u[u].vector, exp_u[u].vector, rtol=1e-5, atol=1e-5)
+        assert got_u[u].interactions == exp_u[u].interactions
