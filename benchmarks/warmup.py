@@ -170,7 +170,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from stream.config import KafkaSettings
     from stream.contracts import now_utc
     from stream.producer import EventProducer
-    from stream.warmup_stage import Delivery, WarmupCheckpoint, WarmupStage, WarmupStageConfig
+    from stream.warmup_stage import Announcer, Delivery, WarmupCheckpoint, WarmupStage, WarmupStageConfig
 
     rng = np.random.default_rng(0)
     # the freshness reader is another process (forked now, before any client thread exists)
@@ -191,14 +191,12 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         producer = EventProducer(bootstrap, settings.kafka)
 
         def stage_for(name: str, pools: Any = None) -> WarmupStage:
-            from stream.pool_feed import StoredAnnouncer
-
             return WarmupStage(
                 store,
                 WarmupCheckpoint(tmp / f"warmup-{name}.sqlite3", durable=cfg.durable),
                 cfg,
                 pools=pools,
-                announce=StoredAnnouncer(producer),
+                announce=Announcer(producer),
                 bootstrap_servers=bootstrap,
             )
 
@@ -268,7 +266,12 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         out["freshness_n"] = int(a.size)
         out["freshness_not_seen"] = missing
         out["live_batches"] = stage.stats.batches
-        out["live_stage_s_per_batch"] = round(stage.stats.seconds / max(stage.stats.batches, 1), 4)
+        nb = max(stage.stats.batches, 1)
+        out["live_events_per_batch"] = round(stage.stats.applied / nb, 1)
+        out["live_stage_s_per_batch"] = {
+            k: round(getattr(stage.stats, k) / nb, 4)
+            for k in ("seconds", "compute_s", "write_items_s", "publish_s", "write_users_s", "checkpoint_s")
+        }
         out["target_freshness_p99_s"] = 1.0
         producer.close()
         store.close()

@@ -40,24 +40,57 @@ class DecisionProducer(Protocol):
 
 
 class KafkaDecisionSink(DecisionSink):
-    """Publishes to the ``decisions`` topic (key ``user_id``) through an event producer."""
+    """Publishes to the ``decisions`` topic (key ``user_id``) from a background thread.
 
-    def __init__(self, producer: DecisionProducer) -> None:
+    The request path only enqueues: serialisation and the producer (whose ``send`` can block while
+    its buffer is full) run on the sink's thread. When ``max_queue`` decisions are waiting, new ones
+    are dropped and counted in ``dropped`` (the API must not stall on a slow broker; the offline sink,
+    when enabled, still records them).
+    """
+
+    def __init__(self, producer: DecisionProducer, *, max_queue: int = 10_000) -> None:
         self.producer = producer
         self.errors = 0
+        self.dropped = 0
+        self._queue: queue.Queue[Decision | None] = queue.Queue(maxsize=max_queue)
+        self._thread = threading.Thread(target=self._run, name="kafka-decisions", daemon=True)
+        self._thread.start()
 
     def publish(self, decision: Decision) -> None:
-        fut = self.producer.publish_decision(decision)
-        add = getattr(fut, "add_errback", None)
-        if add is not None:
-            add(self._failed)
+        try:
+            self._queue.put_nowait(decision)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped % 1000 == 1:
+                log.error("decision queue full: %d decisions dropped so far", self.dropped)
+
+    def _run(self) -> None:
+        while True:
+            decision = self._queue.get()
+            try:
+                if decision is None:
+                    return
+                fut = self.producer.publish_decision(decision)
+                add = getattr(fut, "add_errback", None)
+                if add is not None:
+                    add(self._failed)
+            except Exception as exc:
+                self._failed(exc)
+            finally:
+                self._queue.task_done()
 
     def _failed(self, exc: BaseException) -> None:
         self.errors += 1
         log.error("decision not published: %s", exc)
 
     def flush(self, timeout_s: float = 10.0) -> None:
+        self._queue.join()
         self.producer.flush(timeout_s)
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(None)
+        self._thread.join(timeout=10.0)
 
 
 class DecisionWriter(Protocol):

@@ -29,6 +29,8 @@ from models.records import ItemContent, ItemEmbedding
 log = logging.getLogger(__name__)
 
 F32 = NDArray[np.float32]
+# Texts per text-tower call inside a batch, grouped by token length.
+TEXT_GROUP = 8
 
 
 @dataclass(frozen=True)
@@ -217,9 +219,15 @@ class ItemEncoder(ABC):
 
     # -- internals --------------------------------------------------------------------------------------
     def _texts(self, texts: list[str]) -> tuple[F32, F32]:
-        ids, mask = self.spec.tokenizer(texts)
-        feat, emb = self._encode_texts(ids, mask)
-        return feat.astype(np.float32, copy=False), emb.astype(np.float32, copy=False)
+        # texts of similar length are run together (padding to the batch's longest text is the main
+        # waste of batched BERT-style encoding); rows are put back in input order
+        feat_out = np.zeros((len(texts), self.spec.text_dim), dtype=np.float32)
+        emb_out = np.zeros((len(texts), self.spec.shared_dim), dtype=np.float32)
+        for rows, ids, mask in self.spec.tokenizer.groups(texts, TEXT_GROUP):
+            feat, emb = self._encode_texts(ids, mask)
+            feat_out[rows] = feat
+            emb_out[rows] = emb
+        return feat_out, emb_out
 
     def _empty_features(self, n: int = 0) -> FeatureBatch:
         s = self.spec

@@ -167,13 +167,38 @@ class TextTokenizer:
         input_ids, attention_mask
             Both ``(B, T)`` int64; ``T = pad_length`` for ``pad_to="max"``, else the longest text.
         """
-        encs = self._tok.encode_batch(list(texts))
-        length = self.pad_length if self.pad_to == "max" else max((len(e.ids) for e in encs), default=1)
+        return self._pad([e.ids for e in self._tok.encode_batch(list(texts))])
+
+    def groups(
+        self, texts: Sequence[str], group_size: int
+    ) -> list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]]:
+        """Tokenize once, then split into groups of similar length (less padding).
+
+        Returns
+        -------
+        list of (rows, input_ids, attention_mask)
+            ``rows`` are the positions in ``texts`` of each group's rows. With ``pad_to="max"`` padding
+            is fixed, so there is a single group in input order.
+        """
+        encs = [e.ids for e in self._tok.encode_batch(list(texts))]
+        if self.pad_to == "max" or len(encs) <= group_size:
+            return [(np.arange(len(encs), dtype=np.int64), *self._pad(encs))]
+        order = np.argsort(
+            np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs)), kind="stable"
+        )
+        out = []
+        for s in range(0, len(order), group_size):
+            rows = order[s : s + group_size].astype(np.int64)
+            out.append((rows, *self._pad([encs[int(r)] for r in rows])))
+        return out
+
+    def _pad(self, encs: list[list[int]]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        length = self.pad_length if self.pad_to == "max" else max((len(e) for e in encs), default=1)
         ids = np.full((len(encs), max(length, 1)), self.pad_id, dtype=np.int64)
         mask = np.zeros_like(ids)
         for row, enc in enumerate(encs):
-            n = len(enc.ids)
-            ids[row, :n] = enc.ids
+            n = len(enc)
+            ids[row, :n] = enc
             mask[row, :n] = 1
         return ids, mask
 

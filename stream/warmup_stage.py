@@ -104,6 +104,10 @@ class WarmupStageConfig(BaseModel):
         Publish every written row on ``items.stored`` (the pool feed of the API replicas).
     cache_size
         Item and user states kept in memory (each); the checkpoint is the source of truth.
+    write_unchanged_users
+        Also write user rows whose vector did not change in the batch (only weight-0 evidence such as
+        impressions): ``False`` saves most user writes; the row's ``interactions`` then catches up at
+        the user's next vector change (the checkpoint always has the exact count).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -118,6 +122,7 @@ class WarmupStageConfig(BaseModel):
     durable: bool = True
     announce: bool = True
     cache_size: int = Field(default=100_000, ge=1)
+    write_unchanged_users: bool = False
 
     def model_version(self) -> str:
         """``warmup-shrinkage-<8 hex>``: identifies the hyperparameters that produced a row."""
@@ -156,6 +161,11 @@ class WarmupStats:
     users_written: int = 0
     batches: int = 0
     seconds: float = 0.0
+    compute_s: float = 0.0  # reads of states and rows + the blend
+    write_items_s: float = 0.0
+    publish_s: float = 0.0  # pool upserts + items.stored announcements
+    write_users_s: float = 0.0
+    checkpoint_s: float = 0.0
 
     def add(self, other: WarmupStats) -> None:
         """Accumulate ``other`` into this."""
@@ -401,9 +411,7 @@ class WarmupStage:
         path = config.state_path or settings.data_dir / "warmup" / f"{group}.sqlite3"
         announce: Callable[[Sequence[StoredItem]], None] | None = None
         if producer is not None and config.announce:
-            from stream.pool_feed import StoredAnnouncer
-
-            announce = StoredAnnouncer(producer)
+            announce = Announcer(producer)
         return cls(
             store, WarmupCheckpoint(path, durable=config.durable), config, pools=pools, announce=announce
         )
@@ -508,7 +516,10 @@ class WarmupStage:
         return None if slot is None else slot.state
 
     def close(self) -> None:
-        """Close the checkpoint."""
+        """Flush announcements, close the checkpoint."""
+        flush = getattr(self.announce, "flush", None)
+        if callable(flush):
+            flush()
         self.checkpoint.close()
 
     # ------------------------------------------------------------------ internals
@@ -590,6 +601,7 @@ class WarmupStage:
         if not fresh:
             self._checkpoint_offsets(offsets)
             return st
+        t0 = time.perf_counter()
         item_ids = list(dict.fromkeys(d.interaction.item_id for d in fresh))
         user_ids = list(dict.fromkeys(d.interaction.user_id for d in fresh))
         stored = self.store.get_items(item_ids)
@@ -629,6 +641,7 @@ class WarmupStage:
                         )
                 users[user_id] = _UserSlot(UserWarmState.new(user_id, prior), last)
         served_at_start = {k: s.state.vector for k, s in items.items()}
+        users_at_start = {k: u.state.vector for k, u in users.items()}
         evidence: dict[str, list[Evidence]] = {}
         seen_batch: dict[str, set[str]] = {}
         touched_users: set[str] = set()
@@ -650,6 +663,14 @@ class WarmupStage:
             seen.add(it.event_id)
             weight, positive = self._classify(it)
             user = users[it.user_id]
+            if user.state.prior.shape != slot.state.prior.shape:  # item_dim changed since the user's state
+                log.warning(
+                    "user %s: state of shape %s, items have %s: restarted from zeros",
+                    it.user_id,
+                    user.state.prior.shape,
+                    slot.state.prior.shape,
+                )
+                user.state = UserWarmState.new(it.user_id, np.zeros_like(slot.state.prior))
             x_user = user.state.vector
             # an uninformative (all-zero) user vector carries no evidence about the item's location
             w_item = weight if bool(np.any(x_user)) else 0.0
@@ -691,24 +712,36 @@ class WarmupStage:
         user_rows: list[StoredUser] = []
         for user_id in touched_users:
             u = users[user_id]
+            new_users.append(u)
+            if not self.config.write_unchanged_users and np.array_equal(
+                u.state.vector, users_at_start[user_id]
+            ):
+                continue  # only weight-0 evidence (impressions): the checkpoint counts it, the row waits
             u.last_us = max(user_ts[user_id], u.last_us + 1)
             user_rows.append(
                 StoredUser(
                     user_id, u.state.vector, u.state.interactions, self.model_version, _from_us(u.last_us)
                 )
             )
-            new_users.append(u)
-        # ----- write (store first, then the checkpoint: see the module docstring)
+        # ----- write (store first, then the checkpoint: see the module docstring); the item rows
+        # (the freshness path) go first, the pools and announcements next, the users last
+        t1 = time.perf_counter()
+        st.compute_s = t1 - t0
         if self._state_mode:
             writer: Any = self.store
             writer.write_items(rows, mode="state")  # only the state rows: content rows are the encoder's
         else:
             self.store.write_items(rows)
-        self.store.users().write_users(user_rows)
+        t2 = time.perf_counter()
         self._feed_pools(rows)
         if self.announce is not None and rows:
             self.announce(rows)
+        t3 = time.perf_counter()
+        self.store.users().write_users(user_rows)
+        t4 = time.perf_counter()
         self.checkpoint.commit(new_items, new_users, offsets)
+        st.write_items_s, st.publish_s = t2 - t1, t3 - t2
+        st.write_users_s, st.checkpoint_s = t4 - t3, time.perf_counter() - t4
         for key, off in offsets.items():
             self._offsets[key] = max(self._offsets.get(key, 0), off)
         self._remember(new_items, new_users)
@@ -747,6 +780,29 @@ class WarmupStage:
         gone = [r.item_id for r in rows if r.status not in POOL_STATUSES]
         if gone:
             self.pools.remove(gone)
+
+
+class Announcer:
+    """Publishes written rows on ``items.stored`` without waiting for the broker (``flush`` does).
+
+    Announcements are notifications for other processes' pools, not the record (the feature store
+    is): the learner does not wait for their acknowledgement on its freshness path. One lost in a
+    crash is healed by the pools' periodic sync from the store.
+    """
+
+    def __init__(self, producer: EventProducer) -> None:
+        self.producer = producer
+
+    def __call__(self, rows: Sequence[StoredItem]) -> None:
+        from stream.pool_feed import stored_event
+        from stream.topics import ITEMS_STORED
+
+        for row in rows:
+            self.producer.publish(ITEMS_STORED, row.item_id, stored_event(row))
+
+    def flush(self) -> None:
+        """Wait until every announcement is acknowledged."""
+        self.producer.flush()
 
 
 def _has_mode(store: FeatureStore) -> bool:
@@ -842,11 +898,13 @@ def learn_with_warmup(
     from stream.broker import resolve_bootstrap
     from stream.learn_worker import LearnWorker, OnlineLearner
     from stream.producer import EventProducer
+    from stream.topics import ensure_topics
 
     settings = settings or get_settings()
     store_dir = settings.exploration.model_store_dir or settings.data_dir / "model_store"
     learner = OnlineLearner(settings.exploration, LocalModelStore(store_dir), seed=settings.seed)
     bootstrap = resolve_bootstrap(settings.kafka)
+    ensure_topics(bootstrap, settings.kafka.partitions)
     worker = LearnWorker(bootstrap, settings.kafka, learner, settings.exploration.learner_group_id)
     producer = EventProducer(bootstrap, settings.kafka)
     stage = build_warmup_stage(settings, producer=producer, config=config)

@@ -77,3 +77,21 @@ def test_broker_command_stops_cleanly_on_sigterm() -> None:
     out = proc.stdout.read().decode() if proc.stdout else ""
     assert "broker stopped" in out
     assert not kafka_answers(f"127.0.0.1:{port}", timeout_s=0.5)  # Tansu went with it
+
+
+def test_broker_does_not_outlive_a_killed_parent() -> None:
+    port = free_port()
+    cmd = [sys.executable, "-m", "coldstart.cli", "broker", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not kafka_answers(f"127.0.0.1:{port}", timeout_s=0.5):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        proc.kill()  # SIGKILL: no chance to stop Tansu itself
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while kafka_answers(f"127.0.0.1:{port}", timeout_s=0.5):
+        assert time.monotonic() < deadline, "an orphaned Tansu kept running"
+        time.sleep(0.2)

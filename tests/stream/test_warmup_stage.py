@@ -133,9 +133,12 @@ def test_bound_monotone_counts_and_status_on_stored_vectors(
     # the tight bound binds: ‖δ‖ saturates at δmax‖c‖
     last1 = store.get_items([items[1].item_id])[items[1].item_id].item_vector
     assert np.linalg.norm(last1 - c1) == pytest.approx(0.3 * np.linalg.norm(c1), rel=1e-4)
-    # the user's row is the stage's (7 interactions; κ_user is huge, so it stayed at x)
+    # κ_user is huge: the user's vector never moved, so its row was not rewritten (only vector changes
+    # are written); the checkpoint counts all 7 interactions
     u = store.users().get_users([user])[user]
-    assert u.interactions == 7 and u.model_version.startswith("warmup-")
+    assert u.model_version == "trained-1"
+    u_state = loose.user_state(user)
+    assert u_state is not None and u_state.interactions == 7 and u_state.positives == 6
     # the offline history: the initial state row plus one per update (1 impression + 6 clicks)
     hist = store.offline.frame("item_state")  # type: ignore[arg-type]
     assert (hist["item_id"] == items[0].item_id).sum() == 8

@@ -208,6 +208,44 @@ def test_learner_killed_mid_stream_resumes_from_checkpoint_without_loss(
         assert not np.allclose(final[i].item_vector, items[ids.index(i)].item_vector)  # it did warm up
     uids = [u.user_id for u in users]
     got_u, exp_u = store.users().get_users(uids), clean_store.users().get_users(uids)
+    with sqlite3.connect(checkpoint) as db:
+        counts = dict(db.execute("SELECT user_id, interactions FROM users").fetchall())
     for u in uids:
         np.testing.assert_allclose(got_u[u].vector, exp_u[u].vector, rtol=1e-5, atol=1e-5)
-        assert got_u[u].interactions == exp_u[u].interactions
+        user_state = clean.user_state(u)
+        assert user_state is not None and counts[u] == user_state.interactions
+
+
+class _Record:
+    """The fields of a ``kafka`` ConsumerRecord the stage reads."""
+
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes) -> None:
+        self.topic, self.partition, self.offset, self.value = topic, partition, offset, value
+
+
+def test_a_recreated_topic_is_a_new_log_not_a_redelivery(store: FeastFeatureStore, tmp_path: Path) -> None:
+    from stream.contracts import encode_event
+
+    prefix = uuid.uuid4().hex[:8]
+    items, users = _items(prefix), _users(prefix)
+    store.write_items(items)
+    store.users().write_users(users)
+    events = _events(prefix, 30)
+    path = tmp_path / "cp.sqlite3"
+
+    def polled(evs: list[Interaction]) -> dict[str, list[_Record]]:
+        return {"tp": [_Record("interactions", 0, k, encode_event(e)) for k, e in enumerate(evs)]}
+
+    with TansuBroker(partitions=1) as first:
+        stage = WarmupStage(store, WarmupCheckpoint(path), bootstrap_servers=first.bootstrap_servers)
+        assert stage.apply_polled(polled(events[:20])).applied == 20
+        assert stage.apply_polled(polled(events[:20])).redelivered == 20  # same log: a re-delivery
+        stage.close()
+    # the embedded broker restarts (memory storage): the topic is new, its offsets start at 0 again
+    with TansuBroker(partitions=1) as second:
+        stage = WarmupStage(store, WarmupCheckpoint(path), bootstrap_servers=second.bootstrap_servers)
+        assert stage.applied_offset("interactions", 0) == 20
+        res = stage.apply_polled(polled(events[20:]))
+        assert (res.applied, res.redelivered) == (10, 0)
+        assert stage.applied_offset("interactions", 0) == 10
+        stage.close()
