@@ -9,16 +9,24 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 from feature_repo.records import StoredItem, StoredUser
+
+WriteMode = Literal["full", "content", "state"]
 
 
 class FeatureStore(ABC):
     """Online/offline access to item and user features."""
 
     @abstractmethod
-    def write_items(self, items: Sequence[StoredItem]) -> None:
-        """Write rows to the online store and append them to the offline history (idempotent)."""
+    def write_items(self, items: Sequence[StoredItem], mode: WriteMode = "full") -> None:
+        """Write rows to the online store and append them to the offline history (idempotent).
+
+        ``mode``: ``full`` writes content and warm-up state as given; ``content`` (the encoder's choice)
+        writes the content plus the initial state only for items that have none, so re-listing never
+        resets a warm-up; ``state`` (the learner's choice) writes the state only.
+        """
 
     @abstractmethod
     def get_items(self, item_ids: Sequence[str]) -> dict[str, StoredItem]:

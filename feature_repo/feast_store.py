@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from coldstart.errors import InvalidInputError, StoreError
-from feature_repo.base import FeatureStore, UserStore
+from feature_repo.base import FeatureStore, UserStore, WriteMode
 from feature_repo.config import FeastSettings
 from feature_repo.definitions import (
     CONTENT_FEATURES,
@@ -54,7 +54,6 @@ from feature_repo.records import StoredItem, StoredUser
 
 _READ_CHUNK = 500
 
-WriteMode = Literal["full", "content", "state"]
 _EPOCH = datetime.fromtimestamp(0, tz=UTC)
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from models import eval_cli
+from models.warmup import cli as warmup_cli
 
 if TYPE_CHECKING:
     from models.config import EncoderConfig
@@ -209,3 +210,4 @@ def info_command(
 
 
 eval_cli.register(app)
+warmup_cli.register(app)

@@ -7,7 +7,7 @@ interactions can be ranked for a user from its pixels and text alone.
 Architecture (late fusion, ONNX-exportable ops only):
 
 1. per modality: subtract the training-item mean (a buffer fitted on training items, so the ONNX
-   graph includes it), L2-normalise, zero the row if the modality is absent;
+   graph includes it), L2-normalise (scaled by sqrt(dim)), zero the row if the modality is absent;
 2. per modality projection into a common ``fusion_dim`` space ``z_c``; the image goes through a
    narrow bottleneck (``image_bottleneck``, default 64) because the 1280-d ImageNet features
    overfit otherwise;
@@ -175,10 +175,11 @@ class ItemTower(nn.Module):
             self.text_mean.copy_(torch.from_numpy(text[text_ok].mean(axis=0).astype(np.float32)))
 
     @staticmethod
-    def _normalise(x: torch.Tensor, mean: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    def _normalise(x: torch.Tensor, mean: torch.Tensor, ok: torch.Tensor, dim: int) -> torch.Tensor:
         centred = x - mean
         norm = torch.sqrt((centred * centred).sum(dim=1, keepdim=True) + _EPS)
-        return centred / norm * ok.unsqueeze(1)
+        # unit L2 norm times sqrt(dim): entries of order 1 whatever the feature size
+        return centred / norm * (math.sqrt(dim) * ok.unsqueeze(1))
 
     def modality_embeddings(
         self,
@@ -203,8 +204,8 @@ class ItemTower(nn.Module):
         """
         image_on = image_ok * self.use_image
         text_on = text_ok * self.use_text
-        img = self._normalise(image_feat, self.image_mean, image_on)
-        txt = self._normalise(text_feat, self.text_mean, text_on)
+        img = self._normalise(image_feat, self.image_mean, image_on, self.image_dim)
+        txt = self._normalise(text_feat, self.text_mean, text_on, self.text_dim)
         p = self.config.feature_dropout
         if generator is not None and p > 0.0:
             img = img * (torch.rand(img.shape, generator=generator) >= p).float() / (1.0 - p)

@@ -218,7 +218,7 @@ class EncodeWorker(MicroBatchConsumer[ItemListed, _Prepared, _Computed]):
         start = time.perf_counter()
         # the store keeps the newer row when it has one (warmed up, or re-listed later): a re-delivered
         # old listing does not overwrite it
-        self.store.write_items(rows)
+        self.store.write_items(rows, mode="content")
         if self.pool is not None:
             self.pool.upsert([self._pool_entry(r, attributes.get(r.item_id, {})) for r in rows])
         if self.on_stored is not None:

@@ -647,14 +647,13 @@ class WarmupStage:
         touched_users: set[str] = set()
         max_ts: dict[str, int] = {}
         user_ts: dict[str, int] = {}
+        unknown: list[str] = []
         for d in fresh:
             it = d.interaction
             slot = items.get(it.item_id)
             if it.item_id not in stored or slot is None:
                 st.unknown_items += 1
-                log.warning(
-                    "interaction %s: item %s is not in the feature store, skipped", it.event_id, it.item_id
-                )
+                unknown.append(it.item_id)
                 continue
             seen = seen_batch.setdefault(it.item_id, set(slot.state.seen_event_ids))
             if it.event_id in seen:
@@ -686,6 +685,12 @@ class WarmupStage:
             max_ts[it.item_id] = max(max_ts.get(it.item_id, 0), ts)
             user_ts[it.user_id] = max(user_ts.get(it.user_id, 0), ts)
             st.applied += 1
+        if unknown:
+            log.warning(
+                "%d interactions with items not in the feature store skipped (e.g. %s)",
+                len(unknown),
+                sorted(set(unknown))[:5],
+            )
         # ----- new states and rows
         new_items: list[_ItemSlot] = []
         rows: list[StoredItem] = []
@@ -825,17 +830,17 @@ class WarmupHook:
 
 
 def attach_warmup(worker: Any, stage: WarmupStage) -> WarmupHook:
-    """Run ``stage`` inside a :class:`stream.learn_worker.LearnWorker` without editing its loop.
+    """Run ``stage`` inside a :class:`stream.learn_worker.LearnWorker`.
 
-    Sets ``worker.warmup = stage``; a worker whose ``run`` loop calls
-    ``self.warmup.apply_polled(polled)`` after each poll (before any commit) then applies it. For a
-    worker that lacks that line, the worker's consumer factory is not reachable, so this also wraps
-    ``worker._handle`` to collect the interaction records of the current poll and
-    ``worker.learner.tick`` (called once per poll, before the commit) to apply them.
+    A worker with a ``warmup`` attribute calls ``self.warmup.apply_polled(polled)`` after each poll,
+    before any commit: this just sets it. For a worker without that hook, it wraps ``worker._handle``
+    (collects the interaction records of the current poll) and ``worker.learner.tick`` (called once
+    per poll, before the commit) to apply them: the same order, without editing the worker.
     """
     hook = WarmupHook(stage)
+    native = hasattr(worker, "warmup")
     worker.warmup = stage
-    if getattr(type(worker), "_warmup_native", False):
+    if native:
         return hook
     pending: dict[tuple[str, int], list[Any]] = {}
     handle = worker._handle

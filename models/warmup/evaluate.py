@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_KS: tuple[int, ...] = (0, 1, 5, 20)
 METHODS: tuple[str, ...] = ("content_only", "behavior_only", "blended")
-KAPPA_GRID: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
+KAPPA_GRID: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
 
 
 @dataclass(frozen=True)

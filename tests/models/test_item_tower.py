@@ -188,3 +188,34 @@ def test_bad_inputs() -> None:
     no_image = Features(feats.item_ids, feats.image, feats.text, np.zeros(20, bool), feats.text_ok)
     with pytest.raises(ModalityError):
         train_item_tower(no_image, pos, ItemTowerConfig(modalities="image", max_epochs=1))
+
+
+def test_onnx_export_parity(tmp_path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    tower = ItemTower(DI, DT, ItemTowerConfig(item_dim=8, fusion_dim=8, hidden=16, image_bottleneck=4)).eval()
+    rng = np.random.default_rng(0)
+    tower.fit_centering(
+        rng.random((5, DI), dtype=np.float32),
+        rng.random((5, DT), dtype=np.float32),
+        np.ones(5, bool),
+        np.ones(5, bool),
+    )
+    names = ["image_feat", "text_feat", "image_ok", "text_ok"]
+    path = tmp_path / "item_tower.onnx"
+    torch.onnx.export(
+        tower,
+        _batch(3),
+        str(path),
+        input_names=names,
+        output_names=["item_vector"],
+        dynamic_axes={n: {0: "batch"} for n in [*names, "item_vector"]},
+        opset_version=17,
+        dynamo=False,
+    )
+    img, txt, _, _ = _batch(5, seed=1)
+    iok = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
+    tok = torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0])
+    got = ort.InferenceSession(str(path)).run(
+        None, {n: t.numpy() for n, t in zip(names, (img, txt, iok, tok))}
+    )[0]
+    assert np.abs(got - tower(img, txt, iok, tok).detach().numpy()).max() <= 1e-4
