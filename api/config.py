@@ -38,5 +38,6 @@ class ApiSettings(BaseModel):
     kafka: bool = True
     offline_decisions: bool = True
     search_index: bool = True
+    follow_stored: bool = True
     workers: int = Field(default=1, ge=1, le=64)
     max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)

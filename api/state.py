@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +61,7 @@ class AppState:
     producer_error: str = ""
     model_store: ModelStore | None = None
     pool_synced: bool = False
+    pool_feed: Any = None
     _encoder: Any = None
     _encoder_lock: threading.Lock = field(default_factory=threading.Lock)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -107,11 +108,7 @@ class AppState:
             items = list(self.store.get_items(ids).values()) if ids else []
             self._seen.update(i.item_id for i in items)
         added, removed = self.service.sync_from_store(items)
-        if self.search_pool is not None and items:
-            cold = [i for i in items if i.status in POOL_STATUSES]
-            gone = [i.item_id for i in items if i.status not in POOL_STATUSES]
-            self.search_pool.upsert([entry_from_item(i, "content") for i in cold])
-            self.search_pool.remove(gone)
+        self._sync_search_pool(items)
         self.pool_synced = True
         self.metrics.pool_size.set(len(self.service))
         return added, removed
@@ -171,6 +168,21 @@ class AppState:
                 log.exception("maintenance failed")
             await asyncio.sleep(0.2)
 
+    def apply_stored(self, rows: Sequence[StoredItem]) -> None:
+        """Rows announced on ``items.stored`` (new encodings, warmed-up vectors): update the pools now,
+        so the bandit sees a new or warmed vector within the freshness target, not at the next sync."""
+        self.service.sync_from_store(rows)
+        self._seen.update(r.item_id for r in rows)
+        self._sync_search_pool(rows)
+        self.metrics.pool_size.set(len(self.service))
+
+    def _sync_search_pool(self, items: Sequence[StoredItem]) -> None:
+        if self.search_pool is None or not items:
+            return
+        cold = [i for i in items if i.status in POOL_STATUSES]
+        self.search_pool.upsert([entry_from_item(i, "content") for i in cold])
+        self.search_pool.remove([i.item_id for i in items if i.status not in POOL_STATUSES])
+
     def start_background(self) -> None:
         """Start the maintenance loop on the running event loop."""
         self._tasks.append(asyncio.get_running_loop().create_task(self.maintenance_loop()))
@@ -181,6 +193,8 @@ class AppState:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.pool_feed is not None:
+            await asyncio.to_thread(self.pool_feed.stop)
         await asyncio.to_thread(self.service.close)
         if self.producer is not None:
             with contextlib.suppress(Exception):
@@ -258,5 +272,13 @@ def build_state(
         model_store=mstore,
     )
     service.graduation_hooks.append(state.on_graduation)
+    if producer is not None and settings.api.follow_stored:
+        try:
+            from stream.broker import resolve_bootstrap
+            from stream.pool_feed import PoolFeed
+
+            state.pool_feed = PoolFeed(resolve_bootstrap(settings.kafka), state.apply_stored).start()
+        except Exception as exc:  # the periodic store sync still keeps the pool up to date
+            log.warning("API pool does not follow items.stored: %s", exc)
     state.sync_pool()
     return state

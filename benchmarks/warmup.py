@@ -167,10 +167,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from exploration.pool import ExactPool, ItemPools
     from feature_repo import open_store
     from stream.broker import TansuBroker
-    from stream.config import KafkaSettings
+    from stream.config import KafkaSettings, WarmupStageConfig
     from stream.contracts import now_utc
     from stream.producer import EventProducer
-    from stream.warmup_stage import Announcer, Delivery, WarmupCheckpoint, WarmupStage, WarmupStageConfig
+    from stream.warmup_stage import Announcer, Delivery, WarmupCheckpoint, WarmupStage
 
     rng = np.random.default_rng(0)
     # the freshness reader is another process (forked now, before any client thread exists)

@@ -16,7 +16,7 @@ from api.config import ApiSettings
 from exploration.config import ExplorationSettings
 from feature_repo.config import FeastSettings
 from models.config import ModelSettings
-from stream.config import KafkaSettings
+from stream.config import KafkaSettings, WarmupStageConfig
 
 
 class Settings(BaseSettings):
@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     feast: FeastSettings = Field(default_factory=FeastSettings)
     exploration: ExplorationSettings = Field(default_factory=ExplorationSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    warmup: WarmupStageConfig = Field(default_factory=WarmupStageConfig)
 
     @property
     def movielens_dir(self) -> Path:

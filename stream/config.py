@@ -6,9 +6,17 @@ Environment variables use the ``COLDSTART_KAFKA__`` prefix, e.g.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from models.warmup.shrinkage import ShrinkageConfig
+
+#: ``model_version`` prefix of every row the warm-up stage writes (rows with another version are external).
+MODEL_VERSION_PREFIX = "warmup-"
 
 
 class ImageFetchSettings(BaseModel):
@@ -79,3 +87,66 @@ class KafkaSettings(BaseModel):
     request_timeout_ms: int = Field(default=30_000, ge=1000)
     encode: EncodeWorkerSettings = Field(default_factory=EncodeWorkerSettings)
     images: ImageFetchSettings = Field(default_factory=ImageFetchSettings)
+
+
+class WarmupStageConfig(BaseModel):
+    """Settings of the online warm-up (``extra='forbid'``).
+
+    Parameters
+    ----------
+    enabled
+        Run the stage inside ``coldstart stream learn`` (needs a feature store).
+    shrinkage
+        The warm-up hyperparameters and the evidence weight per interaction kind
+        (``impression`` 0 by default: impressions count for pacing, not in the blend).
+    rating_threshold
+        A ``rating`` with ``value >= rating_threshold`` is positive (weight ``rating_positive``), a
+        lower one weighs ``rating_negative``.
+    positive_kinds
+        Interaction kinds that count as positives (``clicks`` in the store, ``warm`` status).
+    user_counterpart
+        What a user's vector moves toward: the item's frozen ``content`` vector (default: results do
+        not depend on how partitions interleave) or its ``served`` (blended) vector at batch start.
+    max_tracked_events
+        Event ids remembered per item and per user to drop events published twice.
+    state_path
+        The checkpoint (SQLite); ``None``: ``<data_dir>/warmup/state.sqlite3``.
+    durable
+        ``fsync`` every checkpoint (``synchronous=FULL``); ``False`` survives a process crash but not
+        a power loss.
+    announce
+        Publish every written row on ``items.stored`` (the pool feed of the API replicas).
+    cache_size
+        Item and user states kept in memory (each); the checkpoint is the source of truth.
+    write_unchanged_users
+        Also write user rows whose vector did not change in the batch (only weight-0 evidence such as
+        impressions): ``False`` saves most user writes; the row's ``interactions`` then catches up at
+        the user's next vector change (the checkpoint always has the exact count).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    shrinkage: ShrinkageConfig = Field(default_factory=ShrinkageConfig)
+    rating_threshold: float = 4.0
+    positive_kinds: tuple[str, ...] = ("click", "add_to_cart", "purchase")
+    user_counterpart: Literal["content", "served"] = "content"
+    max_tracked_events: int = Field(default=256, ge=1, le=100_000)
+    state_path: Path | None = None
+    durable: bool = True
+    announce: bool = True
+    cache_size: int = Field(default=100_000, ge=1)
+    write_unchanged_users: bool = False
+
+    def model_version(self) -> str:
+        """``warmup-shrinkage-<8 hex>``: identifies the hyperparameters that produced a row."""
+        blob = json.dumps(
+            {
+                "shrinkage": self.shrinkage.model_dump(),
+                "rating_threshold": self.rating_threshold,
+                "positive_kinds": list(self.positive_kinds),
+                "user_counterpart": self.user_counterpart,
+            },
+            sort_keys=True,
+        )
+        return f"{MODEL_VERSION_PREFIX}{self.shrinkage.type}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"

@@ -173,6 +173,7 @@ class LearnWorker:
         self._producer: Any = None
         self._dlq: Any = None
         self._committed_version: str | None = learner.version
+        self.warmup: Any = None  # stream.warmup_stage.WarmupStage, applied to every poll before commits
 
     def stop(self) -> None:
         """Finish the current poll, checkpoint, commit and return from :meth:`run`."""
@@ -210,6 +211,8 @@ class LearnWorker:
                     for record in records:
                         self._handle(record)
                         self._position[tp] = int(record.offset) + 1
+                if self.warmup is not None and polled:
+                    self.warmup.apply_polled(polled)  # warm-up written before any offset is committed
                 if polled:
                     last_data = now
                 self.learner.tick()
@@ -295,6 +298,14 @@ def learn_command(
     bootstrap = resolve_bootstrap(settings.kafka)
     ensure_topics(bootstrap, settings.kafka.partitions)
     worker = LearnWorker(bootstrap, settings.kafka, learner, settings.exploration.learner_group_id)
+    from stream.producer import EventProducer
+    from stream.warmup_stage import build_warmup_stage
+
+    worker.warmup = build_warmup_stage(settings, producer=EventProducer(bootstrap, settings.kafka))
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
-    return worker.run(idle_exit_s=idle_exit_s, max_s=max_s)
+    try:
+        return worker.run(idle_exit_s=idle_exit_s, max_s=max_s)
+    finally:
+        if worker.warmup is not None:
+            worker.warmup.close()

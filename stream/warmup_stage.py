@@ -37,7 +37,6 @@ Run one learner per consumer group (the policy is one model, and the checkpoint 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import sqlite3
@@ -48,16 +47,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from coldstart.errors import InvalidInputError, StoreError
 from feature_repo.base import FeatureStore
 from feature_repo.records import StoredItem, StoredUser
-from models.warmup import Evidence, ItemWarmState, ShrinkageConfig, ShrinkageWarmup, UserWarmState
+from models.warmup import Evidence, ItemWarmState, ShrinkageWarmup, UserWarmState
 from models.warmup.base import Vector
+from stream.config import MODEL_VERSION_PREFIX, WarmupStageConfig
 from stream.contracts import Interaction, decode_event
 from stream.topics import INTERACTIONS
 
@@ -69,73 +68,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: ``model_version`` prefix of every row the stage writes (rows with another version are external).
-MODEL_VERSION_PREFIX = "warmup-"
 _ONE_US = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class WarmupStageConfig(BaseModel):
-    """Settings of the online warm-up (``extra='forbid'``).
-
-    Parameters
-    ----------
-    enabled
-        Run the stage inside ``coldstart stream learn`` (needs a feature store).
-    shrinkage
-        The warm-up hyperparameters and the evidence weight per interaction kind
-        (``impression`` 0 by default: impressions count for pacing, not in the blend).
-    rating_threshold
-        A ``rating`` with ``value >= rating_threshold`` is positive (weight ``rating_positive``), a
-        lower one weighs ``rating_negative``.
-    positive_kinds
-        Interaction kinds that count as positives (``clicks`` in the store, ``warm`` status).
-    user_counterpart
-        What a user's vector moves toward: the item's frozen ``content`` vector (default: results do
-        not depend on how partitions interleave) or its ``served`` (blended) vector at batch start.
-    max_tracked_events
-        Event ids remembered per item and per user to drop events published twice.
-    state_path
-        The checkpoint (SQLite); ``None``: ``<data_dir>/warmup/state.sqlite3``.
-    durable
-        ``fsync`` every checkpoint (``synchronous=FULL``); ``False`` survives a process crash but not
-        a power loss.
-    announce
-        Publish every written row on ``items.stored`` (the pool feed of the API replicas).
-    cache_size
-        Item and user states kept in memory (each); the checkpoint is the source of truth.
-    write_unchanged_users
-        Also write user rows whose vector did not change in the batch (only weight-0 evidence such as
-        impressions): ``False`` saves most user writes; the row's ``interactions`` then catches up at
-        the user's next vector change (the checkpoint always has the exact count).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = True
-    shrinkage: ShrinkageConfig = Field(default_factory=ShrinkageConfig)
-    rating_threshold: float = 4.0
-    positive_kinds: tuple[str, ...] = ("click", "add_to_cart", "purchase")
-    user_counterpart: Literal["content", "served"] = "content"
-    max_tracked_events: int = Field(default=256, ge=1, le=100_000)
-    state_path: Path | None = None
-    durable: bool = True
-    announce: bool = True
-    cache_size: int = Field(default=100_000, ge=1)
-    write_unchanged_users: bool = False
-
-    def model_version(self) -> str:
-        """``warmup-shrinkage-<8 hex>``: identifies the hyperparameters that produced a row."""
-        blob = json.dumps(
-            {
-                "shrinkage": self.shrinkage.model_dump(),
-                "rating_threshold": self.rating_threshold,
-                "positive_kinds": list(self.positive_kinds),
-                "user_counterpart": self.user_counterpart,
-            },
-            sort_keys=True,
-        )
-        return f"{MODEL_VERSION_PREFIX}{self.shrinkage.type}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)

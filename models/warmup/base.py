@@ -106,7 +106,8 @@ class WarmupModel(ABC):
     Parameters
     ----------
     delta_max
-        Bound on ``‖δ‖`` relative to ``‖prior‖`` (``‖δ‖ ≤ delta_max · max(‖prior‖, floor)``).
+        Bound on an item's ``‖δ‖`` relative to its content vector (``‖δ‖ ≤ delta_max · max(‖c‖, 1e-3)``).
+        User corrections are not bounded (see :meth:`update_user`).
     warm_after
         Positive interactions after which an item's status becomes ``warm``.
     max_tracked_events
@@ -137,7 +138,8 @@ class WarmupModel(ABC):
         return replace(updated, status=status)
 
     def update_user(self, state: UserWarmState, evidence: Sequence[Evidence]) -> UserWarmState:
-        """Apply new evidence to a user (same rules, user-side hyperparameters of the implementation)."""
+        """Apply new evidence to a user (user-side hyperparameters; no bound, so a new user with a zero
+        prior moves to the posterior mean of the items it engaged with)."""
         return self._accumulate(state, evidence, side="user")
 
     def _accumulate(self, state: S, evidence: Sequence[Evidence], side: str = "item") -> S:
@@ -163,7 +165,9 @@ class WarmupModel(ABC):
             positives += int(ev.positive)
         order = order[-self.max_tracked_events :]
         raw = self._delta(state.prior, total.astype(np.float32), float(weight_sum), side)
-        delta = self._bound(state.prior, raw)
+        # The bound protects an item's content semantics; a user's prior is only the trained embedding
+        # (zeros for a new user), so the user side is the plain posterior mean.
+        delta = self._bound(state.prior, raw) if side == "item" else raw
         return replace(
             state,
             delta=delta,

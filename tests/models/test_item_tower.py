@@ -216,6 +216,6 @@ def test_onnx_export_parity(tmp_path) -> None:
     iok = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
     tok = torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0])
     got = ort.InferenceSession(str(path)).run(
-        None, {n: t.numpy() for n, t in zip(names, (img, txt, iok, tok))}
+        None, {n: t.numpy() for n, t in zip(names, (img, txt, iok, tok), strict=True)}
     )[0]
     assert np.abs(got - tower(img, txt, iok, tok).detach().numpy()).max() <= 1e-4

@@ -15,8 +15,9 @@ from exploration.pool import ExactPool, ItemPools
 from feature_repo.feast_store import FeastFeatureStore
 from feature_repo.records import StoredItem, StoredUser
 from models.warmup import ShrinkageConfig
+from stream.config import WarmupStageConfig
 from stream.contracts import Interaction
-from stream.warmup_stage import Delivery, WarmupCheckpoint, WarmupStage, WarmupStageConfig
+from stream.warmup_stage import Delivery, WarmupCheckpoint, WarmupStage
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 DIM = 8

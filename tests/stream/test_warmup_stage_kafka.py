@@ -23,11 +23,11 @@ from feature_repo import open_store
 from feature_repo.feast_store import FeastFeatureStore
 from feature_repo.records import StoredItem, StoredUser
 from stream.broker import TansuBroker
-from stream.config import KafkaSettings
+from stream.config import KafkaSettings, WarmupStageConfig
 from stream.contracts import Interaction
 from stream.pool_feed import PoolFeed
 from stream.producer import EventProducer
-from stream.warmup_stage import Delivery, WarmupCheckpoint, WarmupStage, WarmupStageConfig
+from stream.warmup_stage import Delivery, WarmupCheckpoint, WarmupStage
 
 pytestmark = pytest.mark.integration
 

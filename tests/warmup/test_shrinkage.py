@@ -103,3 +103,13 @@ def test_fit_behavior_scale_recovers_planted_scale() -> None:
     m = rng.normal(size=(200, D)).astype(np.float32)
     c = (2.5 * m + 0.01 * rng.normal(size=m.shape)).astype(np.float32)
     assert fit_behavior_scale(c, m) == pytest.approx(2.5, rel=1e-2)
+
+
+def test_new_user_with_zero_prior_moves_to_the_items_it_likes() -> None:
+    model = ShrinkageWarmup(user_prior_strength=1.0, delta_max=0.1)
+    item = np.full(D, 0.5, dtype=np.float32)
+    u = model.update_user(
+        UserWarmState.new("new", np.zeros(D, dtype=np.float32)), [Evidence("a", item, 1.0, True)]
+    )
+    # posterior mean with κ=1 and one observation: halfway to the item, not held at the zero prior
+    np.testing.assert_allclose(u.vector, 0.5 * item, rtol=1e-6)
