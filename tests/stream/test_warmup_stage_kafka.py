@@ -29,6 +29,24 @@ from stream.pool_feed import PoolFeed
 from stream.producer import EventProducer
 from stream.warmup_stage import Delivery, WarmupCheckpoint, WarmupStage
 
+
+# Own store per module: the session store of tests/stream holds other tests' items of other vector
+# sizes, which a pool rebuilt from the whole store cannot take.
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("warmup-store")
+
+
+@pytest.fixture(scope="module")
+def store(store_dir: Path) -> FeastFeatureStore:
+    from coldstart.settings import Settings
+    from feature_repo import open_store
+
+    opened = open_store(Settings(data_dir=store_dir))
+    assert isinstance(opened, FeastFeatureStore)
+    return opened
+
+
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
