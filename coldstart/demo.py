@@ -10,9 +10,10 @@
    ``coldstart broker``), an encoder worker in its own process (``coldstart stream encode``), and a
    loopback HTTP server that serves the posters as image URLs;
 4. keeps a pool index in this process, fed from ``items.stored`` (as the API does);
-5. publishes ``limit`` movies as ItemListed events at ``rate`` events/s, shows progress, and prints a
-   summary: items stored, dead letters, throughput, freshness p50/p99 (listed_at → readable online
-   AND returned by the pool).
+5. publishes ``limit`` movies as ItemListed events at ``rate`` events/s, shows progress;
+6. starts the API (``coldstart api serve``) on a free loopback port, asks it for exploration slots for
+   a few users and searches the cold pool by text, and prints a summary: items stored, dead letters,
+   throughput, freshness p50/p99 (listed_at → readable online AND returned by the pool), API latency.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class DemoSummary:
     freshness_p99_s: float | None
     encoder_version: str
     bootstrap_servers: str
+    api_slots_requests: int = 0
+    api_slots_p50_ms: float | None = None
 
 
 def _say(msg: str) -> None:
@@ -214,6 +217,7 @@ def run_demo(
             online = len(store.get_items(ids))
             in_pool = len(set(ids) & set(content_pool.ids()))
             dlq = len(read_dead_letters(bootstrap, ITEMS_LISTED))
+            api_stats = _exercise_api(settings, bootstrap, artifact, logs / "api.log")
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -235,9 +239,86 @@ def run_demo(
         freshness_p99_s=None if p99 is None else round(p99, 3),
         encoder_version=artifact.name,
         bootstrap_servers=bootstrap,
+        api_slots_requests=int(api_stats["requests"]),
+        api_slots_p50_ms=api_stats["p50_ms"],
     )
     _print_summary(summary, worker_stats)
     return summary
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _exercise_api(settings: Settings, bootstrap: str, artifact: Path, log: Path) -> dict[str, Any]:
+    """Start ``coldstart api serve`` on loopback, ask it for slots and a search, print what it answers."""
+    import httpx
+
+    port = _free_port()
+    env = dict(os.environ)
+    env["COLDSTART_KAFKA__BOOTSTRAP_SERVERS"] = bootstrap
+    env["COLDSTART_DATA_DIR"] = str(settings.data_dir.absolute())
+    env["COLDSTART_MODELS__ARTIFACT"] = str(artifact.absolute())
+    cmd = [
+        sys.executable,
+        "-m",
+        "coldstart.cli",
+        "api",
+        "serve",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    key = settings.api.api_keys[0] if settings.api.api_keys else ""
+    base = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _say(f"starting the API on {base} (log: {log})")
+        with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=30.0) as http:
+            deadline = time.monotonic() + 300
+            while True:
+                if proc.poll() is not None:
+                    tail = log.read_text(errors="replace")[-3000:]
+                    raise ColdstartError(f"the API exited with code {proc.returncode}:\n{tail}")
+                try:
+                    if http.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise ColdstartError(f"the API was not ready within 300 s ({log})")
+                time.sleep(0.3)
+            latencies: list[float] = []
+            for user in ("1", "2", "3", "new-user"):
+                t0 = time.perf_counter()
+                r = http.post("/v1/exploration/slots", json={"user_id": user, "k": 3})
+                latencies.append((time.perf_counter() - t0) * 1000)
+                r.raise_for_status()
+                body = r.json()
+                picks = ", ".join(f"{s['item_id']} (p={s['propensity']:.3f})" for s in body["slots"])
+                typer.echo(f"  slots for user {user!r}: {picks}")
+            r = http.get("/v1/search", params={"text": "a space adventure", "k": 3})
+            if r.status_code == 200:
+                hits = r.json()["hits"]
+                typer.echo(f"  search 'a space adventure': {[h.get('item_id') for h in hits]}")
+            else:
+                typer.echo(f"  search answered {r.status_code}: {r.text[:200]}")
+        latencies.sort()
+        return {"requests": len(latencies), "p50_ms": round(latencies[len(latencies) // 2], 2)}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _last_json_line(log: Path) -> dict[str, Any]:
@@ -270,6 +351,9 @@ def _print_summary(summary: DemoSummary, worker: dict[str, Any]) -> None:
         "(listed_at -> online AND in the pool)"
     )
     typer.echo(f"  encoder                {summary.encoder_version}")
+    typer.echo(
+        f"  API slots              {summary.api_slots_requests} requests, p50 {summary.api_slots_p50_ms} ms"
+    )
     if worker:
         typer.echo(
             f"  worker                 {worker.get('batches')} batches, encode {worker.get('encode_s')} s, "
