@@ -170,7 +170,10 @@ class FeastFeatureStore(FeatureStore):
             threading.Lock() if sqlite else contextlib.nullcontext()
         )
         self._views: dict[str, FeatureView] = {
-            name: store.get_feature_view(name) for name in (ITEM_CONTENT, ITEM_STATE, USER_VECTOR)
+            # not from the registry cache: another process may have applied the views after this
+            # FeatureStore cached an empty registry (processes opening a new store together)
+            name: store.get_feature_view(name, allow_registry_cache=False)
+            for name in (ITEM_CONTENT, ITEM_STATE, USER_VECTOR)
         }
         self._users = FeastUserStore(self)
 
