@@ -514,9 +514,12 @@ def open_feast_store(feast: FeastSettings, data_dir: Path) -> FeastFeatureStore:
         if feast.profile == "embedded":
             root = embedded_repo_path(feast, data_dir)
             offline = ParquetOfflineLog(root / "data" / "offline")
-            store = _FeastStore(config=config)
+            # Feast's file registry is rewritten in place by apply: build the store, apply and read the
+            # views all under the lock, so no opener reads a registry file another one is writing.
             with _file_lock(root / "data" / ".apply.lock"):
+                store = _FeastStore(config=config)
                 apply_definitions(store, defs)
+                return FeastFeatureStore(store, offline, defs)
         else:
             pg_log = PostgresOfflineLog(feast.postgres_url, feast.pg_schema)
             offline = pg_log
@@ -527,9 +530,9 @@ def open_feast_store(feast: FeastSettings, data_dir: Path) -> FeastFeatureStore:
                 conn.execute(text("SELECT pg_advisory_lock(hashtext(:k))"), key)
                 try:
                     apply_definitions(store, defs)
+                    return FeastFeatureStore(store, offline, defs)
                 finally:
                     conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), key)
-        return FeastFeatureStore(store, offline, defs)
     except StoreError:
         raise
     except Exception as exc:
