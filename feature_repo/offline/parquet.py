@@ -138,7 +138,9 @@ class ParquetOfflineLog(OfflineLog):
             table = pq.read_table(self.root / spec.name, schema=spec.arrow_schema())
         except (OSError, pa.ArrowException) as exc:
             raise StoreError(f"cannot read offline table {spec.name}: {exc}") from exc
-        df = table.to_pandas()
+        # A writer killed between its part file and its ledger commit leaves that part behind; the
+        # retry (re-delivered, identical rows, possibly batched differently) writes them again.
+        df = table.to_pandas().drop_duplicates(subset=list(spec.key), keep="last").reset_index(drop=True)
         t = df[spec.time_column]
         mask = pd.Series(True, index=df.index)
         if since is not None:
@@ -161,7 +163,11 @@ class ParquetOfflineLog(OfflineLog):
         try:
             for spec in TABLES.values():
                 glob = str(self.root / spec.name / "*.parquet").replace("'", "''")
-                con.execute(f"CREATE VIEW {spec.name} AS SELECT * FROM read_parquet('{glob}')")
+                keys = ", ".join(spec.key)
+                con.execute(
+                    f"CREATE VIEW {spec.name} AS SELECT * FROM read_parquet('{glob}') "
+                    f"QUALIFY row_number() OVER (PARTITION BY {keys}) = 1"
+                )
             return con.execute(query).df()
         finally:
             con.close()
