@@ -187,10 +187,18 @@ def ranking_metrics(
 class ItemTowerRanker(Ranker):
     """The item tower (:mod:`models.item_tower`) + its learned user vectors, as an evaluation row."""
 
-    def __init__(self, config: ItemTowerConfig, seed: int = 0, *, name: str = "item_tower") -> None:
+    def __init__(
+        self,
+        config: ItemTowerConfig,
+        seed: int = 0,
+        *,
+        name: str = "item_tower",
+        short_text: Features | None = None,
+    ) -> None:
         self.config = config
         self.seed = seed
         self.name = name
+        self.short_text = short_text
         self._trained: TrainedItemTower | None = None
 
     @property
@@ -211,6 +219,7 @@ class ItemTowerRanker(Ranker):
             self.config,
             self.seed,
             validate=tower_validate if validate is not None else None,
+            short_text=self.short_text.select(train.items.item_ids) if self.short_text is not None else None,
         )
 
     def _score(self, users: list[str], items: ItemSet) -> NDArray[np.float32]:
@@ -310,36 +319,22 @@ def _item_set(ids: list[str], table: Features, texts: dict[str, str]) -> ItemSet
 
 
 def _validator(users: list[str], items: ItemSet, relevant: NDArray[np.bool_]) -> ValidationFn | None:
-    """NDCG@10 on the cold-validation items (model selection / early stopping only)."""
+    """Mean of NDCG@10 and Recall@20 (the two headline metrics) on the cold-validation items; used for
+    model selection / early stopping only."""
     if not users:
         return None
 
     def validate(ranker: Ranker) -> float:
-        return ranking_metrics(ranker.score(users, items), relevant, (10,))["ndcg@10"]
+        m = ranking_metrics(ranker.score(users, items), relevant, (10, 20))
+        return 0.5 * (m["ndcg@10"] + m["recall@20"])
 
     return validate
 
 
 def default_tower_config(modalities: str) -> ItemTowerConfig:
-    """The item tower configuration of the evaluation rows.
-
-    1024 uniformly sampled negatives per step instead of the full softmax and at most 30 epochs keep a
-    3-seed run affordable on 2 shared cores. The regularisation (image bottleneck 16, feature dropout
-    0.3, weight decay 0.01, modality dropout 0.5, lr 1e-3) was chosen on seed 0's cold-VALIDATION
-    NDCG@10 among 5 variants (never on cold-test)."""
-    return ItemTowerConfig(
-        modalities=modalities,  # type: ignore[arg-type]
-        negatives="sampled",
-        num_negatives=1024,
-        batch_size=1024,
-        lr=1e-3,
-        image_bottleneck=16,
-        feature_dropout=0.3,
-        weight_decay=0.01,
-        modality_dropout=0.5,
-        max_epochs=30,
-        patience=5,
-    )
+    """The item tower configuration of the evaluation rows: the :class:`ItemTowerConfig` defaults
+    (those ``coldstart models train`` uses) restricted to ``modalities``."""
+    return ItemTowerConfig(modalities=modalities)  # type: ignore[arg-type]
 
 
 def evaluate_catalog(
@@ -384,7 +379,8 @@ def evaluate_catalog(
     if not seed_list:
         raise InvalidInputError("seeds", seeds, "need at least one seed")
     feats = features or extract_catalog_features(catalog, cache_dir=cache_dir, progress=progress)
-    needs_title = any(r in _TITLE_OF for r in rows)
+    # the image+text tower also trains on title-only text (stage 2's short-text augmentation)
+    needs_title = any(r in _TITLE_OF for r in rows) or "image_text" in rows
     title_feats = title_features
     if needs_title and title_feats is None:
         title_feats = extract_catalog_features(
@@ -449,7 +445,9 @@ def evaluate_catalog(
             "dropoutnet": DropoutNetRanker,
             "image_only": lambda s: ItemTowerRanker(tower_config("image"), s, name="image_only"),
             "text_only": lambda s: ItemTowerRanker(tower_config("text"), s, name="text_only"),
-            "image_text": lambda s: ItemTowerRanker(tower_config("image_text"), s, name="image_text"),
+            "image_text": lambda s: ItemTowerRanker(
+                tower_config("image_text"), s, name="image_text", short_text=title_feats
+            ),
         }
         results: dict[str, dict[str, float]] = {}
         for name, factory in factories.items():
@@ -461,6 +459,10 @@ def evaluate_catalog(
             if name in rows:
                 results[name] = ranking_metrics(ranker.score(test_users, test_set), test_rel)
                 results[name]["fit_seconds"] = time.perf_counter() - t1
+                if isinstance(ranker, ItemTowerRanker):
+                    results[name]["epochs"] = ranker.trained.metrics["epochs"]
+                    if name == "image_text":
+                        results[name]["image_stage_epoch"] = ranker.trained.metrics["image_stage_epoch"]
                 if progress:
                     log.info("seed %d %s ndcg@10=%.4f", seed, name, results[name]["ndcg@10"])
         for name, source in _TITLE_OF.items():
@@ -498,8 +500,10 @@ _ROW_DOC = {
     "content_knn": "same kNN over the frozen EfficientNet-Lite0 + MiniLM features, mean-centred per modality",
     "dropoutnet": "DropoutNet-style two-tower (SVD preference latents + frozen content, input dropout 0.5)",
     "image_only": "item tower trained on the image features only",
-    "text_only": "item tower trained on the text features only",
-    "image_text": "item tower, gated late fusion of image + text (ours)",
+    "text_only": "item tower trained on the text features only (= stage 1 of image_text, same seed)",
+    "image_text": "item tower, text-anchored residual fusion (ours): the text model of text_only plus a "
+    "per-item gated image correction trained in a second stage (users and text path frozen, 30% of "
+    "training items shown with title-only text) and kept only if it improves cold-validation",
     "tfidf_knn_title": "tfidf_knn, cold items' text cut to their title",
     "content_knn_title": "content_knn, cold items' text cut to their title",
     "text_only_title": "text_only tower, cold items' text cut to their title",
@@ -579,6 +583,32 @@ def _contributions(summary: dict[str, dict[str, float]]) -> list[str]:
     return lines
 
 
+def _per_seed_image_stage(result: EvaluationResult) -> list[str]:
+    """Per seed: text_only vs image_text (same stage-1 text model) and the image stage's kept epoch."""
+    rows = [s for s in result.per_seed if "text_only" in s and "image_text" in s]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Per seed: what the image stage adds to the same text model",
+        "",
+        "| seed | text_only NDCG@10 | image_text NDCG@10 | Δ | text_only Recall@20 | image_text Recall@20 "
+        "| Δ | image stage epoch kept (0 = left out) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for seed, per in zip(result.seeds, result.per_seed, strict=True):
+        if "text_only" not in per or "image_text" not in per:
+            continue
+        t, b = per["text_only"], per["image_text"]
+        epoch = b.get("image_stage_epoch", math.nan)
+        lines.append(
+            f"| {seed} | {t['ndcg@10']:.4f} | {b['ndcg@10']:.4f} | {b['ndcg@10'] - t['ndcg@10']:+.4f} "
+            f"| {t['recall@20']:.4f} | {b['recall@20']:.4f} | {b['recall@20'] - t['recall@20']:+.4f} "
+            f"| {'-' if math.isnan(epoch) else int(epoch)} |"
+        )
+    return lines
+
+
 def write_results(result: EvaluationResult, out_dir: Path, *, command: str, notes: str = "") -> Path:
     """Write ``cold_start.json`` and ``cold_start.md`` (table, targets, modality contributions)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -633,6 +663,7 @@ def write_results(result: EvaluationResult, out_dir: Path, *, command: str, note
     if contributions:
         lines += ["", "## What each modality contributes (NDCG@10)", ""]
         lines += [f"- {text}" for text in contributions]
+    lines += _per_seed_image_stage(result)
     if notes:
         lines += ["", "## Notes", "", notes.strip()]
     (out_dir / "cold_start.md").write_text("\n".join(lines) + "\n")

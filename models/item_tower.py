@@ -13,16 +13,25 @@ Architecture (late fusion, ONNX-exportable ops only):
    overfit otherwise;
 3. a per-item modality gate: softmax over the modalities that are present of logits computed from
    ``[z_image, z_text, image_ok, text_ok]`` -- each item gets its own modality weights;
-4. fusion: ``concat(g_image * z_image, g_text * z_text)`` (or the gated sum) followed by a 1-2 layer
-   MLP to ``item_dim``.
+4. fusion (``config.fusion``): ``residual`` (the default) is text-anchored,
+   ``v = mlp(z_text) + g_image * W z_image`` for items with text and a separate image head
+   ``v = mlp_image(z_image)`` for items without; ``gated_concat`` / ``gated_sum`` feed the gated
+   modality vectors (concatenated or summed) to one 1-2 layer MLP.
 
 Training (:func:`train_item_tower`): users get learned embeddings; the loss is the paper's
 two-sided softmax rating-ranking loss (Eq. 1) plus ``alignment_weight`` (λ) times its multimodal
 alignment loss (Eq. 2-3). Negatives are, by config, the paper's in-batch negatives (optionally
-with log-popularity correction) or the full set of training items (small catalogs: the softmax
-then keeps the popularity prior that in-batch negatives discard). Modality dropout (DropoutNet-style)
+with log-popularity correction), the full set of training items, or uniformly sampled training items
+(both keep the popularity prior that in-batch negatives discard). Modality dropout (DropoutNet-style)
 randomly hides one modality of training items so text-only and image-only items stay in the same
-space. The cold-validation set, when given, is used for early stopping only.
+space. With the ``residual`` fusion, training has two stages: (1) the text model alone (text path and
+user embeddings; exactly the ``modalities="text"`` model of the same seed), (2) with users and the text
+path frozen, the image path (projection, gate, correction, image-only head) learns what the image
+adds, optionally with some items shown with their title only (``short_text_rate``). The
+cold-validation score, when given, drives early stopping in each stage and scores the text model
+before stage 2, so an image path that does not help cold-validation items is left out (measured on
+MovieLens posters: the image's frozen ImageNet features add little beyond plots; see
+docs/results/cold_start.md).
 """
 
 from __future__ import annotations
@@ -53,6 +62,9 @@ _MASK = 1e4
 class ItemTowerConfig(BaseModel):
     """Hyperparameters of the item tower and its training.
 
+    The defaults are the configuration measured in docs/results/cold_start.md (text-anchored residual
+    fusion, 1024 sampled negatives, regularisation chosen on cold-VALIDATION items only).
+
     Parameters
     ----------
     modalities
@@ -63,11 +75,18 @@ class ItemTowerConfig(BaseModel):
         Size of the common per-modality space ``z_c`` (where the alignment loss acts).
     image_bottleneck
         Rank of the image projection (compression of the 1280-d features; 0 = no bottleneck).
+    image_pca
+        When > 0, the normalised image features are first projected on their top ``image_pca``
+        principal directions, fitted (unsupervised) on the training items with the centring: a fixed,
+        non-learned compression that cannot overfit the interactions (0 = off).
     hidden, layers
         The fusion MLP: ``layers=1`` is one linear map, ``layers=2`` adds a hidden ReLU layer.
     fusion
         ``gated_concat``: MLP over the concatenated gated modality vectors; ``gated_sum``: MLP over
-        their gate-weighted sum.
+        their gate-weighted sum; ``residual``: text-anchored -- the MLP maps the text vector alone and
+        a per-item gate ``g`` in (0, 1) adds a linear image correction, ``v = mlp(z_text) +
+        g * W z_image``; an item without text uses a separate image head, ``v = mlp_image(z_image)``
+        (the image can only add to a text model that stands on its own).
     feature_dropout
         Dropout on the normalised input features during training.
     modality_dropout
@@ -81,6 +100,11 @@ class ItemTowerConfig(BaseModel):
         correction, so the popularity prior is not trained away).
     alignment_weight
         λ of Eq. 3 (0 disables the multimodal alignment loss).
+    short_text_rate
+        ``residual`` fusion, stage 2 only: probability, per training item and step, of replacing its
+        text features by those of its short text (title only), when :func:`train_item_tower` is given
+        them -- the weak-vendor-description case, so the gate learns to lean on the image when the
+        text says little (0 = off).
     alignment_temperature
         Temperature of the cosine similarities in the alignment loss.
     """
@@ -90,22 +114,24 @@ class ItemTowerConfig(BaseModel):
     modalities: Literal["image_text", "image", "text"] = "image_text"
     item_dim: int = Field(128, ge=1)
     fusion_dim: int = Field(128, ge=1)
-    image_bottleneck: int = Field(64, ge=0)
+    image_bottleneck: int = Field(16, ge=0)
+    image_pca: int = Field(0, ge=0)
     hidden: int = Field(256, ge=1)
     layers: Literal[1, 2] = 2
-    fusion: Literal["gated_concat", "gated_sum"] = "gated_concat"
-    feature_dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    modality_dropout: float = Field(0.3, ge=0.0, le=1.0)
-    negatives: Literal["in_batch", "full", "sampled"] = "full"
-    num_negatives: int = Field(512, ge=1)
+    fusion: Literal["gated_concat", "gated_sum", "residual"] = "residual"
+    feature_dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    modality_dropout: float = Field(0.5, ge=0.0, le=1.0)
+    negatives: Literal["in_batch", "full", "sampled"] = "sampled"
+    num_negatives: int = Field(1024, ge=1)
     logq_correction: bool = True
     alignment_weight: float = Field(0.1, ge=0.0)
     alignment_temperature: float = Field(0.1, gt=0.0)
-    batch_size: int = Field(2048, ge=2)
-    lr: float = Field(3e-3, gt=0.0)
-    weight_decay: float = Field(1e-4, ge=0.0)
+    short_text_rate: float = Field(0.3, ge=0.0, le=1.0)
+    batch_size: int = Field(1024, ge=2)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
     max_epochs: int = Field(30, ge=1)
-    patience: int = Field(4, ge=1)
+    patience: int = Field(5, ge=1)
     user_init_std: float = Field(0.1, gt=0.0)
 
 
@@ -127,6 +153,7 @@ class ItemTower(nn.Module):
 
     image_mean: torch.Tensor
     text_mean: torch.Tensor
+    image_basis: torch.Tensor
     use_image: torch.Tensor
     use_text: torch.Tensor
 
@@ -142,23 +169,35 @@ class ItemTower(nn.Module):
         self.register_buffer("use_image", torch.tensor(0.0 if cfg.modalities == "text" else 1.0))
         self.register_buffer("use_text", torch.tensor(0.0 if cfg.modalities == "image" else 1.0))
         d = cfg.fusion_dim
+        image_in = image_dim
+        if cfg.image_pca > 0:
+            if cfg.image_pca > image_dim:
+                raise InvalidInputError("image_pca", cfg.image_pca, f"must be <= image_dim {image_dim}")
+            self.register_buffer("image_basis", torch.zeros(image_dim, cfg.image_pca))
+            image_in = cfg.image_pca
         if cfg.image_bottleneck > 0:
             self.image_proj: nn.Module = nn.Sequential(
-                nn.Linear(image_dim, cfg.image_bottleneck, bias=False), nn.Linear(cfg.image_bottleneck, d)
+                nn.Linear(image_in, cfg.image_bottleneck, bias=False), nn.Linear(cfg.image_bottleneck, d)
             )
         else:
-            self.image_proj = nn.Linear(image_dim, d)
+            self.image_proj = nn.Linear(image_in, d)
         self.text_proj = nn.Linear(text_dim, d)
         self.gate = nn.Linear(2 * d + 2, 2)
         nn.init.zeros_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)
         fused = 2 * d if cfg.fusion == "gated_concat" else d
+        self.mlp: nn.Module = self._head(fused, cfg)
+        if cfg.fusion == "residual":
+            # the image correction starts at zero: training begins from the text-only model
+            self.image_residual = nn.Linear(d, cfg.item_dim, bias=False)
+            nn.init.zeros_(self.image_residual.weight)
+            self.image_alone = self._head(d, cfg)
+
+    @staticmethod
+    def _head(fan_in: int, cfg: ItemTowerConfig) -> nn.Module:
         if cfg.layers == 1:
-            self.mlp: nn.Module = nn.Linear(fused, cfg.item_dim)
-        else:
-            self.mlp = nn.Sequential(
-                nn.Linear(fused, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.item_dim)
-            )
+            return nn.Linear(fan_in, cfg.item_dim)
+        return nn.Sequential(nn.Linear(fan_in, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.item_dim))
 
     @torch.no_grad()
     def fit_centering(
@@ -171,8 +210,28 @@ class ItemTower(nn.Module):
         """Set the centring buffers to the mean of the present features of (training) items."""
         if image_ok.any():
             self.image_mean.copy_(torch.from_numpy(image[image_ok].mean(axis=0).astype(np.float32)))
+            if self.config.image_pca > 0:
+                self._fit_image_basis(
+                    torch.from_numpy(np.ascontiguousarray(image[image_ok], dtype=np.float32))
+                )
         if text_ok.any():
             self.text_mean.copy_(torch.from_numpy(text[text_ok].mean(axis=0).astype(np.float32)))
+
+    @torch.no_grad()
+    def _fit_image_basis(self, image: torch.Tensor) -> None:
+        """Top principal directions of the normalised (training) image features, ``(image_dim, p)``.
+
+        Scaled by one scalar so that projected rows have mean squared norm ``p`` (entries of order 1).
+        """
+        p = self.config.image_pca
+        x = self._normalise(image, self.image_mean, torch.ones(image.shape[0]), self.image_dim)
+        _, _, vh = torch.linalg.svd(x, full_matrices=False)
+        basis = vh[:p].T.contiguous()
+        k = min(p, basis.shape[1])
+        full = torch.zeros(self.image_dim, p)
+        full[:, :k] = basis[:, :k]
+        energy = float(((x @ full) ** 2).sum(dim=1).mean())
+        self.image_basis.copy_(full * math.sqrt(p / max(energy, _EPS)))
 
     @staticmethod
     def _normalise(x: torch.Tensor, mean: torch.Tensor, ok: torch.Tensor, dim: int) -> torch.Tensor:
@@ -210,6 +269,8 @@ class ItemTower(nn.Module):
         if generator is not None and p > 0.0:
             img = img * (torch.rand(img.shape, generator=generator) >= p).float() / (1.0 - p)
             txt = txt * (torch.rand(txt.shape, generator=generator) >= p).float() / (1.0 - p)
+        if self.config.image_pca > 0:
+            img = img @ self.image_basis
         z_image = self.image_proj(img) * image_on.unsqueeze(1)
         z_text = self.text_proj(txt) * text_on.unsqueeze(1)
         return z_image, z_text, image_on, text_on
@@ -257,6 +318,12 @@ class ItemTower(nn.Module):
         g = self.gates(z_image, z_text, image_on, text_on)
         gi = g[:, 0:1]
         gt = g[:, 1:2]
+        if self.config.fusion == "residual":
+            # text present: text model + gated image correction; text absent: the image head alone
+            t = text_on.unsqueeze(1)
+            anchored: torch.Tensor = self.mlp(z_text) + gi * self.image_residual(z_image)
+            alone: torch.Tensor = self.image_alone(z_image)
+            return t * anchored + (1.0 - t) * alone
         if self.config.fusion == "gated_concat":
             fused = torch.cat([2.0 * gi * z_image, 2.0 * gt * z_text], dim=1)
         else:
@@ -280,7 +347,7 @@ class TrainedItemTower:
     metrics
         Training metrics: final/best losses, best validation NDCG@10, epochs run.
     history
-        Per-epoch ``{"epoch", "loss", "val_ndcg@10"}``.
+        Per-epoch ``{"epoch", "loss", "val_score"}``.
     """
 
     module: ItemTower
@@ -461,6 +528,58 @@ def _modality_dropout(
     return new_image, new_text
 
 
+def _step_loss(
+    module: ItemTower,
+    users: nn.Embedding,
+    cfg: ItemTowerConfig,
+    gen: torch.Generator,
+    img: torch.Tensor,
+    txt: torch.Tensor,
+    iok: torch.Tensor,
+    tok: torch.Tensor,
+    modality_dropout: float,
+    use_both: bool,
+    u_idx: torch.Tensor,
+    j_idx: torch.Tensor,
+    log_prior: torch.Tensor,
+    n_items: int,
+) -> torch.Tensor:
+    """Loss of one training step: rating-ranking loss (by ``cfg.negatives``) + λ · alignment."""
+    if cfg.negatives == "full":
+        d_iok, d_tok = _modality_dropout(iok, tok, modality_dropout, gen)
+        z_i, z_t, i_on, t_on = module.modality_embeddings(img, txt, d_iok, d_tok, gen)
+        item_vecs = module.fuse(z_i, z_t, i_on, t_on)
+        loss = full_rating_ranking_loss(users.weight, item_vecs, u_idx, j_idx)
+        align_rows = torch.unique(j_idx)
+    elif cfg.negatives == "sampled":
+        neg = torch.randint(0, n_items, (cfg.num_negatives,), generator=gen)
+        rows_needed, inverse = torch.unique(torch.cat([j_idx, neg]), return_inverse=True)
+        d_iok, d_tok = _modality_dropout(iok[rows_needed], tok[rows_needed], modality_dropout, gen)
+        z_i, z_t, i_on, t_on = module.modality_embeddings(
+            img[rows_needed], txt[rows_needed], d_iok, d_tok, gen
+        )
+        item_vecs = module.fuse(z_i, z_t, i_on, t_on)
+        loss = sampled_rating_ranking_loss(
+            users.weight, item_vecs, u_idx, inverse[: j_idx.shape[0]], inverse[j_idx.shape[0] :]
+        )
+        align_rows = torch.unique(inverse[: j_idx.shape[0]])
+    else:
+        d_iok, d_tok = _modality_dropout(iok[j_idx], tok[j_idx], modality_dropout, gen)
+        z_i, z_t, i_on, t_on = module.modality_embeddings(img[j_idx], txt[j_idx], d_iok, d_tok, gen)
+        item_vecs = module.fuse(z_i, z_t, i_on, t_on)
+        prior = log_prior[j_idx] if cfg.logq_correction else None
+        loss = rating_ranking_loss(users(u_idx), item_vecs, item_log_prior=prior)
+        align_rows = torch.arange(j_idx.shape[0])
+    if use_both and cfg.alignment_weight > 0:
+        both = (i_on[align_rows] > 0) & (t_on[align_rows] > 0)
+        rows = align_rows[both]
+        if rows.numel() >= 2:
+            loss = loss + cfg.alignment_weight * alignment_loss(
+                z_i[rows], z_t[rows], cfg.alignment_temperature
+            )
+    return loss
+
+
 ValidationFn = Callable[["TrainedItemTower"], float]
 
 
@@ -472,6 +591,7 @@ def train_item_tower(
     *,
     validate: ValidationFn | None = None,
     progress: bool = False,
+    short_text: FeatureRows | None = None,
 ) -> TrainedItemTower:
     """Train the item tower and user embeddings on warm items' positive interactions.
 
@@ -491,6 +611,10 @@ def train_item_tower(
         Called after every epoch with the current model; returns a score to maximise (e.g. NDCG@10
         on cold-validation items). The best epoch is kept; training stops after ``patience`` epochs
         without improvement. Without it, training runs ``max_epochs``.
+    short_text
+        Optional features of the same items with their text cut to the title (only ``text`` and
+        ``text_ok`` are used, matched by item id); with ``config.short_text_rate`` > 0 they replace
+        the full text of random items in stage 2 of the ``residual`` fusion.
 
     Raises
     ------
@@ -537,17 +661,20 @@ def train_item_tower(
         text_ok_np,
     )
     img, txt, iok, tok = _tensors(features)
-    params = [*module.parameters(), *users.parameters()]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    short_txt, short_tok = txt, tok
+    if short_text is not None and cfg.short_text_rate > 0:
+        short_row = {str(i): r for r, i in enumerate(short_text.item_ids)}
+        missing = [str(i) for i in features.item_ids if str(i) not in short_row]
+        if missing:
+            raise InvalidInputError("short_text", missing[:3], "no short-text features for these items")
+        rows = np.array([short_row[str(i)] for i in features.item_ids], dtype=np.int64)
+        short_txt = torch.from_numpy(
+            np.ascontiguousarray(np.asarray(short_text.text)[rows], dtype=np.float32)
+        )
+        short_tok = torch.from_numpy(np.asarray(short_text.text_ok, dtype=np.float32)[rows])
     n_pairs = int(user_idx_all.shape[0])
     steps_per_epoch = max(1, math.ceil(n_pairs / cfg.batch_size))
-
     history: list[dict[str, float]] = []
-    best_score = -math.inf
-    best_state: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None
-    bad_epochs = 0
-    epoch_loss = math.nan
-    use_both = cfg.modalities == "image_text"
 
     def snapshot() -> TrainedItemTower:
         module.eval()
@@ -558,85 +685,134 @@ def train_item_tower(
             metrics={},
         )
 
-    epochs_run = 0
-    for epoch in range(cfg.max_epochs):
-        epochs_run = epoch + 1
-        module.train()
-        perm = torch.randperm(n_pairs, generator=gen)
-        total = 0.0
-        for step in range(steps_per_epoch):
-            batch = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            if batch.numel() < 2:
-                continue
-            u_idx = user_idx_all[batch]
-            j_idx = item_idx_all[batch]
-            if cfg.negatives == "full":
-                d_iok, d_tok = _modality_dropout(iok, tok, cfg.modality_dropout if use_both else 0.0, gen)
-                z_i, z_t, i_on, t_on = module.modality_embeddings(img, txt, d_iok, d_tok, gen)
-                item_vecs = module.fuse(z_i, z_t, i_on, t_on)
-                loss = full_rating_ranking_loss(users.weight, item_vecs, u_idx, j_idx)
-                align_rows = torch.unique(j_idx)
-            elif cfg.negatives == "sampled":
-                neg = torch.randint(0, n_items, (cfg.num_negatives,), generator=gen)
-                rows_needed, inverse = torch.unique(torch.cat([j_idx, neg]), return_inverse=True)
-                d_iok, d_tok = _modality_dropout(
-                    iok[rows_needed], tok[rows_needed], cfg.modality_dropout if use_both else 0.0, gen
-                )
-                z_i, z_t, i_on, t_on = module.modality_embeddings(
-                    img[rows_needed], txt[rows_needed], d_iok, d_tok, gen
-                )
-                item_vecs = module.fuse(z_i, z_t, i_on, t_on)
-                loss = sampled_rating_ranking_loss(
-                    users.weight, item_vecs, u_idx, inverse[: j_idx.shape[0]], inverse[j_idx.shape[0] :]
-                )
-                align_rows = torch.unique(inverse[: j_idx.shape[0]])
-            else:
-                d_iok, d_tok = _modality_dropout(
-                    iok[j_idx], tok[j_idx], cfg.modality_dropout if use_both else 0.0, gen
-                )
-                z_i, z_t, i_on, t_on = module.modality_embeddings(img[j_idx], txt[j_idx], d_iok, d_tok, gen)
-                item_vecs = module.fuse(z_i, z_t, i_on, t_on)
-                prior = log_prior[j_idx] if cfg.logq_correction else None
-                loss = rating_ranking_loss(users(u_idx), item_vecs, item_log_prior=prior)
-                align_rows = torch.arange(j_idx.shape[0])
-            if use_both and cfg.alignment_weight > 0:
-                both = (i_on[align_rows] > 0) & (t_on[align_rows] > 0)
-                rows = align_rows[both]
-                if rows.numel() >= 2:
-                    loss = loss + cfg.alignment_weight * alignment_loss(
-                        z_i[rows], z_t[rows], cfg.alignment_temperature
-                    )
-            opt.zero_grad()
-            loss.backward()  # type: ignore[no-untyped-call]
-            opt.step()
-            total += float(loss.detach())
-        epoch_loss = total / steps_per_epoch
-        record: dict[str, float] = {"epoch": float(epoch + 1), "loss": epoch_loss}
-        if validate is not None:
-            score = float(validate(snapshot()))
-            record["val_ndcg@10"] = score
+    def run_stage(
+        params: list[nn.Parameter],
+        *,
+        stage: int,
+        with_image: bool,
+        both: bool,
+        validate_first: bool,
+        short_rate: float = 0.0,
+    ) -> tuple[float, float, int, int]:
+        """Train ``params`` (the others stay fixed).
+
+        Returns (best validation score, last epoch's loss, epochs run, best epoch; 0 = the state before
+        this stage).
+        """
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        image_mask = iok if with_image else torch.zeros_like(iok)
+        md = cfg.modality_dropout if both else 0.0
+        best_score = -math.inf
+        best_state: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None
+        bad_epochs = 0
+        best_epoch = 0
+        epoch_loss = math.nan
+        epochs = 0
+
+        def checkpoint(score: float) -> None:
+            nonlocal best_score, best_state, bad_epochs, best_epoch
             if score > best_score:
                 best_score = score
+                best_epoch = epochs
                 best_state = (copy.deepcopy(module.state_dict()), users.weight.detach().clone())
                 bad_epochs = 0
             else:
                 bad_epochs += 1
-        history.append(record)
-        if progress:
-            log.info("item tower epoch %d: %s", epoch + 1, record)
-        if validate is not None and bad_epochs >= cfg.patience:
-            break
-    if best_state is not None:
-        module.load_state_dict(best_state[0])
-        with torch.no_grad():
-            users.weight.copy_(best_state[1])
+
+        if validate is not None and validate_first:
+            checkpoint(float(validate(snapshot())))
+            history.append({"stage": float(stage), "epoch": 0.0, "loss": math.nan, "val_score": best_score})
+        for epoch in range(cfg.max_epochs):
+            epochs = epoch + 1
+            module.train()
+            perm = torch.randperm(n_pairs, generator=gen)
+            total = 0.0
+            for step in range(steps_per_epoch):
+                batch = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                if batch.numel() < 2:
+                    continue
+                step_txt, step_tok = txt, tok
+                if short_rate > 0:
+                    swap = torch.rand(tok.shape, generator=gen) < short_rate
+                    step_txt = torch.where(swap.unsqueeze(1), short_txt, txt)
+                    step_tok = torch.where(swap, short_tok, tok)
+                loss = _step_loss(
+                    module,
+                    users,
+                    cfg,
+                    gen,
+                    img,
+                    step_txt,
+                    image_mask,
+                    step_tok,
+                    md,
+                    both,
+                    user_idx_all[batch],
+                    item_idx_all[batch],
+                    log_prior,
+                    n_items,
+                )
+                opt.zero_grad()
+                loss.backward()  # type: ignore[no-untyped-call]
+                opt.step()
+                total += float(loss.detach())
+            epoch_loss = total / steps_per_epoch
+            record: dict[str, float] = {"stage": float(stage), "epoch": float(epoch + 1), "loss": epoch_loss}
+            if validate is not None:
+                score = float(validate(snapshot()))
+                checkpoint(score)
+                record["val_score"] = score
+            history.append(record)
+            if progress:
+                log.info("item tower stage %d epoch %d: %s", stage, epoch + 1, record)
+            if validate is not None and bad_epochs >= cfg.patience:
+                break
+        if best_state is not None:
+            module.load_state_dict(best_state[0])
+            with torch.no_grad():
+                users.weight.copy_(best_state[1])
+        return best_score, epoch_loss, epochs, best_epoch if validate is not None else epochs
+
+    use_both = cfg.modalities == "image_text"
+    image_epoch = -1
+    if use_both and cfg.fusion == "residual":
+        # Stage 1: the text model on its own (text projection, MLP, users). Stage 2: users and the text
+        # path frozen; the image path (projection, gate, correction, image-only head) learns what the
+        # image adds. With validation, stage 2 starts by scoring the text model, so an image that does
+        # not help on cold-validation items is left out (its correction is zero at that point).
+        text_params = [*module.text_proj.parameters(), *module.mlp.parameters(), *users.parameters()]
+        best_score, epoch_loss, epochs_run, _ = run_stage(
+            text_params, stage=1, with_image=False, both=False, validate_first=False
+        )
+        image_params = [
+            *module.image_proj.parameters(),
+            *module.gate.parameters(),
+            *module.image_residual.parameters(),
+            *module.image_alone.parameters(),
+        ]
+        best_score, epoch_loss, more, image_epoch = run_stage(
+            image_params,
+            stage=2,
+            with_image=True,
+            both=True,
+            validate_first=True,
+            short_rate=cfg.short_text_rate if short_text is not None else 0.0,
+        )
+        epochs_run += more
+    else:
+        params = [*module.parameters(), *users.parameters()]
+        best_score, epoch_loss, epochs_run, _ = run_stage(
+            params, stage=1, with_image=True, both=use_both, validate_first=False
+        )
     result = snapshot()
     result.metrics = {
         "final_loss": float(epoch_loss),
-        "first_loss": float(history[0]["loss"]) if history else math.nan,
+        "first_loss": float(next((h["loss"] for h in history if not math.isnan(h["loss"])), math.nan)),
         "epochs": float(epochs_run),
-        "best_val_ndcg@10": float(best_score) if validate is not None else math.nan,
+        "best_val_score": float(best_score) if validate is not None else math.nan,
         "pairs": float(n_pairs),
+        # residual fusion: the kept epoch of the image stage (0 = the image was left out; -1 = n/a)
+        "image_stage_epoch": float(image_epoch),
         "users": float(len(user_ids)),
         "items": float(n_items),
     }

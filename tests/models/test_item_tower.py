@@ -49,9 +49,11 @@ def test_forward_shape_and_buffers() -> None:
 
 
 @pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("fusion", ["gated_concat", "gated_sum"])
+@pytest.mark.parametrize("fusion", ["gated_concat", "gated_sum", "residual"])
 def test_absent_modality_is_ignored(layers: int, fusion: str) -> None:
     tower = ItemTower(DI, DT, ItemTowerConfig(layers=layers, fusion=fusion)).eval()  # type: ignore[arg-type]
+    if fusion == "residual":  # make the (zero-initialised) image correction non-trivial
+        torch.nn.init.normal_(tower.image_residual.weight, generator=torch.Generator().manual_seed(0))
     img, txt, _, _ = _batch()
     iok = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 1.0])
     tok = torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0, 0.0])
@@ -124,8 +126,16 @@ def _planted(seed: int = 0, n_items: int = 240, n_users: int = 60, clusters: int
     return feats, pd.DataFrame(rows, columns=["user_id", "item_id"]), likes, cluster
 
 
-@pytest.mark.parametrize("negatives", ["full", "sampled", "in_batch"])
-def test_learns_planted_signal_on_cold_items(negatives: str) -> None:
+@pytest.mark.parametrize(
+    ("negatives", "fusion"),
+    [
+        ("full", "gated_concat"),
+        ("sampled", "gated_concat"),
+        ("in_batch", "gated_concat"),
+        ("sampled", "residual"),
+    ],
+)
+def test_learns_planted_signal_on_cold_items(negatives: str, fusion: str) -> None:
     torch.set_num_threads(1)
     feats, pos, likes, cluster = _planted()
     train_rows = np.arange(160)
@@ -141,6 +151,7 @@ def test_learns_planted_signal_on_cold_items(negatives: str) -> None:
         max_epochs=15,
         lr=1e-2,
         negatives=negatives,  # type: ignore[arg-type]
+        fusion=fusion,  # type: ignore[arg-type]
     )
     trained = train_item_tower(train, train_pos, cfg, seed=0)
     assert trained.user_embeddings.shape == (len(trained.user_ids), 16)
@@ -163,7 +174,14 @@ def test_learns_planted_signal_on_cold_items(negatives: str) -> None:
 def test_same_seed_same_model_and_validation_early_stop() -> None:
     feats, pos, _, _ = _planted(n_items=80, n_users=20)
     cfg = ItemTowerConfig(
-        item_dim=8, fusion_dim=8, hidden=16, image_bottleneck=4, batch_size=32, max_epochs=6, patience=2
+        item_dim=8,
+        fusion_dim=8,
+        hidden=16,
+        image_bottleneck=4,
+        batch_size=32,
+        max_epochs=6,
+        patience=2,
+        fusion="gated_concat",  # one training stage (the residual fusion's two are tested below)
     )
     a = train_item_tower(feats, pos, cfg, seed=3)
     b = train_item_tower(feats, pos, cfg, seed=3)
@@ -173,7 +191,7 @@ def test_same_seed_same_model_and_validation_early_stop() -> None:
     assert not np.array_equal(a.user_embeddings, c.user_embeddings)
     scores = iter([0.5, 0.4, 0.3, 0.2, 0.1, 0.0])
     stopped = train_item_tower(feats, pos, cfg, seed=3, validate=lambda _m: next(scores))
-    assert stopped.metrics["epochs"] == 3 and stopped.metrics["best_val_ndcg@10"] == 0.5
+    assert stopped.metrics["epochs"] == 3 and stopped.metrics["best_val_score"] == 0.5
     # The best (first) epoch's state is restored.
     first = train_item_tower(feats, pos, cfg.model_copy(update={"max_epochs": 1}), seed=3)
     assert np.allclose(stopped.user_embeddings, first.user_embeddings)
@@ -190,9 +208,17 @@ def test_bad_inputs() -> None:
         train_item_tower(no_image, pos, ItemTowerConfig(modalities="image", max_epochs=1))
 
 
-def test_onnx_export_parity(tmp_path) -> None:
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"fusion": "residual", "image_pca": 6, "image_bottleneck": 0}],
+    ids=["gated_concat", "residual_pca"],
+)
+def test_onnx_export_parity(tmp_path, extra: dict[str, object]) -> None:
     ort = pytest.importorskip("onnxruntime")
-    tower = ItemTower(DI, DT, ItemTowerConfig(item_dim=8, fusion_dim=8, hidden=16, image_bottleneck=4)).eval()
+    cfg = ItemTowerConfig(item_dim=8, fusion_dim=8, hidden=16, image_bottleneck=4).model_copy(update=extra)
+    tower = ItemTower(DI, DT, cfg).eval()
+    if cfg.fusion == "residual":
+        torch.nn.init.normal_(tower.image_residual.weight, generator=torch.Generator().manual_seed(0))
     rng = np.random.default_rng(0)
     tower.fit_centering(
         rng.random((5, DI), dtype=np.float32),
@@ -219,3 +245,69 @@ def test_onnx_export_parity(tmp_path) -> None:
         None, {n: t.numpy() for n, t in zip(names, (img, txt, iok, tok), strict=True)}
     )[0]
     assert np.abs(got - tower(img, txt, iok, tok).detach().numpy()).max() <= 1e-4
+
+
+def _residual_cfg(**kw: object) -> ItemTowerConfig:
+    base = ItemTowerConfig(
+        item_dim=8,
+        fusion_dim=8,
+        hidden=16,
+        image_bottleneck=4,
+        batch_size=32,
+        max_epochs=4,
+        fusion="residual",
+    )
+    return base.model_copy(update=kw)
+
+
+def test_residual_stage_one_is_the_text_model_and_unhelpful_image_is_left_out() -> None:
+    torch.set_num_threads(1)
+    feats, pos, _, _ = _planted(n_items=80, n_users=20)
+    text = train_item_tower(feats, pos, _residual_cfg(modalities="text"), seed=5)
+    both = train_item_tower(feats, pos, _residual_cfg(), seed=5)
+    # Stage 1 of image+text trains exactly the text-only model (users and text path frozen afterwards).
+    assert np.array_equal(text.user_embeddings, both.user_embeddings)
+    for name, value in text.module.state_dict().items():
+        if name.startswith(("text_proj", "mlp")):
+            assert torch.equal(value, both.module.state_dict()[name]), name
+    # Without validation stage 2 runs: the image changes the vectors of items that have both modalities.
+    assert not np.allclose(text.encode(feats), both.encode(feats))
+    # A validation score that never improves rejects stage 2: the image correction stays zero and the
+    # vectors of items with text are the text model's.
+    rejected = train_item_tower(feats, pos, _residual_cfg(), seed=5, validate=lambda _m: 0.0)
+    text_v = train_item_tower(feats, pos, _residual_cfg(modalities="text"), seed=5, validate=lambda _m: 0.0)
+    assert float(rejected.module.image_residual.weight.detach().abs().max()) == 0.0
+    assert np.allclose(rejected.encode(feats), text_v.encode(feats), atol=1e-6)
+    stages = [int(h["stage"]) for h in rejected.history]
+    assert stages[0] == 1 and stages[-1] == 2
+
+
+def test_image_pca_basis_is_orthogonal_and_scaled() -> None:
+    feats, _, _, _ = _planted(n_items=60, n_users=5)
+    tower = ItemTower(DI, DT, ItemTowerConfig(image_pca=5, image_bottleneck=0))
+    tower.fit_centering(feats.image, feats.text, feats.image_ok, feats.text_ok)
+    basis = tower.image_basis
+    gram = basis.T @ basis
+    assert torch.allclose(gram / gram[0, 0], torch.eye(5), atol=1e-4)
+    x = tower._normalise(torch.from_numpy(feats.image), tower.image_mean, torch.ones(60), DI)
+    assert math.isclose(float(((x @ basis) ** 2).sum(dim=1).mean()), 5.0, rel_tol=1e-3)
+    with pytest.raises(InvalidInputError, match="image_pca"):
+        ItemTower(DI, DT, ItemTowerConfig(image_pca=DI + 1))
+
+
+def test_short_text_augmentation_needs_every_item() -> None:
+    feats, pos, _, _ = _planted(n_items=40, n_users=10)
+    short = Features(
+        feats.item_ids[:-1], feats.image[:-1], feats.text[:-1] * 0.5, feats.image_ok[:-1], feats.text_ok[:-1]
+    )
+    with pytest.raises(InvalidInputError, match="short_text"):
+        train_item_tower(feats, pos, _residual_cfg(short_text_rate=0.5), short_text=short)
+    full_short = Features(feats.item_ids, feats.image, feats.text * 0.5, feats.image_ok, feats.text_ok)
+    plain = train_item_tower(feats, pos, _residual_cfg(short_text_rate=0.5), seed=1)
+    augmented = train_item_tower(
+        feats, pos, _residual_cfg(short_text_rate=0.5), seed=1, short_text=full_short
+    )
+    # stage 1 is untouched (the text model never sees the short text) ...
+    assert np.array_equal(plain.user_embeddings, augmented.user_embeddings)
+    # ... stage 2 trains the image path on it
+    assert not torch.equal(plain.module.image_residual.weight, augmented.module.image_residual.weight)
