@@ -9,7 +9,9 @@
 3. starts the embedded Tansu broker (or uses ``COLDSTART_KAFKA__BOOTSTRAP_SERVERS`` / a running
    ``coldstart broker``), an encoder worker in its own process (``coldstart stream encode``), and a
    loopback HTTP server that serves the posters as image URLs;
-4. keeps a pool index in this process, fed from ``items.stored`` (as the API does);
+4. writes the user vectors learned next to the item tower (the artifact's ``users.npz``) to the store,
+   so users known at training time get personal slots; keeps a pool index in this process, fed from
+   ``items.stored`` (as the API does);
 5. publishes ``limit`` movies as ItemListed events at ``rate`` events/s, shows progress;
 6. starts the API (``coldstart api serve``) on a free loopback port, asks it for exploration slots for
    a few users and searches the cold pool by text, and prints a summary: items stored, dead letters,
@@ -147,6 +149,7 @@ def run_demo(
 
     from exploration.pool import ExactPool, ItemPools
     from feature_repo import open_store
+    from feature_repo.seed_users import seed_users_from_artifact
     from models.catalog import Catalog
     from stream.broker import ensure_broker
     from stream.dlq import read_dead_letters
@@ -168,6 +171,9 @@ def run_demo(
         try:
             _say("opening the feature store (embedded: SQLite online + parquet offline)")
             store = open_store(settings)
+            if (artifact / "users.npz").is_file():
+                seeded = seed_users_from_artifact(store.users(), artifact)
+                _say(f"seeded {seeded} user vectors learned next to the item tower ({artifact.name})")
             content_pool = ExactPool()
             pools = ItemPools(content=content_pool)
             feed = PoolFeed(bootstrap, pools.upsert_items).start()

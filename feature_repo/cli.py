@@ -71,3 +71,29 @@ def apply_command() -> None:
         )
     finally:
         store.close()
+
+
+@app.command("seed-users")
+def seed_users_command(
+    artifact: Annotated[
+        Path | None,
+        typer.Option(
+            help="Artifact dir holding users.npz (default: settings models.artifact, else the newest)."
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Also replace users that already have a vector.")] = False,
+) -> None:
+    """Write an encoder artifact's learned user vectors to the store (users known at training time)."""
+    from coldstart.settings import get_settings
+    from feature_repo import open_store
+    from feature_repo.seed_users import seed_users_from_artifact
+    from models.artifact import resolve_artifact
+
+    settings = get_settings()
+    path = resolve_artifact(artifact or settings.models.artifact, settings.models.artifacts_dir)
+    store = open_store(settings)
+    try:
+        n = seed_users_from_artifact(store.users(), path, overwrite=overwrite)
+    finally:
+        store.close()
+    typer.echo(f"wrote {n} user vectors from {path.name}")
