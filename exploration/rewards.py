@@ -17,26 +17,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal
 
 from exploration.config import RewardConfig
 from exploration.records import Decision
-
-
-class InteractionLike(Protocol):
-    """The fields of ``stream.contracts.Interaction`` the join reads."""
-
-    @property
-    def event_id(self) -> str: ...
-    @property
-    def item_id(self) -> str: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def ts(self) -> datetime: ...
-    @property
-    def decision_id(self) -> str | None: ...
+from feature_repo.records import InteractionLike
 
 
 @dataclass(frozen=True)

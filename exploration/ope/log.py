@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Protocol
+from datetime import timedelta
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,24 +18,10 @@ from numpy.typing import NDArray
 from coldstart.errors import InvalidInputError
 from exploration.config import RewardConfig
 from exploration.records import Decision
+from feature_repo.records import InteractionLike
 
 SlotKey = tuple[str, int]
 """``(decision_id, position)`` of one slot."""
-
-
-class InteractionLike(Protocol):
-    """The fields of ``stream.contracts.Interaction`` the reward join reads."""
-
-    @property
-    def item_id(self) -> str: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def ts(self) -> datetime: ...
-    @property
-    def decision_id(self) -> str | None: ...
-    @property
-    def position(self) -> int | None: ...
 
 
 def join_rewards(

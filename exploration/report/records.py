@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from exploration.ope.log import InteractionLike
 from exploration.records import Decision
+from feature_repo.records import InteractionLike
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from exploration.ope.log import InteractionLike
 from exploration.records import Decision
 from exploration.report.kpis import validate_window
 from exploration.report.records import ItemListing, ReportData
+from feature_repo.records import InteractionLike
 
 if TYPE_CHECKING:
     from coldstart.settings import Settings
