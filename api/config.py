@@ -27,6 +27,15 @@ class ApiSettings(BaseModel):
         for queries).
     workers
         uvicorn worker processes of ``coldstart api serve``.
+    gc_freeze
+        After start-up, ``gc.freeze()`` the objects alive then (see ``api.main``): the collector
+        then never rescans them on the request path.
+    decision_log_process
+        Publish decisions to Kafka from a child process owning its own producer (the Kafka client's
+        Python work then never holds the serving process's GIL); ``False``: from a thread.
+    gil_switch_interval_s
+        ``sys.setswitchinterval`` of the serving process: the longest a request waits for the GIL
+        while a background thread (decision sinks, Kafka client) runs Python.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -40,4 +49,7 @@ class ApiSettings(BaseModel):
     search_index: bool = True
     follow_stored: bool = True
     workers: int = Field(default=1, ge=1, le=64)
+    gc_freeze: bool = True
+    decision_log_process: bool = True
+    gil_switch_interval_s: float = Field(default=0.0005, gt=0.0, le=0.1)
     max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)

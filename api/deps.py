@@ -1,4 +1,9 @@
-"""FastAPI dependencies (``Annotated`` aliases): the app state, the slot service, API-key auth."""
+"""FastAPI dependencies (``Annotated`` aliases): the app state, the slot service, API-key auth.
+
+Every dependency is ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, a
+thread hop (and a GIL hand-over) per dependency per request, which is most of the framework's cost on
+the hot path; these functions do not block, so they run on the event loop.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from exploration.service import SlotService
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="One of settings.api.api_keys")
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     """The state built by the lifespan."""
     state: AppState = request.app.state.coldstart
     return state
@@ -24,8 +29,8 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-def require_api_key(state: State, key: Annotated[str | None, Security(_api_key_header)]) -> str:
-    """Accept the request only with a configured ``X-API-Key`` (constant-time comparison)."""
+def check_api_key(state: AppState, key: str | None) -> str:
+    """Accept only a configured ``X-API-Key`` (constant-time comparison); :class:`UnauthorizedError` else."""
     if not key:
         raise UnauthorizedError("missing X-API-Key header")
     if not any(hmac.compare_digest(key.encode(), k.encode()) for k in state.settings.api.api_keys):
@@ -33,7 +38,12 @@ def require_api_key(state: State, key: Annotated[str | None, Security(_api_key_h
     return key
 
 
-def get_service(state: State) -> SlotService:
+async def require_api_key(state: State, key: Annotated[str | None, Security(_api_key_header)]) -> str:
+    """Accept the request only with a configured ``X-API-Key`` (constant-time comparison)."""
+    return check_api_key(state, key)
+
+
+async def get_service(state: State) -> SlotService:
     """The slot service."""
     return state.service
 

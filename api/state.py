@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -26,7 +27,12 @@ from exploration.pacing import ExposurePacer, GraduationEvent
 from exploration.policies import build_policy
 from exploration.pool.base import POOL_STATUSES, CandidatePool, entry_from_item
 from exploration.service import SlotService
-from exploration.sinks import DecisionSink, KafkaDecisionSink, OfflineDecisionSink
+from exploration.sinks import (
+    DecisionSink,
+    KafkaDecisionSink,
+    OfflineDecisionSink,
+    ProcessKafkaDecisionSink,
+)
 from feature_repo.base import FeatureStore
 from feature_repo.records import StoredItem
 
@@ -234,17 +240,27 @@ def build_state(
     metrics.set_model_version(holder.current.version)
 
     producer_error = ""
+    own_producer = producer is None
+    bootstrap = ""
     if producer is None and settings.api.kafka:
         try:
             from stream.broker import resolve_bootstrap
             from stream.producer import EventProducer
 
-            producer = EventProducer(resolve_bootstrap(settings.kafka), settings.kafka)
+            bootstrap = resolve_bootstrap(settings.kafka)
+            producer = EventProducer(bootstrap, settings.kafka)
         except BrokerError as exc:
             producer_error = str(exc)
             log.warning("API without Kafka: %s", exc)
     sinks: list[DecisionSink] = []
-    if producer is not None:
+    if producer is not None and own_producer and settings.api.decision_log_process:
+        # the decisions topic gets its own producer in a child process (off the serving GIL)
+        from stream.producer import EventProducer
+        from stream.topics import DECISIONS
+
+        make_producer = functools.partial(EventProducer, bootstrap, settings.kafka)
+        sinks.append(ProcessKafkaDecisionSink(make_producer, DECISIONS))
+    elif producer is not None:
         sinks.append(KafkaDecisionSink(producer))
     offline = getattr(store, "offline", None)
     if settings.api.offline_decisions and offline is not None:

@@ -13,6 +13,9 @@ Prints ONE JSON object:
   measured max rate with ``listed_at`` = publish time; freshness = listed_at → the vector is readable
   from the online store AND returned by the pool index (target p99 ≤ 1.0 s). The pool is fed as in
   production: the worker announces written rows on ``items.stored`` and a :class:`PoolFeed` follows it.
+- ``stages_phase_a`` / ``stages_phase_b``: where the worker's time went in each phase
+  (:class:`~stream.encode_worker.StageTimes`: seconds blocked on image fetches, in the encoder, in the
+  store write and in the announcement, summed and per batch); ``worker``: phase B's counters.
 
 Items are real MovieLens posters + titles/genres/plots (``../shared/data/movielens``), served as image
 URLs by a loopback HTTP server. The broker is a private Tansu on a free port, the store a fresh embedded
@@ -187,6 +190,7 @@ def main() -> None:
             pipe_rate = len(phase_a) / (time.perf_counter() - t0)
             worker.stop()
             thread.join(60)
+            stages_a = {"batches": worker.metrics.batches, **worker.stages.snapshot()}
             enc_after = encoder_rate(encoder, phase_a, args.batch_size)
             enc_rate = (enc_before + enc_after) / 2
             worker = EncodeWorker(
@@ -242,9 +246,11 @@ def main() -> None:
                 "linger_ms": args.linger_ms,
                 "encoder": encoder_kind,
                 "encoder_version": encoder.version,
+                "stages_phase_a": stages_a,
                 "worker": {
                     k: snap[k] for k in ("batches", "encode_s", "write_s", "image_failures", "text_only")
                 },
+                "stages_phase_b": worker.stages.snapshot(),
                 "checks": {
                     "online_eq_items_minus_bad": online == total_events - planted,
                     "dlq_eq_planted": dlq == planted,

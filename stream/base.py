@@ -72,6 +72,7 @@ class BatchSettings:
     pipeline_depth: int = 2
     max_poll_interval_ms: int = 300_000
     poll_timeout_ms: int = 200
+    fetch_max_wait_ms: int = 500
     progress_every_s: float = 10.0
 
 
@@ -110,6 +111,8 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
         self._inflight: deque[_InFlight] = deque()
         self._consumer: Any = None
         self._to_recover: list[Any] = []
+        # the first failure of a stage (e.g. a store write): once set, nothing more is committed
+        self._error: BaseException | None = None
         self._joined = False
         self._assigned: frozenset[int] = frozenset()
         self._compute_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{type(self).__name__}-compute")
@@ -177,7 +180,14 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
 
         class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             def on_partitions_revoked(self, revoked: Any) -> None:
-                owner._drain()
+                # finish and commit the in-flight batches before the partitions go; after a failure
+                # nothing more is committed (the new owner re-processes those records). An error
+                # raised here would reach run() as a generic KafkaError: keep it for run() instead.
+                if owner._error is None:
+                    try:
+                        owner._drain()
+                    except BaseException as exc:
+                        owner._error = exc
                 owner._assigned = frozenset()
 
             def on_partitions_assigned(self, assigned: Any) -> None:
@@ -197,6 +207,7 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
                 heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
                 max_poll_interval_ms=self.batch.max_poll_interval_ms,
                 max_poll_records=self.batch.max_batch_size,
+                fetch_max_wait_ms=self.batch.fetch_max_wait_ms,
                 request_timeout_ms=max(self.kafka.request_timeout_ms, self.kafka.session_timeout_ms + 5000),
             )
         except KafkaError as exc:
@@ -210,6 +221,8 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
         try:
             while not self._stop.is_set():
                 records = self._poll_batch()
+                if self._error is not None:
+                    raise self._error
                 self._complete(block=False)
                 now = time.monotonic()
                 if now - last_progress >= self.batch.progress_every_s:
@@ -226,8 +239,10 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
                 while len(self._inflight) >= self.batch.pipeline_depth:
                     self._complete(block=True)
             self._drain()
-        except BaseException:
+        except BaseException as exc:
             failed = True
+            if self._error is None:
+                self._error = exc  # leaving the group (revoke callback) must not drain or commit
             raise
         finally:
             self._shutdown(commit=not failed)

@@ -120,6 +120,10 @@ def encode_command(
         kafka.encode.linger_ms = linger_ms
     bootstrap = resolve_bootstrap(kafka)
     encoder = load_default_encoder(settings, artifact)
+    if kafka.encode.vector_cache_dir is not None:
+        from stream.vector_cache import CachedEncoder
+
+        encoder = CachedEncoder(encoder, kafka.encode.vector_cache_dir)
     store = open_store(settings)
     producer = EventProducer(bootstrap, kafka)
     worker = EncodeWorker(

@@ -59,6 +59,13 @@ class EncodeWorkerSettings(BaseModel):
         Micro-batches in flight at once (fetch/encode/write overlap; batches waiting for the writer
         are written together). Offsets are still committed in order and only after their batch is
         written.
+    fetch_max_wait_ms
+        How long the broker may hold a fetch that has no new records, in milliseconds: the upper bound
+        on how long a new event can sit in the broker before this worker sees it (Tansu answers an
+        idle fetch only when this wait expires), traded against idle polling.
+    vector_cache_dir
+        Directory of a content-addressed vector cache (``stream/vector_cache.py``): re-listings of
+        unchanged content reuse their vectors instead of re-encoding. ``None`` (default): no cache.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -68,6 +75,8 @@ class EncodeWorkerSettings(BaseModel):
     linger_ms: int = Field(default=50, ge=0, le=60_000)
     pipeline_depth: int = Field(default=4, ge=1, le=16)
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    fetch_max_wait_ms: int = Field(default=50, ge=1, le=10_000)
+    vector_cache_dir: Path | None = None
 
 
 class KafkaSettings(BaseModel):

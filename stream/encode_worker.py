@@ -22,10 +22,11 @@ this process's pool again; the pool's owner re-applies statuses at its next rebu
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -58,6 +59,48 @@ class Encoder(Protocol):
     def encode(self, items: Sequence[ItemContent]) -> list[ItemEmbedding]:
         """One embedding per item, in order."""
         ...
+
+
+@dataclass
+class StageTimes:
+    """Seconds the worker spent per pipeline stage, summed over batches (thread-safe; profiling).
+
+    ``image_wait_s``: the compute thread blocked on image fetches; ``encode_s``: encoder calls;
+    ``store_s``: ``FeatureStore.write_items``; ``announce_s``: pool upsert and ``on_stored``;
+    ``computed`` / ``writes``: batches encoded / store write calls (batches waiting for the writer
+    are written together).
+    """
+
+    computed: int = 0
+    writes: int = 0
+    image_wait_s: float = 0.0
+    encode_s: float = 0.0
+    store_s: float = 0.0
+    announce_s: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **deltas: float) -> None:
+        """Increment stage counters by name."""
+        with self._lock:
+            for name, value in deltas.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def snapshot(self) -> dict[str, float]:
+        """The counters, plus per-batch means (``*_per_batch_s``), rounded to milliseconds."""
+        with self._lock:
+            out: dict[str, float] = {
+                "computed": self.computed,
+                "writes": self.writes,
+                "image_wait_s": round(self.image_wait_s, 3),
+                "encode_s": round(self.encode_s, 3),
+                "store_s": round(self.store_s, 3),
+                "announce_s": round(self.announce_s, 3),
+            }
+            for name, n in (("image_wait", self.computed), ("encode", self.computed)):
+                out[f"{name}_per_batch_s"] = round(getattr(self, f"{name}_s") / max(n, 1), 3)
+            for name, n in (("store", self.writes), ("announce", self.writes)):
+                out[f"{name}_per_batch_s"] = round(getattr(self, f"{name}_s") / max(n, 1), 3)
+            return out
 
 
 @dataclass
@@ -135,6 +178,7 @@ class EncodeWorker(MicroBatchConsumer[ItemListed, _Prepared, _Computed]):
             linger_ms=cfg.linger_ms,
             pipeline_depth=cfg.pipeline_depth,
             max_poll_interval_ms=cfg.max_poll_interval_ms,
+            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
         )
         super().__init__(bootstrap_servers, ITEMS_LISTED, kafka, batch, dlq)
         self.encoder = encoder
@@ -143,6 +187,7 @@ class EncodeWorker(MicroBatchConsumer[ItemListed, _Prepared, _Computed]):
         self.pool_vector = pool_vector
         self.on_stored = on_stored
         self.fetcher = ImageFetcher(kafka.images)
+        self.stages = StageTimes()
 
     def _parse(self, record: Any) -> ItemListed:
         return decode_event(record.value, ItemListed)
@@ -158,17 +203,21 @@ class EncodeWorker(MicroBatchConsumer[ItemListed, _Prepared, _Computed]):
             if prev is None or env.event.listed_at >= prepared.envelopes[prev].event.listed_at:
                 latest[env.event.item_id] = i
         keep = sorted(latest.values())
+        start = time.perf_counter()
+        fetched_all = [prepared.images[i].result() for i in keep]
+        self.stages.add(image_wait_s=time.perf_counter() - start)
         contents: list[ItemContent] = []
-        for i in keep:
+        for i, fetched in zip(keep, fetched_all, strict=True):
             event = prepared.envelopes[i].event
-            fetched = prepared.images[i].result()
             if event.image is not None and not fetched.ok:
                 self.metrics.image_failed(fetched.error or "unknown")
                 log.info("item %s: image unavailable (%s), encoding text only", event.item_id, fetched.detail)
             contents.append(ItemContent(item_id=event.item_id, text=event.text(), image=fetched.data))
         start = time.perf_counter()
         embeddings, rejections = self._encode(contents, [prepared.envelopes[i] for i in keep])
-        self.metrics.add(encode_s=time.perf_counter() - start)
+        encode_s = time.perf_counter() - start
+        self.metrics.add(encode_s=encode_s)
+        self.stages.add(encode_s=encode_s, computed=1)
         rows: list[StoredItem] = []
         attributes: dict[str, dict[str, str]] = {}
         for i, emb in zip(keep, embeddings, strict=True):
@@ -219,12 +268,15 @@ class EncodeWorker(MicroBatchConsumer[ItemListed, _Prepared, _Computed]):
         # the store keeps the newer row when it has one (warmed up, or re-listed later): a re-delivered
         # old listing does not overwrite it
         self.store.write_items(rows, mode="content")
+        stored = time.perf_counter()
         if self.pool is not None:
             self.pool.upsert([self._pool_entry(r, attributes.get(r.item_id, {})) for r in rows])
         if self.on_stored is not None:
             self.on_stored(rows)
         written_at = now_utc()
-        self.metrics.add(written=len(rows), write_s=time.perf_counter() - start)
+        end = time.perf_counter()
+        self.metrics.add(written=len(rows), write_s=end - start)
+        self.stages.add(writes=1, store_s=stored - start, announce_s=end - stored)
         self.metrics.observe_freshness([_seconds(r.listed_at, written_at) for r in rows])
 
     def _pool_entry(self, row: StoredItem, attributes: dict[str, str]) -> PoolEntry:

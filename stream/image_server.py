@@ -48,6 +48,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default listen backlog is 5: a worker fetching a batch's images concurrently
+    # overflows it, the kernel drops the extra SYNs and those fetches stall for the 1 s SYN retransmit
+    request_queue_size = 128
     root: Path
 
 

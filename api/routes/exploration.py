@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from api.deps import ApiKey, Service, State
 from api.schemas import ErrorOut, SlotOut, SlotsRequest, SlotsResponse
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/exploration", tags=["exploration"])
     responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
     summary="Choose k exploration slots among cold items for one user",
 )
-async def choose_slots(body: SlotsRequest, service: Service, state: State, _: ApiKey) -> SlotsResponse:
+async def choose_slots(body: SlotsRequest, service: Service, state: State, _: ApiKey) -> Response:
     """Candidates are the top-M cold items by similarity to the user's vector (unknown users: context
     only, the items most behind their exposure schedule), scored by the bandit; ``k`` are sampled
     without replacement. ``propensity`` is the probability the item was drawn with at its position;
@@ -35,7 +35,7 @@ async def choose_slots(body: SlotsRequest, service: Service, state: State, _: Ap
     )
     d = result.decision
     state.metrics.observe_slots(len(d.slots), result.explored, result.known_user)
-    return SlotsResponse(
+    out = SlotsResponse(
         decision_id=d.decision_id,
         model_version=d.model_version,
         slots=[
@@ -43,3 +43,5 @@ async def choose_slots(body: SlotsRequest, service: Service, state: State, _: Ap
             for s in d.slots
         ],
     )
+    # serialised here: a returned model would be validated again against response_model by FastAPI
+    return Response(content=out.model_dump_json(), media_type="application/json")

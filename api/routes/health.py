@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import State, require_api_key
+from api.deps import State, check_api_key
 from api.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -44,7 +44,7 @@ async def metrics(request: Request, state: State) -> Response:
     if not state.settings.api.metrics_public:
         from api.deps import _api_key_header
 
-        require_api_key(state, await _api_key_header(request))
+        check_api_key(state, await _api_key_header(request))
     state.metrics.pool_size.set(len(state.service))
     state.metrics.set_model_version(state.holder.current.version)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -54,19 +54,60 @@ def shared_line(context: Context) -> str:
     return f"shared |C {' '.join(parts)} |U user:{_num(has_user)} nouser:{_num(1.0 - has_user)}"
 
 
+#: Arm feature values are written as integers in millionths (``123456e-6``, which VW's float parser
+#: reads like ``0.123456``): formatting 1,300 floats with ``%g`` was the largest cost of a 100-arm
+#: request, integers format ~5x faster. Six decimals is the precision the slot service rounds to.
+_SCALE = 1_000_000
+#: Beyond this magnitude the scaled value would lose integer precision: such arms use ``%.6g``.
+_SCALED_MAX = 1e12
+
+
 @functools.lru_cache(maxsize=1024)
 def _arm_format(keys: tuple[str, ...]) -> str:
-    return "|A " + " ".join(f"{_token(k)}:%.6g" for k in keys) + " |I id=%s"
+    return "|A " + " ".join(f"{_token(k)}:%de-6" for k in keys) + " |I id=%s"
+
+
+def _arm_line_g(arm: Arm) -> str:
+    """Slow path: ``%.6g`` values, non-finite values dropped."""
+    feats = " ".join(f"{_token(k)}:{v:.6g}" for k, v in arm.features.items() if math.isfinite(v))
+    return f"|A {feats} |I id={_token(arm.item_id)}"
+
+
+def arm_lines(arms: Sequence[Arm]) -> list[str]:
+    """Action lines of ``arms``: numeric features in ``A``, the item id in ``I``.
+
+    Arms sharing one feature-key order (the slot service's) are formatted in one vectorised pass;
+    others, and arms with non-finite or huge values, line by line (non-finite values dropped).
+    """
+    n = len(arms)
+    if n == 0:
+        return []
+    keys = tuple(arms[0].features)
+    if all(tuple(a.features) == keys for a in arms):
+        values = np.array([list(a.features.values()) for a in arms], dtype=np.float64).reshape(n, len(keys))
+        if np.isfinite(values).all() and (values.size == 0 or float(np.abs(values).max()) < _SCALED_MAX):
+            rows: list[list[Any]] = np.rint(values * _SCALE).astype(np.int64).tolist()
+            flat: list[Any] = []
+            for row, arm in zip(rows, arms, strict=True):
+                row.append(_token(arm.item_id))
+                flat.extend(row)
+            fmt = _arm_format(keys)
+            return ("\n".join([fmt] * n) % tuple(flat)).split("\n")
+    return [_arm_line(a) for a in arms]
+
+
+def _arm_line(arm: Arm) -> str:
+    values = list(arm.features.values())
+    vals = np.asarray(values, dtype=np.float64)
+    if np.isfinite(vals).all() and (vals.size == 0 or float(np.abs(vals).max()) < _SCALED_MAX):
+        scaled = np.rint(vals * _SCALE).astype(np.int64).tolist()
+        return _arm_format(tuple(arm.features)) % (*scaled, _token(arm.item_id))
+    return _arm_line_g(arm)
 
 
 def arm_line(arm: Arm, label: str = "") -> str:
     """One action line: numeric features in ``A``, the item id in ``I`` (non-finite values dropped)."""
-    values = tuple(arm.features.values())
-    if math.isfinite(sum(values)):  # nan/inf anywhere (or an overflow) takes the filtering path
-        line = _arm_format(tuple(arm.features)) % (*values, _token(arm.item_id))
-    else:
-        feats = " ".join(f"{_token(k)}:{v:.6g}" for k, v in arm.features.items() if math.isfinite(v))
-        line = f"|A {feats} |I id={_token(arm.item_id)}"
+    line = _arm_line(arm)
     return f"{label} {line}" if label else line
 
 
@@ -113,7 +154,7 @@ class VWPolicy(Policy):
         import pylibvw
 
         # pylibvw directly: pyvw.Workspace.predict wraps every line in a Python Example (3x the cost)
-        text = "\n".join([shared_line(context), *(arm_line(a) for a in arms)])
+        text = "\n".join([shared_line(context), *arm_lines(arms)])
         ws: Any = self._ws
         examples = ws._parse(text)
         try:
@@ -126,9 +167,8 @@ class VWPolicy(Policy):
     def _learn(
         self, context: Context, arms: Sequence[Arm], index: int, propensity: float, reward: float
     ) -> None:
-        lines = [shared_line(context)]
-        for i, arm in enumerate(arms):
-            lines.append(arm_line(arm, f"0:{_num(-reward)}:{_num(propensity)}" if i == index else ""))
+        lines = [shared_line(context), *arm_lines(arms)]
+        lines[index + 1] = f"0:{_num(-reward)}:{_num(propensity)} {lines[index + 1]}"
         self._ws.learn(lines)  # type: ignore[attr-defined]
 
     def _dump(self) -> bytes:

@@ -70,6 +70,16 @@ class CandidatePool(ABC):
     def search(self, query: NDArray[np.float32], k: int, filters: PoolFilter | None = None) -> list[PoolHit]:
         """Top-``k`` items by inner product with ``query`` (shape ``(dim,)``), best first."""
 
+    def search_ids(
+        self, query: NDArray[np.float32], k: int, filters: PoolFilter | None = None
+    ) -> tuple[list[str], NDArray[np.float64]]:
+        """:meth:`search` as ``(item_ids, scores)``, scores ``(len(item_ids),)`` float64, best first.
+
+        The serving path's form (no :class:`PoolHit` per hit); implementations may override it.
+        """
+        hits = self.search(query, k, filters)
+        return [h.item_id for h in hits], np.array([h.score for h in hits], dtype=np.float64)
+
     @abstractmethod
     def __len__(self) -> int:
         """Number of items in the pool."""

@@ -190,3 +190,25 @@ def test_pacing_boost_shifts_the_logged_pmf() -> None:
 
 
 BuildFn = Callable[[str], Policy]
+
+
+def test_vw_text_of_a_batch_is_the_text_of_each_arm() -> None:
+    """The vectorised formatter of the serving path writes the same examples as the per-arm one."""
+    from exploration.policies.vw import arm_line, arm_lines
+
+    rng = np.random.default_rng(4)
+    same_keys = [
+        Arm(item_id=f"it em|{i}", features={"dot": float(v), "age": float(rng.random()), "imp": 0.0})
+        for i, v in enumerate(rng.normal(size=20))
+    ]
+    mixed = [
+        Arm(item_id="a", features={"x": 1.5}),
+        Arm(item_id="b", features={"y": float("nan"), "x": 2.0}),
+        Arm(item_id="c", features={"x": 3e13}),
+        Arm(item_id="d"),
+    ]
+    for arms in (same_keys, mixed):
+        assert arm_lines(arms) == [arm_line(a) for a in arms]
+    assert arm_line(mixed[0]) == "|A x:1500000e-6 |I id=a"
+    assert arm_line(mixed[1]) == "|A x:2 |I id=b"  # non-finite value dropped
+    assert arm_lines(same_keys)[0].endswith("|I id=it_em_0")

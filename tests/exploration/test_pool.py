@@ -247,3 +247,20 @@ def test_rebuild_skips_rows_of_another_dimension(caplog: pytest.LogCaptureFixtur
     assert fixed.ids() == ["old-encoder"]
     with pytest.raises(InvalidInputError):  # the stream path stays strict
         pool.upsert(odd)
+
+
+def test_search_ids_is_search_as_arrays() -> None:
+    rng = np.random.default_rng(5)
+    es = entries(500, rng)
+    pool = new_pool()
+    pool.upsert(es)
+    f = PoolFilter(categories=("c1", "c2"), exclude_item_ids=frozenset({"i1", "i2", "i5"}))
+    for filt in (None, f):
+        q = rng.standard_normal(DIM).astype(np.float32)
+        hits = pool.search(q, 30, filt)
+        ids, scores = pool.search_ids(q, 30, filt)
+        assert ids == [h.item_id for h in hits]
+        assert scores.dtype == np.float64 and scores.tolist() == [h.score for h in hits]
+    empty = new_pool()
+    ids, scores = empty.search_ids(np.zeros(DIM, dtype=np.float32), 3)
+    assert ids == [] and scores.shape == (0,)

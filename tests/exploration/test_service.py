@@ -156,3 +156,18 @@ def test_user_vector_of_another_dimension_falls_back_to_context(store) -> None: 
     svc, _ = service(store, candidates_m=10)
     res = svc.select(SlotRequest(user_id="odd", k=2))
     assert not res.known_user and len(res.decision.slots) == 2
+
+
+def test_most_starving_head_sort_equals_the_full_stable_sort() -> None:
+    """The partial two-key sort behind ``most_starving`` returns exactly the head of the full one,
+    ties (equal deadlines, equal deficits, infinities) included."""
+    from exploration.pacing import _lexsort_head
+
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        size, n = int(rng.integers(1, 60)), int(rng.integers(1, 70))
+        primary = rng.choice([1.0, 2.0, 3.0, np.inf], size=size)
+        secondary = rng.choice([-np.inf, -1.0, 0.5, 1.0, 2.0, np.inf], size=size)
+        np.testing.assert_array_equal(
+            _lexsort_head(primary, secondary, n), np.lexsort((secondary, primary))[:n]
+        )

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from coldstart.errors import StoreError
 from models.records import ItemContent
 from stream.config import KafkaSettings
 from stream.contracts import ImageRef, ItemListed
@@ -15,6 +16,7 @@ from stream.encode_worker import EncodeWorker
 from stream.image_server import ImageServer
 from stream.images import ImageFetcher
 from stream.producer import EventProducer
+from stream.topics import ITEMS_LISTED
 from tests.stream.conftest import POSTERS, poster_paths
 from tests.stream.helpers import WorkerThread, good_event, publish_mixed, read_dlq
 
@@ -187,3 +189,84 @@ def test_dead_letters_are_not_repeated_after_a_crash_before_commit(
     letters = read_dlq(bootstrap)
     assert sorted(letter.payload() for letter in letters) == sorted(pub.bad)
     assert set(store.get_items(list(pub.good))) == set(pub.good)
+
+
+class _FailingStore:
+    """The session's real store, except that its ``fail_on``-th ``write_items`` call raises."""
+
+    def __init__(self, inner: Any, fail_on: int) -> None:
+        self.inner = inner
+        self.fail_on = fail_on
+        self.calls = 0
+        self.failed_ids: list[str] = []
+
+    def write_items(self, items: Any, mode: Any = "full") -> None:
+        self.calls += 1
+        if self.calls == self.fail_on:
+            self.failed_ids = [it.item_id for it in items]
+            raise StoreError("injected write failure")
+        self.inner.write_items(items, mode)
+
+
+def _offsets_by_item(bootstrap: str) -> dict[str, tuple[int, int]]:
+    """``item_id -> (partition, offset)`` of every record on items.listed."""
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(ITEMS_LISTED, p) for p in sorted(consumer.partitions_for_topic(ITEMS_LISTED))]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        out: dict[str, tuple[int, int]] = {}
+        while polled := consumer.poll(timeout_ms=1500):
+            for records in polled.values():
+                out.update({r.key.decode(): (r.partition, r.offset) for r in records})
+        return out
+    finally:
+        consumer.close()
+
+
+def _committed(bootstrap: str, group_id: str) -> dict[int, int]:
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    probe = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    try:
+        return {p: probe.committed(TopicPartition(ITEMS_LISTED, p)) or 0 for p in range(4)}
+    finally:
+        probe.close()
+
+
+def test_a_failed_write_commits_nothing_for_its_batch_and_is_redelivered(
+    kafka: KafkaSettings, encoder: Any, store: Any
+) -> None:
+    """With several batches in flight, a store write that fails stops the worker with that error; no
+    offset of a record in the failed write (or after it) is committed, every committed record is in
+    the store, and a restarted worker gets the rest re-delivered and writes them."""
+    bootstrap = kafka.bootstrap_servers or ""
+    kafka.encode.max_batch_size = 8
+    kafka.encode.pipeline_depth = 4
+    with EventProducer(bootstrap, kafka) as producer:
+        pub = publish_mixed(producer, "wf", 120)
+    failing = _FailingStore(store, fail_on=3)
+    with pytest.raises(StoreError, match="injected write failure"):
+        EncodeWorker(bootstrap, kafka, encoder, failing).run()
+    assert failing.failed_ids
+
+    where = _offsets_by_item(bootstrap)
+    assert set(where) == set(pub.good)
+    committed = _committed(bootstrap, kafka.encode.group_id)
+    assert sum(committed.values()) < len(pub.good)
+    for item_id in failing.failed_ids:  # the failed write's records stay uncommitted
+        partition, offset = where[item_id]
+        assert offset >= committed[partition], (item_id, partition, offset, committed)
+    done = [i for i, (p, off) in where.items() if off < committed[p]]
+    assert set(store.get_items(done)) == set(done)  # committed only after written
+    assert not set(store.get_items(failing.failed_ids))
+
+    again = EncodeWorker(bootstrap, kafka, encoder, store)
+    again.run(idle_exit_s=2.0)
+    assert again.metrics.records >= len(pub.good) - len(done)  # the uncommitted rest, re-delivered
+    assert set(store.get_items(list(pub.good))) == set(pub.good)
+    assert sum(_committed(bootstrap, kafka.encode.group_id).values()) == len(pub.good)
