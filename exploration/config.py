@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _PolicyConfigBase(BaseModel):
@@ -73,8 +73,15 @@ class PacingConfig(BaseModel):
 
     Every item should get at least ``target_impressions`` within ``window_hours`` of listing; the
     (linear) schedule aims at ``schedule_fraction * window_hours`` for a margin. An item behind it is
-    *starving* and its probability is multiplied by up to
-    ``max_boost``. An item graduates once it has ``graduate_impressions`` impressions and
+    *starving*: the slot service reserves candidate places for the starving items (earliest deadline
+    first), and at every slot position a share ``strength`` of the sampling distribution goes to the
+    starving candidates in proportion to ``urgency ** urgency_power`` (urgency: impressions still needed
+    per hour left before the deadline); the logged propensities are those of the mixed distribution.
+    The share is adaptive unless ``strength`` fixes it: ``clip(safety * load, min_strength,
+    max_strength)``, with ``load`` the share of the slot supply (impressions served per hour, averaged
+    with a half-life of ``supply_halflife * window_hours``) that the unmet items need to make their
+    deadlines served earliest deadline first. A starving item's policy probability is also multiplied
+    by up to ``max_boost``. An item graduates once it has ``graduate_impressions`` impressions and
     ``graduate_clicks`` clicks, or when it is older than ``max_age_hours``.
     """
 
@@ -83,6 +90,44 @@ class PacingConfig(BaseModel):
     target_impressions: int = Field(default=100, ge=1)
     window_hours: float = Field(default=24.0, gt=0.0)
     max_boost: float = Field(default=4.0, ge=1.0)
+    strength: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Fixed share of every slot position's sampling distribution given to starving "
+        "candidates (by urgency), overriding the adaptive strength; 0 = pacing only through max_boost. "
+        "None (default): adaptive, clip(safety * load, min_strength, max_strength).",
+    )
+    min_strength: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Adaptive strength when nothing is behind (the floor)."
+    )
+    max_strength: float = Field(
+        default=0.98, ge=0.0, le=1.0, description="Adaptive strength when the backlog exceeds the supply."
+    )
+    safety: float = Field(
+        default=4.0,
+        gt=0.0,
+        description="Adaptive strength = safety * load, load = share of the slot supply that the unmet "
+        "items need to make their deadlines (earliest-deadline-first demand / supply).",
+    )
+    urgency_power: float = Field(
+        default=4.0,
+        ge=0.0,
+        description="The pacing distribution q is proportional to urgency ** urgency_power (higher: closer "
+        "to earliest deadline first; 0: uniform over the urgent candidates).",
+    )
+    supply_halflife: float = Field(
+        default=0.02,
+        gt=0.0,
+        le=1.0,
+        description="Half-life of the slot supply estimate (impressions served per hour, an exponentially "
+        "weighted average), as a fraction of window_hours.",
+    )
+    starving_order: Literal["deadline", "deficit"] = Field(
+        default="deadline",
+        description="Which starving items get the reserved candidate places: earliest deadline first "
+        "(deadline) or largest absolute deficit first (deficit).",
+    )
     full_boost_deficit: float = Field(
         default=0.25,
         gt=0.0,
@@ -99,6 +144,14 @@ class PacingConfig(BaseModel):
     graduate_impressions: int = Field(default=500, ge=1)
     graduate_clicks: int = Field(default=5, ge=0)
     max_age_hours: float = Field(default=72.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _check_strength_range(self) -> PacingConfig:
+        if self.min_strength > self.max_strength:
+            raise ValueError(
+                f"min_strength ({self.min_strength}) must be <= max_strength ({self.max_strength})"
+            )
+        return self
 
 
 class RewardConfig(BaseModel):

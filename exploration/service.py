@@ -7,8 +7,9 @@ For one request it
    of the most starving items (``R = starving_candidates``; an unknown user gets ``M`` items, the most
    starving first), honouring the request's category/seller filters and exclusions;
 3. builds each candidate's features (user·item dot, user⊙item bucket sums, item age, impressions,
-   pacing boost) and lets the current policy sample ``k`` slots without replacement, the pmf
-   multiplied by the pacing boosts and the per-seller cap applied, propensities logged as sampled;
+   pacing boost) and samples ``k`` slots without replacement from the current policy's pmf
+   (multiplied by the pacing boosts) mixed with the pacing distribution over urgent candidates
+   (:meth:`ExposurePacer.choose`), the per-seller cap applied, propensities logged as sampled;
 4. counts the impressions for pacing and hands the decision to its sinks (decisions topic, offline
    store).
 
@@ -254,7 +255,10 @@ class SlotService:
             "has_user": 1.0 if user_vec is not None else 0.0,
         }
         policy = loaded.policy
-        choice = policy.choose(context, arms, request.k, boosts=boosts, max_per_group=self.per_seller_cap)
+        # pacing mixes its urgency distribution into the policy's pmf (propensities logged as sampled)
+        choice = self.pacer.choose(
+            policy, context, arms, request.k, boosts=boosts, max_per_group=self.per_seller_cap, now_s=now
+        )
 
         explored = 0
         remaining = np.ones(len(arms), dtype=bool)
@@ -312,13 +316,16 @@ class SlotService:
         ids: list[str] = []
         sims: list[float] = []
         seen: set[str] = set()
-        if user_vec is not None:
-            for hit in self.pool.search(user_vec, m - self.starving_candidates, filt):
-                if hit.item_id not in seen:
-                    seen.add(hit.item_id)
-                    ids.append(hit.item_id)
-                    sims.append(hit.score)
+        if user_vec is not None and m > self.starving_candidates:
+            hit_ids, hit_scores = self.pool.search_ids(user_vec, m - self.starving_candidates, filt)
+            for item_id, score in zip(hit_ids, hit_scores.tolist(), strict=True):
+                if item_id not in seen:
+                    seen.add(item_id)
+                    ids.append(item_id)
+                    sims.append(score)
             n_extra, behind = m - len(ids), True
+        elif user_vec is not None:
+            n_extra, behind = m, True
         else:
             n_extra, behind = m, False
         extra = self.pacer.most_starving(
@@ -354,9 +361,17 @@ class SlotService:
         buckets = np.zeros((n, N_BUCKETS))
         if user_vec is not None:
             dim = user_vec.shape[0]
-            usable = [i for i, e in enumerate(entries) if e.vector.shape == (dim,)]
-            if usable:
-                V = np.stack([entries[i].vector for i in usable]).astype(np.float64)
+            vectors = [e.vector for e in entries]
+            try:  # the pool's entries all have its dimension: one stack
+                V = np.stack(vectors).astype(np.float64)
+                usable: list[int] | slice = slice(None)
+                if V.shape != (n, dim):
+                    raise ValueError(V.shape)
+            except ValueError:
+                usable = [i for i, v in enumerate(vectors) if v.shape == (dim,)]
+                V = np.stack([vectors[i] for i in usable]) if usable else np.zeros((0, dim))
+                V = V.astype(np.float64)
+            if V.shape[0]:
                 prod = V * user_vec.astype(np.float64)
                 starts = np.linspace(0, dim, N_BUCKETS + 1).astype(int)[:-1]
                 buckets[usable] = np.add.reduceat(prod, starts, axis=1)
@@ -374,9 +389,10 @@ class SlotService:
                 buckets,
             ]
         ).round(6)
+        # positional, strict=False: ~2x cheaper for 100 arms; the lengths are equal by construction
         return [
-            Arm(item_id=item_id, features=dict(zip(FEATURES, row, strict=True)), group=e.seller_id)
-            for item_id, e, row in zip(ids, entries, matrix.tolist(), strict=True)
+            Arm(item_id, dict(zip(FEATURES, row, strict=False)), e.seller_id)
+            for item_id, e, row in zip(ids, entries, matrix.tolist(), strict=False)
         ]
 
     def close(self) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exploration.config import PacingConfig
+from exploration.config import GreedyPolicyConfig, PacingConfig, VWPolicyConfig
 from exploration.pacing import ExposurePacer
+from exploration.policies import Arm, build_policy
 
 H = 3600.0
 
@@ -85,3 +86,216 @@ def test_pacing_reaches_coverage_for_items_no_user_prefers() -> None:
         p.record_impressions([pick])
     counts = [p.get(f"i{i}").impressions for i in range(5, 30)]  # type: ignore[union-attr]
     assert min(counts) >= 20, counts
+
+
+# --------------------------------------------------------------------------- deadline-aware pacing
+def test_most_starving_is_earliest_deadline_first() -> None:
+    p = make(target_impressions=10, window_hours=10)
+    p.register("young", listed_at_s=8 * H)  # deadline 18 h
+    p.register("old", listed_at_s=1 * H)  # deadline 11 h, well behind
+    p.register("older_less_behind", listed_at_s=0.0, impressions=8)  # deadline 10 h, behind by 1
+    p.register("closed", listed_at_s=-5 * H)  # window closed at 5 h: after the open ones
+    p.register("met", listed_at_s=0.0, impressions=10)  # target reached: never starving
+    now = 9 * H
+    assert p.most_starving(10, now_s=now) == ["older_less_behind", "old", "young", "closed"]
+    assert p.most_starving(2, now_s=now) == ["older_less_behind", "old"]
+    by_deficit = make(target_impressions=10, window_hours=10, starving_order="deficit")
+    for item_id in ("young", "old", "older_less_behind", "closed", "met"):
+        e = p.get(item_id)
+        assert e is not None
+        by_deficit.register(item_id, e.listed_at_s, impressions=e.impressions)
+    assert by_deficit.most_starving(2, now_s=now) == ["closed", "old"]
+
+
+def test_urgency_is_needed_impressions_per_hour_left() -> None:
+    p = make(target_impressions=10, window_hours=10)
+    p.register("behind", listed_at_s=0.0, impressions=2)
+    p.register("on_track", listed_at_s=0.0, impressions=6)
+    p.register("closed", listed_at_s=-20 * H)
+    u = p.urgency(["behind", "on_track", "closed", "unknown"], now_s=5 * H)
+    assert u[0] == pytest.approx(8 / 5)  # 8 more impressions in the 5 hours left
+    assert list(u[1:]) == [0.0, 0.0, 0.0]
+
+
+def _arms(n: int, groups: list[str] | None = None) -> list[Arm]:
+    return [Arm(f"i{j}", {"dot": float(n - j)}, (groups or [""] * n)[j]) for j in range(n)]
+
+
+def test_paced_choice_logs_the_mixture_probability_it_sampled_from() -> None:
+    p = make(target_impressions=10, window_hours=10, strength=0.6, urgency_power=2.0)
+    arms = _arms(6)
+    for j in range(6):
+        p.register(f"i{j}", listed_at_s=0.0, impressions=10 if j < 4 else 0)  # i4, i5 starving
+    p.register("i5", 0.0)
+    p.record_impressions(["i5"] * 3)  # i5: 7 needed, i4: 10 needed -> q ~ (10 / 5, 7 / 5) ** 2
+    now = 5 * H
+    policy = build_policy(GreedyPolicyConfig(min_propensity=0.01), seed=1)
+    base, _ = policy.pmf({}, arms)
+    q = np.array([0, 0, 0, 0, 10 / 5, 7 / 5]) ** 2
+    first = 0.4 * base + 0.6 * q / q.sum()
+    counts = np.zeros(6)
+    for _ in range(3000):
+        choice = p.choose(policy, {}, arms, 3, now_s=now)
+        np.testing.assert_allclose(choice.pmf, first, rtol=1e-9)
+        assert choice.pmf.sum() == pytest.approx(1.0)
+        eligible = np.ones(6, dtype=bool)
+        for slot in choice.slots:  # recompute every position's distribution from the earlier draws
+            pw = np.where(eligible, base, 0.0)
+            qw = np.where(eligible, q, 0.0)
+            w = 0.4 * pw / pw.sum() + (0.6 * qw / qw.sum() if qw.sum() > 0 else 0.0 * qw)
+            w = w / w.sum()
+            assert slot.propensity == pytest.approx(w[slot.index], rel=1e-9)
+            eligible[slot.index] = False
+        assert len({s.item_id for s in choice.slots}) == 3
+        counts[choice.slots[0].index] += 1
+    np.testing.assert_allclose(counts / counts.sum(), first, atol=0.03)  # the logged pmf is what happened
+
+
+def test_paced_choice_without_urgent_items_is_the_policy_choice() -> None:
+    p = make(target_impressions=10, window_hours=10, strength=0.5)
+    arms = _arms(5)
+    for j in range(5):
+        p.register(f"i{j}", listed_at_s=0.0, impressions=10)  # all at target: nothing urgent
+    a = build_policy(VWPolicyConfig(bits=16), seed=4)
+    b = build_policy(VWPolicyConfig(bits=16), seed=4)
+    for _ in range(20):
+        x = p.choose(a, {"c": 1.0}, arms, 2, now_s=5 * H)
+        y = b.choose({"c": 1.0}, arms, 2)
+        assert [(s.item_id, s.propensity) for s in x.slots] == [(s.item_id, s.propensity) for s in y.slots]
+
+
+def test_paced_choice_honours_the_per_seller_cap() -> None:
+    p = make(target_impressions=10, window_hours=10, strength=0.9)
+    groups = ["s1", "s1", "s1", "s2", "s3"]
+    arms = _arms(5, groups)
+    for j in range(5):
+        p.register(f"i{j}", listed_at_s=0.0, seller_id=groups[j])  # every item starving
+    policy = build_policy(GreedyPolicyConfig(), seed=0)
+    for _ in range(200):
+        choice = p.choose(policy, {}, arms, 4, max_per_group=1, now_s=5 * H)
+        sellers = [groups[s.index] for s in choice.slots]
+        assert len(sellers) == len(set(sellers)) == 3  # three sellers: three slots at most
+
+
+def _simulate_coverage(strength: float | None, max_boost: float) -> float:
+    """A greedy policy that always prefers 5 evergreen items; 30 new items listed over 10 h, a goal of
+    10 impressions within 4 h each; 2 slots per request, 300 requests per hour (traffic: enough)."""
+    p = make(
+        target_impressions=10,
+        window_hours=4,
+        max_boost=max_boost,
+        strength=strength,
+        schedule_fraction=0.8,
+        full_boost_deficit=0.25,
+    )
+    policy = build_policy(GreedyPolicyConfig(min_propensity=1e-3), seed=0)
+    popular = [f"pop{j}" for j in range(5)]
+    for item_id in popular:
+        p.register(item_id, listed_at_s=-100 * H, impressions=10)  # old, at target
+    served: dict[str, list[float]] = {}
+    listed: dict[str, float] = {}
+    for step in range(14 * 300):
+        now = step * H / 300
+        n_listed = min(30, int(now / (H / 3)) + 1)  # one new item every 20 minutes
+        for j in range(len(listed), n_listed):
+            listed[f"new{j}"] = now
+            p.register(f"new{j}", listed_at_s=now)
+        starving = [s for s in p.most_starving(3, now_s=now) if s not in popular]
+        ids = popular + starving
+        arms = [Arm(i, {"dot": 1.0 if i in popular else 0.1}) for i in ids]
+        choice = p.choose(policy, {}, arms, 2, boosts=p.boosts(ids, now_s=now), now_s=now)
+        for s in choice.slots:
+            served.setdefault(s.item_id, []).append(now)
+        p.record_impressions(s.item_id for s in choice.slots)
+    met = [
+        sum(1 for t in served.get(i, []) if t - at <= 4 * H) >= 10
+        for i, at in listed.items()
+        if at + 4 * H <= now
+    ]
+    return sum(met) / len(met)
+
+
+def test_pacing_delivers_the_goal_when_traffic_allows_and_boosts_alone_do_not() -> None:
+    assert _simulate_coverage(strength=0.5, max_boost=4.0) == 1.0
+    assert _simulate_coverage(strength=None, max_boost=4.0) == 1.0  # adaptive strength
+    assert _simulate_coverage(strength=0.0, max_boost=4.0) < 0.5  # multiplicative boosts of ~0 stay ~0
+
+
+def _steady_supply(p: ExposurePacer, per_hour: int, hours: float, clock: dict[str, float]) -> None:
+    """Serve ``per_hour`` impressions per hour (of an untracked item) for ``hours``, one per step."""
+    steps = int(per_hour * hours)
+    for _ in range(steps):
+        clock["t"] += H / per_hour
+        p.record_impressions(["warm"])
+
+
+def test_supply_estimate_follows_the_served_rate() -> None:
+    clock = {"t": 0.0}
+    p = ExposurePacer(PacingConfig(window_hours=10, supply_halflife=0.02), clock=lambda: clock["t"])
+    assert p.supply_per_hour() is None
+    _steady_supply(p, 60, 2.0, clock)
+    assert p.supply_per_hour() == pytest.approx(60.0, rel=0.05)
+    _steady_supply(p, 240, 2.0, clock)  # 10 half-lives (0.2 h each) later the old rate is forgotten
+    assert p.supply_per_hour() == pytest.approx(240.0, rel=0.05)
+
+
+def test_adaptive_strength_rises_with_the_backlog_and_falls_to_the_floor_without_one() -> None:
+    clock = {"t": 0.0}
+    cfg = PacingConfig(
+        target_impressions=10, window_hours=10, min_strength=0.05, max_strength=0.9, safety=1.5
+    )
+    p = ExposurePacer(cfg, clock=lambda: clock["t"])
+    _steady_supply(p, 100, 1.0, clock)  # 100 slots per hour
+    assert p.load() == 0.0
+    assert p.strength() == pytest.approx(0.05)  # nothing to pace: the floor
+    listed = clock["t"]
+    for j in range(20):
+        p.register(f"a{j}", listed_at_s=listed)
+    clock["t"] += 60.0  # past the strength cache
+    # 20 items x 10 impressions within ~10 h at 100 slots / h: load ~ 200 / 1000
+    load = p.load()
+    assert load == pytest.approx(200 / (100 * (10 - 60 / H)), rel=0.05)
+    assert p.strength() == pytest.approx(1.5 * load, rel=1e-9)
+    low = p.strength()
+    for j in range(200):
+        p.register(f"b{j}", listed_at_s=listed)
+    clock["t"] += 60.0
+    assert p.load() > 1.0  # 2,200 impressions needed, ~1,000 slots: more than the supply
+    assert p.strength() == pytest.approx(0.9)  # the ceiling
+    assert p.strength() > low
+    # the backlog is served: every item reaches the target, the strength falls back to the floor
+    p.record_impressions([f"{x}{j}" for x in "ab" for j in range(200 if x == "b" else 20)] * 10)
+    clock["t"] += 60.0
+    assert p.load() == 0.0
+    assert p.strength() == pytest.approx(0.05)
+    # items whose window closed do not count
+    p.register("late", listed_at_s=clock["t"] - 11 * H)
+    clock["t"] += 60.0
+    assert p.strength() == pytest.approx(0.05)
+
+
+def test_adaptive_choice_logs_the_mixture_probability_it_sampled_from() -> None:
+    clock = {"t": 0.0}
+    cfg = PacingConfig(target_impressions=10, window_hours=10, min_strength=0.0, max_strength=1.0, safety=10)
+    p = ExposurePacer(cfg, clock=lambda: clock["t"], seed=3)
+    _steady_supply(p, 100, 1.0, clock)
+    arms = _arms(6)
+    for j in range(6):
+        p.register(f"i{j}", listed_at_s=clock["t"] - 5 * H, impressions=10 if j < 4 else 3)
+    policy = build_policy(GreedyPolicyConfig(min_propensity=0.01), seed=1)
+    base, _ = policy.pmf({}, arms)
+    lam = p.strength()
+    assert lam == pytest.approx(10 * 14 / 500, rel=0.05)  # 14 impressions needed in 5 h at 100 slots / h
+    q = np.array([0, 0, 0, 0, 1, 1], dtype=float)
+    for _ in range(200):
+        choice = p.choose(policy, {}, arms, 2)
+        np.testing.assert_allclose(choice.pmf, (1 - lam) * base + lam * q / q.sum(), rtol=1e-9)
+        first = choice.slots[0]
+        assert first.propensity == pytest.approx(choice.pmf[first.index], rel=1e-9)
+
+
+def test_strength_range_is_validated_naming_the_fields() -> None:
+    with pytest.raises(ValueError, match="min_strength"):
+        PacingConfig(min_strength=0.8, max_strength=0.5)
+    with pytest.raises(ValueError, match="safety"):
+        PacingConfig(safety=0.0)
