@@ -56,6 +56,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -694,26 +695,28 @@ def main() -> None:
     }
     rows = []
     prime: dict[str, Any] | None = None
+    run: Callable[[Spec], dict[str, Any]]
     if args.mode == "e2e":
         listings = _catalog_events(args.catalog)
         prime = prime_cache(args, listings)
-        for name in args.policies.split(","):
-            t = time.perf_counter()
-            row = run_e2e(specs[name], events, liked, listings, args)
-            row["seconds"] = round(time.perf_counter() - t, 1)
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr)
         known = set(listings)
+
+        def run(spec: Spec) -> dict[str, Any]:
+            return run_e2e(spec, events, liked, listings, args)
     else:
         ids, mat = item_vectors(args.catalog, args.images)
         vectors = dict(zip(ids, mat, strict=True))
-        for name in args.policies.split(","):
-            t = time.perf_counter()
-            row = run_policy(specs[name], events, vectors, liked, args)
-            row["seconds"] = round(time.perf_counter() - t, 1)
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr)
         known = set(vectors)
+
+        def run(spec: Spec) -> dict[str, Any]:
+            return run_policy(spec, events, vectors, liked, args)
+
+    for name in args.policies.split(","):
+        t = time.perf_counter()
+        row = run(specs[name])
+        row["seconds"] = round(time.perf_counter() - t, 1)
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr)
     by = {r["policy"]: r for r in rows}
     ours, uni = by.get("ours"), by.get("uniform")
     summary = {

@@ -42,9 +42,23 @@ def broker() -> Iterator[TansuBroker]:
         yield b
 
 
+def _published(broker: TansuBroker) -> dict[str, Decision]:
+    """Every decision on the decisions topic, by id."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        DECISIONS,
+        bootstrap_servers=broker.bootstrap_servers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
+    got = {d.decision_id: d for d in (decode_event(m.value, Decision) for m in consumer)}
+    consumer.close()
+    return got
+
+
 @pytest.mark.integration
 def test_every_decision_reaches_the_topic_in_bursts(broker: TansuBroker) -> None:
-    from kafka import KafkaConsumer
 
     producer = EventProducer(broker.bootstrap_servers)
     sink = KafkaDecisionSink(producer, max_batch=16, linger_s=0.05)
@@ -54,20 +68,11 @@ def test_every_decision_reaches_the_topic_in_bursts(broker: TansuBroker) -> None
     sink.close()
     producer.close()
     assert sink.published == 40 and sink.dropped == 0 and sink.errors == 0
-    consumer = KafkaConsumer(
-        DECISIONS,
-        bootstrap_servers=broker.bootstrap_servers,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=3000,
-    )
-    got = {d.decision_id: d for d in (decode_event(m.value, Decision) for m in consumer)}
-    consumer.close()
-    assert got == {d.decision_id: d for d in sent}
+    assert _published(broker) == {d.decision_id: d for d in sent}
 
 
 @pytest.mark.integration
 def test_process_sink_publishes_every_decision_from_a_child_process(broker: TansuBroker) -> None:
-    from kafka import KafkaConsumer
 
     sink = ProcessKafkaDecisionSink(functools.partial(EventProducer, broker.bootstrap_servers), DECISIONS)
     sent = [decision(n) for n in range(30)]
@@ -76,15 +81,7 @@ def test_process_sink_publishes_every_decision_from_a_child_process(broker: Tans
     sink.flush()
     assert sink.published == 30 and sink.dropped == 0 and sink.errors == 0
     sink.close()
-    consumer = KafkaConsumer(
-        DECISIONS,
-        bootstrap_servers=broker.bootstrap_servers,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=3000,
-    )
-    got = {d.decision_id: d for d in (decode_event(m.value, Decision) for m in consumer)}
-    consumer.close()
-    assert got == {d.decision_id: d for d in sent}
+    assert _published(broker) == {d.decision_id: d for d in sent}
 
 
 class _StalledProducer:
