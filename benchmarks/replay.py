@@ -633,7 +633,11 @@ def feasibility(events, listed_items: set[str], args: argparse.Namespace) -> dic
         "slots_per_item_within_T_median": round(
             float(np.median([args.k * args.window / max(1, c) for c in window_slots])), 2
         ),
-        "edf_oracle_coverage": round(sum(imps[i] >= args.n_impressions for i in eligible) / len(eligible), 4),
+        "edf_oracle_coverage": (
+            round(sum(imps[i] >= args.n_impressions for i in eligible) / len(eligible), 4)
+            if eligible
+            else None
+        ),
     }
 
 
