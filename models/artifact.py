@@ -139,13 +139,17 @@ def finalize_artifact(staging: Path, artifacts_dir: Path, fields: dict[str, Any]
         raise ArtifactError(f"artifact staging dir {staging} lacks {missing}")
     digest = content_hash(files)
     created = datetime.now(UTC)
-    version = f"{fields['kind']}-{created:%Y%m%dT%H%M%S}Z-{digest[:10]}"
+    base = f"{fields['kind']}-{created:%Y%m%dT%H%M%S}Z-{digest[:10]}"
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    # a version is never replaced (a serving process may be using it): the same content exported twice
+    # within one second gets a suffix
+    version, n = base, 1
+    while (artifacts_dir / version).exists():
+        n += 1
+        version = f"{base}-{n}"
     manifest = Manifest(version=version, files=files, content_hash=digest, created_at=created, **fields)
     (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
-    artifacts_dir.mkdir(parents=True, exist_ok=True)
     final = artifacts_dir / version
-    if final.exists():
-        shutil.rmtree(final)
     try:
         os.replace(staging, final)
     except OSError:  # different filesystems
