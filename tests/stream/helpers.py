@@ -10,6 +10,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pytest
+
+from feature_repo.records import StoredItem
 from stream.contracts import DeadLetter, ImageRef, ItemListed, decode_event, encode_event
 from stream.producer import EventProducer
 from stream.topics import ITEMS_LISTED, dlq_topic
@@ -132,3 +136,63 @@ class WorkerThread(threading.Thread):
             self.worker.run(idle_exit_s=self.idle_exit_s)
         except BaseException as exc:
             self.error = exc
+
+
+def module_store_fixtures() -> tuple[Any, Any]:
+    """``store_dir`` and ``store`` fixtures for a test module's OWN embedded store (module scope).
+
+    Use as ``store_dir, store = module_store_fixtures()`` at module level: they override the session
+    store of tests/stream, which holds other tests' items of other vector sizes that a pool rebuilt from
+    the whole store cannot take.
+    """
+
+    @pytest.fixture(scope="module", name="store_dir")
+    def _store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        return tmp_path_factory.mktemp("module-store")
+
+    @pytest.fixture(scope="module", name="store")
+    def _store(store_dir: Path) -> Any:
+        from coldstart.settings import Settings
+        from feature_repo import open_store
+        from feature_repo.feast_store import FeastFeatureStore
+
+        opened = open_store(Settings(data_dir=store_dir))
+        assert isinstance(opened, FeastFeatureStore)
+        return opened
+
+    return _store_dir, _store
+
+
+def random_items(
+    prefix: str,
+    n: int,
+    seed: int,
+    t0: datetime,
+    *,
+    dim: int = 8,
+    content_dim: int = 16,
+    categories: int = 0,
+    seller_id: str = "",
+) -> list[StoredItem]:
+    """``n`` stored items ``{prefix}-i{k}``: unit-norm random content vectors, random item vectors
+    ``(dim,)``, both modalities, listed and updated at ``t0``; category ``cat-{k % categories}`` when
+    ``categories`` > 0."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        c = rng.standard_normal(content_dim).astype(np.float32)
+        out.append(
+            StoredItem(
+                item_id=f"{prefix}-i{i}",
+                content_vector=c / np.linalg.norm(c),
+                item_vector=rng.standard_normal(dim).astype(np.float32),
+                image_ok=True,
+                text_ok=True,
+                encoder_version="enc-test",
+                listed_at=t0,
+                updated_at=t0,
+                category=f"cat-{i % categories}" if categories else "",
+                seller_id=seller_id,
+            )
+        )
+    return out

@@ -18,23 +18,9 @@ from models.warmup import ShrinkageConfig
 from stream.config import WarmupStageConfig
 from stream.contracts import Interaction
 from stream.warmup_stage import Delivery, WarmupCheckpoint, WarmupStage
+from tests.stream.helpers import module_store_fixtures, random_items
 
-
-# Own store per module: the session store of tests/stream holds other tests' items of other vector
-# sizes, which a pool rebuilt from the whole store cannot take.
-@pytest.fixture(scope="module")
-def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("warmup-store")
-
-
-@pytest.fixture(scope="module")
-def store(store_dir: Path) -> FeastFeatureStore:
-    from coldstart.settings import Settings
-    from feature_repo import open_store
-
-    opened = open_store(Settings(data_dir=store_dir))
-    assert isinstance(opened, FeastFeatureStore)
-    return opened
+store_dir, store = module_store_fixtures()  # own store (see the helper)
 
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -42,25 +28,7 @@ DIM = 8
 
 
 def make_items(prefix: str, n: int, seed: int) -> list[StoredItem]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        c = rng.standard_normal(16).astype(np.float32)
-        out.append(
-            StoredItem(
-                item_id=f"{prefix}-item-{i}",
-                content_vector=c / np.linalg.norm(c),
-                item_vector=rng.standard_normal(DIM).astype(np.float32),
-                image_ok=True,
-                text_ok=True,
-                encoder_version="enc-test",
-                listed_at=T0,
-                updated_at=T0,
-                category=f"cat-{i % 3}",
-                seller_id="s",
-            )
-        )
-    return out
+    return random_items(prefix, n, seed, T0, dim=DIM, categories=3, seller_id="s")
 
 
 def click(

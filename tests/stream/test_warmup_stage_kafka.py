@@ -28,23 +28,9 @@ from stream.contracts import Interaction
 from stream.pool_feed import PoolFeed
 from stream.producer import EventProducer
 from stream.warmup_stage import Delivery, WarmupCheckpoint, WarmupStage
+from tests.stream.helpers import module_store_fixtures, random_items
 
-
-# Own store per module: the session store of tests/stream holds other tests' items of other vector
-# sizes, which a pool rebuilt from the whole store cannot take.
-@pytest.fixture(scope="module")
-def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("warmup-store")
-
-
-@pytest.fixture(scope="module")
-def store(store_dir: Path) -> FeastFeatureStore:
-    from coldstart.settings import Settings
-    from feature_repo import open_store
-
-    opened = open_store(Settings(data_dir=store_dir))
-    assert isinstance(opened, FeastFeatureStore)
-    return opened
+store_dir, store = module_store_fixtures()  # own store (see the helper)
 
 
 pytestmark = pytest.mark.integration
@@ -55,23 +41,7 @@ N_ITEMS, N_USERS = 12, 10
 
 
 def _items(prefix: str) -> list[StoredItem]:
-    rng = np.random.default_rng(11)
-    out = []
-    for i in range(N_ITEMS):
-        c = rng.standard_normal(16).astype(np.float32)
-        out.append(
-            StoredItem(
-                item_id=f"{prefix}-i{i}",
-                content_vector=c / np.linalg.norm(c),
-                item_vector=rng.standard_normal(DIM).astype(np.float32),
-                image_ok=True,
-                text_ok=True,
-                encoder_version="enc-test",
-                listed_at=T0,
-                updated_at=T0,
-            )
-        )
-    return out
+    return random_items(prefix, N_ITEMS, 11, T0, dim=DIM)
 
 
 def _users(prefix: str) -> list[StoredUser]:
