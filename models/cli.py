@@ -184,10 +184,8 @@ def _train_tower(
 ) -> TrainedItemTower:
     """Train the item tower; with ``val_fraction`` > 0, a seeded share of the items is held out as
     cold-validation (Recall@20 + NDCG@10 of their positives) for early stopping and the image stage."""
-    import numpy as np
-
     from coldstart.errors import InvalidInputError
-    from models.evaluate import ranking_metrics, split_items
+    from models.evaluate import relevance_matrix, split_items, validation_score
     from models.item_tower import train_item_tower
 
     if not 0.0 <= val_fraction < 1.0:
@@ -204,18 +202,12 @@ def _train_tower(
     if not users:
         log.warning("no user has a positive on both training and validation items: no early stopping")
         return train_item_tower(train_feats, train_pos, config, seed, progress=True, short_text=titles)
-    row = {u: r for r, u in enumerate(users)}
-    col = {i: c for c, i in enumerate(split.val)}
-    relevant = np.zeros((len(users), len(split.val)), dtype=bool)
-    for u, i in zip(val_pos["user_id"].astype(str), val_pos["item_id"].astype(str), strict=True):
-        if u in row:
-            relevant[row[u], col[i]] = True
+    relevant = relevance_matrix(val_pos.astype({"user_id": str, "item_id": str}), users, split.val)
 
     def validate(candidate: TrainedItemTower) -> float:
         index = candidate.user_index()
         user_vecs = candidate.user_embeddings[[index[u] for u in users]]
-        m = ranking_metrics(user_vecs @ candidate.encode(val_feats).T, relevant, (10, 20))
-        return 0.5 * (m["ndcg@10"] + m["recall@20"])
+        return validation_score(user_vecs @ candidate.encode(val_feats).T, relevant)
 
     return train_item_tower(
         train_feats, train_pos, config, seed, validate=validate, progress=True, short_text=titles

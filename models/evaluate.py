@@ -303,7 +303,10 @@ class EvaluationResult:
         }
 
 
-def _relevance(positives: pd.DataFrame, users: Sequence[str], items: Sequence[str]) -> NDArray[np.bool_]:
+def relevance_matrix(
+    positives: pd.DataFrame, users: Sequence[str], items: Sequence[str]
+) -> NDArray[np.bool_]:
+    """``(len(users), len(items))`` bool: True where ``positives`` (``user_id``, ``item_id``) has the pair."""
     urow = {u: r for r, u in enumerate(users)}
     irow = {i: r for r, i in enumerate(items)}
     rel = np.zeros((len(users), len(items)), dtype=bool)
@@ -318,15 +321,21 @@ def _item_set(ids: list[str], table: Features, texts: dict[str, str]) -> ItemSet
     return ItemSet(table.select(ids), [texts[i] for i in ids])
 
 
+def validation_score(scores: NDArray[np.floating[Any]], relevant: NDArray[np.bool_]) -> float:
+    """The model-selection score on cold-validation items: mean of NDCG@10 and Recall@20 (the two
+    headline metrics). ``scores`` / ``relevant``: ``(U, N)`` as in :func:`ranking_metrics`."""
+    m = ranking_metrics(scores, relevant, (10, 20))
+    return 0.5 * (m["ndcg@10"] + m["recall@20"])
+
+
 def _validator(users: list[str], items: ItemSet, relevant: NDArray[np.bool_]) -> ValidationFn | None:
-    """Mean of NDCG@10 and Recall@20 (the two headline metrics) on the cold-validation items; used for
-    model selection / early stopping only."""
+    """:func:`validation_score` of a ranker on the cold-validation items (model selection / early
+    stopping only)."""
     if not users:
         return None
 
     def validate(ranker: Ranker) -> float:
-        m = ranking_metrics(ranker.score(users, items), relevant, (10, 20))
-        return 0.5 * (m["ndcg@10"] + m["recall@20"])
+        return validation_score(ranker.score(users, items), relevant)
 
     return validate
 
@@ -433,8 +442,8 @@ def evaluate_catalog(
             raise InvalidInputError(
                 "catalog", str(catalog.root), "no user has both a training and a cold-test positive"
             )
-        val_rel = _relevance(val_pos, val_users, split.val)
-        test_rel = _relevance(test_pos, test_users, split.test)
+        val_rel = relevance_matrix(val_pos, val_users, split.val)
+        test_rel = relevance_matrix(test_pos, test_users, split.test)
 
         wanted = set(rows) | {_TITLE_OF[r] for r in rows if r in _TITLE_OF}
         rankers: dict[str, Ranker] = {}
