@@ -30,13 +30,15 @@ def import_open_clip() -> ModuleType:
     Raises
     ------
     ConfigError
-        open_clip is not installed (``pip install 'coldstart[clip]'``).
+        open_clip is not installed (``pip install -c constraints.txt 'coldstart[clip]'``).
     """
     ensure_torchvision_importable()
     try:
         import open_clip
     except ImportError as exc:
-        raise ConfigError("open_clip is not installed: pip install 'coldstart[clip]'") from exc
+        raise ConfigError(
+            "open_clip is not installed: pip install -c constraints.txt 'coldstart[clip]' (torch pinned)"
+        ) from exc
     module: ModuleType = open_clip
     return module
 
