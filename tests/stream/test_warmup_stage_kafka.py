@@ -121,7 +121,9 @@ def test_learner_killed_mid_stream_resumes_from_checkpoint_without_loss(
     store.users().write_users(users)
     events = _events(prefix, 600)
     dups = events[590:600]  # published twice (a producer retry): same event ids, new offsets
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: this process runs Kafka and pool-feed threads, whose locks a forked child could
+    # inherit held (a learner that never starts)
+    ctx = multiprocessing.get_context("spawn")
     with TansuBroker(partitions=4) as broker:
         bootstrap = broker.bootstrap_servers
         checkpoint = store_dir / "warmup" / f"{group}.sqlite3"
