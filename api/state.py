@@ -293,7 +293,11 @@ def build_state(
             from stream.broker import resolve_bootstrap
             from stream.pool_feed import PoolFeed
 
-            state.pool_feed = PoolFeed(resolve_bootstrap(settings.kafka), state.apply_stored).start()
+            state.pool_feed = PoolFeed(
+                resolve_bootstrap(settings.kafka),
+                state.apply_stored,
+                fetch_max_wait_ms=settings.kafka.follow_fetch_wait_ms,
+            ).start()
         except Exception as exc:  # the periodic store sync still keeps the pool up to date
             log.warning("API pool does not follow items.stored: %s", exc)
     state.sync_pool()

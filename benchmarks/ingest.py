@@ -173,7 +173,9 @@ def main() -> None:
             producer.flush()
 
             # as in production: the worker announces rows on items.stored, the pool follows that topic
-            feed = PoolFeed(bootstrap, pools.upsert_items).start()
+            feed = PoolFeed(
+                bootstrap, pools.upsert_items, fetch_max_wait_ms=kafka.follow_fetch_wait_ms
+            ).start()
             worker = EncodeWorker(
                 bootstrap, kafka, encoder, store, producer=producer, on_stored=StoredAnnouncer(producer)
             )

@@ -28,6 +28,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import shutil
 import socket
 import subprocess
@@ -111,16 +112,23 @@ async def _loadgen(
         tasks.append(asyncio.create_task(one(scheduled, scheduled >= measure_from)))
     await asyncio.gather(*tasks)
     span = (max(done_times) - measure_from) if done_times else float("nan")
-    return {"latencies_ms": lat, "errors": errors, "achieved_rps": len(lat) / span if span > 0 else 0.0}
+    return {
+        "latencies_ms": lat,
+        "errors": errors,
+        "achieved_rps": len(lat) / span if span > 0 else 0.0,
+        "sent": total,
+    }
 
 
 def loadgen_main(args: argparse.Namespace) -> None:
     import uvloop
 
+    start = resource.getrusage(resource.RUSAGE_SELF)
     out = uvloop.run(
         _loadgen(args.port, args.rate, args.duration, args.warmup, args.users, args.k, args.connections)
     )
     lat = out["latencies_ms"]
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     print(
         json.dumps(
             {
@@ -131,6 +139,8 @@ def loadgen_main(args: argparse.Namespace) -> None:
                 "p99_ms": _pct(lat, 99),
                 "max_ms": max(lat) if lat else float("nan"),
                 "achieved_rps": out["achieved_rps"],
+                "sent": out["sent"],
+                "cpu_s": usage.ru_utime + usage.ru_stime - start.ru_utime - start.ru_stime,
             }
         )
     )
@@ -191,6 +201,27 @@ def _feast_reads(store: object, n_users: int, n: int) -> list[float]:
             features=refs, entity_rows=[{"user_id": uid}], full_feature_names=True
         ).to_dict()
         out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+def _cpu_s(pids: list[int]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each process group: the API (master, workers and
+    their children, e.g. the decision-log producers) and the broker."""
+    import psutil
+
+    out: dict[str, float] = {}
+    for name, pid in (("api", pids[0]), ("broker", pids[1])):
+        if pid <= 0:
+            continue
+        total = 0.0
+        try:
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                t = proc.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            pass
+        out[name] = total
     return out
 
 
@@ -281,14 +312,23 @@ def main() -> None:
         feast_ms = _feast_reads(store, args.users, args.feast_reads)
         runs = []
         rates = args.rates if args.rates else [args.rate, *args.extra_rates]
+        pids = [server.pid, broker.pid or -1 if broker is not None else -1]
         for rate in rates:
+            before = _cpu_s(pids)
             load = subprocess.run(
                 [sys.executable, __file__, "--loadgen", "--port", str(port), "--rate", str(rate),
                  "--duration", str(args.duration), "--warmup", str(args.warmup), "--users", str(args.users),
                  "--k", str(args.k), "--connections", str(args.connections)],
                 cwd=ROOT, capture_output=True, text=True, check=True,
             )  # fmt: skip
-            runs.append((rate, json.loads(load.stdout.strip().splitlines()[-1])))
+            lg = json.loads(load.stdout.strip().splitlines()[-1])
+            after = _cpu_s(pids)
+            sent = max(1, lg["sent"])
+            lg["cpu_ms_per_request"] = {
+                **{k: round((after[k] - before[k]) / sent * 1e3, 3) for k in after},
+                "loadgen": round(lg["cpu_s"] / sent * 1e3, 3),
+            }
+            runs.append((rate, lg))
         feast_p99 = _pct(feast_ms, 99)
         rate, lg = runs[0]
         result = {
@@ -299,6 +339,7 @@ def main() -> None:
             "feast_read_p50_ms": round(_pct(feast_ms, 50), 3),
             "feast_read_p99_ms": round(feast_p99, 3),
             "ratio_p99": round(lg["p99_ms"] / feast_p99, 3),
+            "cpu_ms_per_request": lg["cpu_ms_per_request"],
             "p90_ms": round(lg["p90_ms"], 3),
             "max_ms": round(lg["max_ms"], 3),
             "requests": lg["n"],
@@ -310,6 +351,7 @@ def main() -> None:
                     "p50_ms": round(x["p50_ms"], 3),
                     "p99_ms": round(x["p99_ms"], 3),
                     "ratio_p99": round(x["p99_ms"] / feast_p99, 3),
+                    "cpu_ms_per_request": x["cpu_ms_per_request"],
                     "errors": x["errors"],
                 }
                 for r, x in runs[1:]

@@ -176,7 +176,9 @@ def run_demo(
                 _say(f"seeded {seeded} user vectors learned next to the item tower ({artifact.name})")
             content_pool = ExactPool()
             pools = ItemPools(content=content_pool)
-            feed = PoolFeed(bootstrap, pools.upsert_items).start()
+            feed = PoolFeed(
+                bootstrap, pools.upsert_items, fetch_max_wait_ms=settings.kafka.follow_fetch_wait_ms
+            ).start()
             pools.rebuild_from_store(store)
             _say(f"waiting for the encoder worker to join its group (log: {worker_log})")
             _wait_worker_ready(proc, worker_log)

@@ -53,7 +53,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from exploration.config import PacingConfig
-from exploration.policies.base import Arm, Choice, ChosenSlot, Context, Policy
+from exploration.policies.base import Arm, Choice, ChosenSlot, Context, Policy, arm_groups, arm_ids
 
 GraduationReason = Literal["evidence", "aged_out"]
 
@@ -486,14 +486,15 @@ class ExposurePacer:
         now = self.clock() if now_s is None else now_s
         lam = self.strength(now)
         n = len(arms)
-        urgency = self.urgency([a.item_id for a in arms], now) if lam > 0 and n else np.zeros(n)
+        ids = arm_ids(arms)
+        urgency = self.urgency(ids, now) if lam > 0 and n else np.zeros(n)
         if lam > 0 and self.config.urgency_power != 1.0:
             urgency = np.where(urgency > 0, urgency**self.config.urgency_power, 0.0)
         if lam <= 0 or not np.any(urgency > 0):
             return policy.choose(context, arms, k, boosts=boosts, max_per_group=max_per_group)
         pmf, scores = policy.pmf(context, arms, boosts)
         eligible = np.ones(n, dtype=bool)
-        groups = [a.group for a in arms]
+        groups = arm_groups(arms)
         per_group: dict[str, int] = {}
         slots: list[ChosenSlot] = []
         first: NDArray[np.float64] | None = None
@@ -516,7 +517,7 @@ class ExposurePacer:
                     index -= 1
                 slots.append(
                     ChosenSlot(
-                        item_id=arms[index].item_id,
+                        item_id=ids[index],
                         index=index,
                         position=position,
                         propensity=min(1.0, float(weights[index] / cdf[-1])),

@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 from coldstart.errors import InvalidInputError
 from exploration.model_store import PolicyHolder
 from exploration.pacing import ExposurePacer, GraduationEvent
-from exploration.policies import Arm
+from exploration.policies import ArmBatch
 from exploration.pool.base import POOL_STATUSES, CandidatePool, PoolEntry, PoolFilter, entry_from_item
 from exploration.records import Decision
 from exploration.sinks import DecisionSink
@@ -268,6 +268,7 @@ class SlotService:
             remaining[s.index] = False
         pmf = choice.pmf.tolist()
         scores = choice.scores.tolist()
+        names = arms.feature_names
         # validated in pydantic-core from plain dicts (much cheaper than 100 Python-side constructions)
         decision = Decision.model_validate(
             {
@@ -278,8 +279,8 @@ class SlotService:
                 "policy": policy.name,
                 "model_version": loaded.version,
                 "candidates": [
-                    {"item_id": a.item_id, "probability": pmf[i], "score": scores[i], "features": a.features}
-                    for i, a in enumerate(arms)
+                    {"item_id": i, "probability": p, "score": c, "features": dict(zip(names, r, strict=True))}
+                    for i, p, c, r in zip(arms.item_ids, pmf, scores, arms.matrix.tolist(), strict=True)
                 ],
                 "slots": [
                     {
@@ -353,10 +354,10 @@ class SlotService:
         user_vec: NDArray[np.float32] | None,
         boosts: NDArray[np.float64],
         now: float,
-    ) -> list[Arm]:
-        if not ids:
-            return []
+    ) -> ArmBatch:
         n = len(ids)
+        if not n:
+            return ArmBatch([], FEATURES, np.zeros((0, len(FEATURES))))
         dots = np.zeros(n)
         buckets = np.zeros((n, N_BUCKETS))
         if user_vec is not None:
@@ -389,11 +390,7 @@ class SlotService:
                 buckets,
             ]
         ).round(6)
-        # positional, strict=False: ~2x cheaper for 100 arms; the lengths are equal by construction
-        return [
-            Arm(item_id, dict(zip(FEATURES, row, strict=False)), e.seller_id)
-            for item_id, e, row in zip(ids, entries, matrix.tolist(), strict=False)
-        ]
+        return ArmBatch(ids, FEATURES, matrix, [e.seller_id for e in entries])
 
     def close(self) -> None:
         """Flush and close the sinks."""

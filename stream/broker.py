@@ -118,6 +118,11 @@ class TansuBroker:
         """Whether the broker process is alive."""
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process's id while it runs."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
     def start(self, timeout_s: float = 30.0) -> TansuBroker:
         """Start the broker, wait until it answers, and create the topics.
 

@@ -87,10 +87,19 @@ class PoolFeed:
         Kafka address.
     upsert
         Called with each polled batch of rows, from the feed's thread.
+    fetch_max_wait_ms
+        The longest an announcement waits for the next fetch, ms (``KafkaSettings.follow_fetch_wait_ms``).
     """
 
-    def __init__(self, bootstrap_servers: str, upsert: Callable[[Sequence[StoredItem]], None]) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        upsert: Callable[[Sequence[StoredItem]], None],
+        *,
+        fetch_max_wait_ms: int = 100,
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.upsert = upsert
         self.received = 0
         self.error: BaseException | None = None
@@ -108,7 +117,7 @@ class PoolFeed:
             client_id="coldstart-pool-feed",
             group_id=None,
             enable_auto_commit=False,
-            fetch_max_wait_ms=20,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
         parts = self._consumer.partitions_for_topic(ITEMS_STORED) or set()
         tps = [TopicPartition(ITEMS_STORED, p) for p in sorted(parts)]

@@ -53,6 +53,7 @@ class EventProducer:
                 request_timeout_ms=cfg.request_timeout_ms,
                 retries=5,
                 max_in_flight_requests_per_connection=1,
+                compression_type=None if cfg.producer_compression == "none" else cfg.producer_compression,
             )
         except KafkaError as exc:
             raise BrokerError(f"cannot connect a producer to {bootstrap_servers}: {exc}") from exc

@@ -14,11 +14,12 @@ from exploration.config import (
     UniformPolicyConfig,
     VWPolicyConfig,
 )
-from exploration.policies.base import Arm, Choice, ChosenSlot, Context, Policy
+from exploration.policies.base import Arm, ArmBatch, Choice, ChosenSlot, Context, Policy
 from exploration.records import Decision
 
 __all__ = [
     "Arm",
+    "ArmBatch",
     "Choice",
     "ChosenSlot",
     "Context",

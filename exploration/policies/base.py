@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -50,6 +51,79 @@ class Arm:
     item_id: str
     features: Mapping[str, float] = field(default_factory=dict)
     group: str = ""
+
+
+class ArmBatch(Sequence[Arm]):
+    """Arms that share one feature layout, stored column-wise: a ``Sequence[Arm]`` for every policy,
+    and a ``(n_arms, n_features)`` matrix for the ones that can use it directly.
+
+    The slot service builds one per request: a policy that reads :attr:`matrix` (VW's example
+    formatting) skips building and re-reading ``n_arms`` feature dicts; any other access makes the
+    :class:`Arm` objects once, on first use.
+
+    Parameters
+    ----------
+    item_ids
+        ``(n_arms,)`` unique item ids.
+    feature_names
+        ``(n_features,)`` names of the matrix columns.
+    matrix
+        ``(n_arms, n_features)`` float64 feature values.
+    groups
+        ``(n_arms,)`` per-group-cap groups (``""`` = none); default all ``""``.
+    """
+
+    def __init__(
+        self,
+        item_ids: Sequence[str],
+        feature_names: Sequence[str],
+        matrix: NDArray[np.float64],
+        groups: Sequence[str] | None = None,
+    ) -> None:
+        values = np.asarray(matrix, dtype=np.float64)
+        n, f = len(item_ids), len(feature_names)
+        if values.shape != (n, f):
+            raise InvalidInputError("matrix", values.shape, f"must have shape ({n}, {f})")
+        if groups is not None and len(groups) != n:
+            raise InvalidInputError("groups", len(groups), f"must have {n} entries")
+        self.item_ids = list(item_ids)
+        self.feature_names = tuple(feature_names)
+        self.matrix = values
+        self.groups = list(groups) if groups is not None else [""] * n
+        self._arms: list[Arm] | None = None
+
+    def arms(self) -> list[Arm]:
+        """The arms as :class:`Arm` objects (made once)."""
+        if self._arms is None:
+            names = self.feature_names
+            self._arms = [
+                Arm(item_id, dict(zip(names, row, strict=True)), group)
+                for item_id, row, group in zip(self.item_ids, self.matrix.tolist(), self.groups, strict=True)
+            ]
+        return self._arms
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    @overload
+    def __getitem__(self, index: int) -> Arm: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Arm]: ...
+    def __getitem__(self, index: int | slice) -> Arm | Sequence[Arm]:
+        return self.arms()[index]
+
+    def __iter__(self) -> Iterator[Arm]:
+        return iter(self.arms())
+
+
+def arm_ids(arms: Sequence[Arm]) -> list[str]:
+    """The arms' item ids (no :class:`Arm` objects made for an :class:`ArmBatch`)."""
+    return list(arms.item_ids) if isinstance(arms, ArmBatch) else [a.item_id for a in arms]
+
+
+def arm_groups(arms: Sequence[Arm]) -> list[str]:
+    """The arms' groups (no :class:`Arm` objects made for an :class:`ArmBatch`)."""
+    return list(arms.groups) if isinstance(arms, ArmBatch) else [a.group for a in arms]
 
 
 @dataclass(frozen=True)
@@ -196,6 +270,7 @@ class Policy(ABC):
             raise InvalidInputError("max_per_group", max_per_group, "must be >= 1")
         pmf, scores = self.pmf(context, arms, boosts)
         n = len(arms)
+        ids, groups = arm_ids(arms), arm_groups(arms)
         eligible = np.ones(n, dtype=bool)
         per_group: dict[str, int] = {}
         slots: list[ChosenSlot] = []
@@ -214,7 +289,7 @@ class Policy(ABC):
                 propensity = float(weights[index] / total)
                 slots.append(
                     ChosenSlot(
-                        item_id=arms[index].item_id,
+                        item_id=ids[index],
                         index=index,
                         position=position,
                         propensity=min(1.0, propensity),
@@ -222,11 +297,11 @@ class Policy(ABC):
                     )
                 )
                 eligible[index] = False
-                group = arms[index].group
+                group = groups[index]
                 if max_per_group is not None and group:
                     per_group[group] = per_group.get(group, 0) + 1
                     if per_group[group] >= max_per_group:
-                        eligible &= np.array([a.group != group for a in arms], dtype=bool)
+                        eligible &= np.array([g != group for g in groups], dtype=bool)
         return Choice(pmf=pmf, scores=scores, slots=tuple(slots))
 
     def learn(
@@ -292,6 +367,8 @@ class Policy(ABC):
 
 
 def _check_arms(arms: Sequence[Arm]) -> None:
+    if isinstance(arms, ArmBatch) and len(set(arms.item_ids)) == len(arms):
+        return
     seen: set[str] = set()
     for arm in arms:
         if arm.item_id in seen:

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from coldstart.errors import ArtifactError
 from exploration.config import VWPolicyConfig
-from exploration.policies.base import Arm, Context, Policy
+from exploration.policies.base import Arm, ArmBatch, Context, Policy
 
 _BAD = re.compile(r"[\s:|]")
 
@@ -76,23 +76,29 @@ def _arm_line_g(arm: Arm) -> str:
 def arm_lines(arms: Sequence[Arm]) -> list[str]:
     """Action lines of ``arms``: numeric features in ``A``, the item id in ``I``.
 
-    Arms sharing one feature-key order (the slot service's) are formatted in one vectorised pass;
-    others, and arms with non-finite or huge values, line by line (non-finite values dropped).
+    Arms sharing one feature-key order (an :class:`ArmBatch`, or dicts with the same keys) are
+    formatted in one vectorised pass; others, and arms with non-finite or huge values, line by line
+    (non-finite values dropped).
     """
     n = len(arms)
     if n == 0:
         return []
-    keys = tuple(arms[0].features)
-    if all(tuple(a.features) == keys for a in arms):
+    if isinstance(arms, ArmBatch):
+        keys, values, ids = arms.feature_names, arms.matrix, arms.item_ids
+    else:
+        keys = tuple(arms[0].features)
+        if not all(tuple(a.features) == keys for a in arms):
+            return [_arm_line(a) for a in arms]
         values = np.array([list(a.features.values()) for a in arms], dtype=np.float64).reshape(n, len(keys))
-        if np.isfinite(values).all() and (values.size == 0 or float(np.abs(values).max()) < _SCALED_MAX):
-            rows: list[list[Any]] = np.rint(values * _SCALE).astype(np.int64).tolist()
-            flat: list[Any] = []
-            for row, arm in zip(rows, arms, strict=True):
-                row.append(_token(arm.item_id))
-                flat.extend(row)
-            fmt = _arm_format(keys)
-            return ("\n".join([fmt] * n) % tuple(flat)).split("\n")
+        ids = [a.item_id for a in arms]
+    if np.isfinite(values).all() and (values.size == 0 or float(np.abs(values).max()) < _SCALED_MAX):
+        rows: list[list[Any]] = np.rint(values * _SCALE).astype(np.int64).tolist()
+        flat: list[Any] = []
+        for row, item_id in zip(rows, ids, strict=True):
+            row.append(_token(item_id))
+            flat.extend(row)
+        fmt = _arm_format(keys)
+        return ("\n".join([fmt] * n) % tuple(flat)).split("\n")
     return [_arm_line(a) for a in arms]
 
 

@@ -15,7 +15,7 @@ from exploration.config import (
     UniformPolicyConfig,
     VWPolicyConfig,
 )
-from exploration.policies import Arm, Policy, build_policy
+from exploration.policies import Arm, ArmBatch, Policy, build_policy
 
 CONFIGS: dict[str, PolicyConfig] = {
     "vw-squarecb": VWPolicyConfig(exploration="squarecb", bits=16),
@@ -212,3 +212,35 @@ def test_vw_text_of_a_batch_is_the_text_of_each_arm() -> None:
     assert arm_line(mixed[0]) == "|A x:1500000e-6 |I id=a"
     assert arm_line(mixed[1]) == "|A x:2 |I id=b"  # non-finite value dropped
     assert arm_lines(same_keys)[0].endswith("|I id=it_em_0")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_columnar_arm_batch_is_chosen_exactly_like_the_same_arms_as_objects(name: str) -> None:
+    rng = np.random.default_rng(5)
+    arms = arms_for(rng, 12)
+    names = tuple(arms[0].features)
+    batch = ArmBatch(
+        [a.item_id for a in arms],
+        names,
+        np.array([[a.features[f] for f in names] for a in arms]),
+        [a.group for a in arms],
+    )
+    a, b = make(name, seed=3), make(name, seed=3)
+    warm_up(a)
+    warm_up(b)
+    ctx = {"device": "tablet", "hour": 9.0}
+    for _ in range(5):
+        ca = a.choose(ctx, arms, 4, max_per_group=1)
+        cb = b.choose(ctx, batch, 4, max_per_group=1)
+        np.testing.assert_array_equal(ca.pmf, cb.pmf)
+        assert ca.slots == cb.slots
+    assert list(batch) == arms and batch[3] == arms[3]
+
+
+def test_an_arm_batch_checks_its_shapes() -> None:
+    with pytest.raises(InvalidInputError, match="matrix"):
+        ArmBatch(["a", "b"], ("dot",), np.zeros((3, 1)))
+    with pytest.raises(InvalidInputError, match="groups"):
+        ArmBatch(["a", "b"], ("dot",), np.zeros((2, 1)), ["s1"])
+    with pytest.raises(InvalidInputError, match="duplicate"):
+        make("uniform").pmf({}, ArmBatch(["a", "a"], ("dot",), np.zeros((2, 1))))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from coldstart.errors import InvalidInputError
 from exploration.records import Candidate, Decision, Slot
 from exploration.sinks import KafkaDecisionSink, ProcessKafkaDecisionSink
 from stream.broker import TansuBroker
@@ -82,6 +84,39 @@ def test_process_sink_publishes_every_decision_from_a_child_process(broker: Tans
     assert sink.published == 30 and sink.dropped == 0 and sink.errors == 0
     sink.close()
     assert _published(broker) == {d.decision_id: d for d in sent}
+
+
+@pytest.mark.integration
+def test_process_sink_hands_over_full_bursts_at_once_and_a_partial_one_after_its_linger(
+    broker: TansuBroker,
+) -> None:
+    sink = ProcessKafkaDecisionSink(
+        functools.partial(EventProducer, broker.bootstrap_servers), DECISIONS, max_batch=4, linger_s=0.3
+    )
+    try:
+        sent = [decision(n) for n in range(10)]
+        for d in sent[:8]:  # two full bursts: handed over by publish itself
+            sink.publish(d)
+        assert sink.published == 8
+        for d in sent[8:]:  # a partial burst: waits for its linger, no flush called
+            sink.publish(d)
+        assert sink.published == 8
+        deadline = time.monotonic() + 10.0
+        while sink.published < 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sink.published == 10 and sink.dropped == 0
+        got: dict[str, Decision] = {}
+        while len(got) < 10 and time.monotonic() < deadline:
+            got = _published(broker)
+        assert got == {d.decision_id: d for d in sent}
+    finally:
+        sink.close()
+    assert sink.errors == 0
+
+
+def test_process_sink_rejects_a_bad_burst_size() -> None:
+    with pytest.raises(InvalidInputError, match="max_batch"):
+        ProcessKafkaDecisionSink(functools.partial(EventProducer, "127.0.0.1:1"), DECISIONS, max_batch=0)
 
 
 class _StalledProducer:
