@@ -4,8 +4,9 @@ Prints ONE JSON object:
 
 - ``items`` events published (good + planted bad), ``online`` good items readable online at the end,
   ``dlq`` dead letters (must equal the planted bad events: ``online == items - planted_bad``);
-- ``encoder_items_per_s``: the same encoder, same batch size, on the same items already in memory
-  (no Kafka, no image fetch, no Feast), measured right before and right after phase A and averaged;
+- ``encoder_items_per_s``: the same encoder, same batch size and the same number of batches at once
+  (``--compute-threads``, as the worker runs them), on the same items already in memory (no Kafka, no
+  image fetch, no Feast), measured right before and right after phase A and averaged;
 - ``pipeline_items_per_s``: phase A publishes the catalog up front, then one encoder worker drains it;
   rate = good items written / time from the first polled batch to the last write;
 - ``overhead_ratio`` = pipeline / encoder (target ≥ 0.9);
@@ -18,7 +19,8 @@ Prints ONE JSON object:
   store write and in the announcement, summed and per batch); ``worker``: phase B's counters.
 
 Items are real MovieLens posters + titles/genres/plots (``../shared/data/movielens``), served as image
-URLs by a loopback HTTP server. The broker is a private Tansu on a free port, the store a fresh embedded
+URLs by a loopback HTTP server in its own process (the stand-in for the marketplace's image host shares
+no GIL with the worker under test). The broker is a private Tansu on a free port, the store a fresh embedded
 Feast store (SQLite online + parquet offline) in a temporary directory.
 
 Usage::
@@ -29,12 +31,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,13 +52,18 @@ from stream.contracts import ImageRef, ItemListed  # noqa: E402
 
 
 def load_encoder(args: argparse.Namespace, tmp: Path) -> tuple[Any, str]:
+    """The encoder under test, loaded as ``coldstart stream encode`` loads it for ``--compute-threads``."""
     import models
+
+    threads = 1 if args.compute_threads > 1 else None
 
     if args.tiny:
         from models.testing import build_tiny_artifact
 
         path = build_tiny_artifact(tmp / "artifacts", seed=0)
-        return models.load_encoder(path, providers=["CPUExecutionProvider"]), "tiny (random weights)"
+        return models.load_encoder(
+            path, providers=["CPUExecutionProvider"], threads=threads
+        ), "tiny (random weights)"
     if args.untrained_heads:
         # the default encoder's exact architecture and pretrained towers, heads untrained: same cost
         # per item as a trained artifact (throughput does not depend on head weights)
@@ -68,9 +77,9 @@ def load_encoder(args: argparse.Namespace, tmp: Path) -> tuple[Any, str]:
         torch.set_num_threads(2)
         towers = build_towers(OfflineEncoderConfig(), seed=0)
         path = build_artifact(towers, ItemTower(towers.image_dim, towers.text_dim).eval(), tmp / "artifacts")
-        enc = models.load_encoder(path, providers=["CPUExecutionProvider"])
+        enc = models.load_encoder(path, providers=["CPUExecutionProvider"], threads=threads)
         return enc, "default architecture, pretrained towers, untrained heads"
-    enc = models.load_encoder(args.artifact, providers=["CPUExecutionProvider"])
+    enc = models.load_encoder(args.artifact, providers=["CPUExecutionProvider"], threads=threads)
     return enc, "trained"
 
 
@@ -97,12 +106,15 @@ def event_of(item: Any, url: str | None) -> ItemListed:
     )
 
 
-def encoder_rate(encoder: Any, items: list[Any], batch: int, limit: int = 128) -> float:
-    contents = [it.content() for it in items[: max(limit, batch)]]
-    encoder.encode(contents[:batch])  # warm-up
+def encoder_rate(encoder: Any, items: list[Any], batch: int, concurrency: int = 1, limit: int = 256) -> float:
+    """Items/s of the bare encoder on in-memory items: batches of ``batch``, ``concurrency`` at once
+    (as the worker's compute threads run them)."""
+    contents = [it.content() for it in items[: max(limit, batch * concurrency)]]
+    batches = [contents[i : i + batch] for i in range(0, len(contents), batch)]
+    encoder.encode(batches[0])  # warm-up
     start = time.perf_counter()
-    for i in range(0, len(contents), batch):
-        encoder.encode(contents[i : i + batch])
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(encoder.encode, batches))
     return len(contents) / (time.perf_counter() - start)
 
 
@@ -113,6 +125,12 @@ def main() -> None:
     parser.add_argument("--bad-every", type=int, default=50, help="plant a poison event every N events")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--linger-ms", type=int, default=20)
+    parser.add_argument(
+        "--compute-threads",
+        type=int,
+        default=EncodeWorkerSettings().compute_threads,
+        help="batches encoded at once (worker and baseline alike; > 1: single-threaded sessions)",
+    )
     parser.add_argument("--artifact", type=Path, default=None, help="encoder artifact (default: newest)")
     parser.add_argument("--tiny", action="store_true", help="tiny random encoder (mechanics only)")
     parser.add_argument(
@@ -137,22 +155,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="coldstart-bench-") as tmp_name:
         tmp = Path(tmp_name)
         settings = Settings(data_dir=tmp / "data")
-        encoder, encoder_kind = load_encoder(args, tmp)
+        with contextlib.redirect_stdout(sys.stderr):  # model loaders print; stdout is the JSON alone
+            encoder, encoder_kind = load_encoder(args, tmp)
         cat, items = catalog_items(settings, tmp, args.items + args.freshness_items)
         phase_a, phase_b = items[: args.items], items[args.items :]
         encoder.batch_size = args.batch_size
         # the baseline is measured right before AND right after the pipeline phase (same items, same
         # batch size) and averaged, so load changes on a shared machine hit both sides alike
-        enc_before = encoder_rate(encoder, phase_a, args.batch_size)
+        enc_before = encoder_rate(encoder, phase_a, args.batch_size, args.compute_threads)
 
         store = open_store(settings)
         content_pool = ExactPool()
         pools = ItemPools(content=content_pool)
-        with TansuBroker(partitions=4) as broker, ImageServer(cat.root) as server:
+        with TansuBroker(partitions=4) as broker, ImageServer(cat.root, process=True) as server:
             kafka = KafkaSettings(
                 bootstrap_servers=broker.bootstrap_servers,
                 encode=EncodeWorkerSettings(
-                    group_id="bench", max_batch_size=args.batch_size, linger_ms=args.linger_ms
+                    group_id="bench",
+                    max_batch_size=args.batch_size,
+                    linger_ms=args.linger_ms,
+                    compute_threads=args.compute_threads,
                 ),
             )
             bootstrap = broker.bootstrap_servers
@@ -193,7 +215,7 @@ def main() -> None:
             worker.stop()
             thread.join(60)
             stages_a = {"batches": worker.metrics.batches, **worker.stages.snapshot()}
-            enc_after = encoder_rate(encoder, phase_a, args.batch_size)
+            enc_after = encoder_rate(encoder, phase_a, args.batch_size, args.compute_threads)
             enc_rate = (enc_before + enc_after) / 2
             worker = EncodeWorker(
                 bootstrap, kafka, encoder, store, producer=producer, on_stored=StoredAnnouncer(producer)
@@ -245,6 +267,7 @@ def main() -> None:
                 "freshness_items": len(probe.latencies),
                 "publish_rate_phase_b_per_s": round(0.5 * pipe_rate, 2),
                 "batch_size": args.batch_size,
+                "compute_threads": args.compute_threads,
                 "linger_ms": args.linger_ms,
                 "encoder": encoder_kind,
                 "encoder_version": encoder.version,

@@ -6,9 +6,10 @@ say how to parse a record and how to process a batch (river's ``pull``/``_pull``
 - micro-batches of at most ``max_batch_size`` records, waiting at most ``linger_ms`` after the first;
 - a record that cannot be parsed (or that a later stage rejects) goes to the dead-letter queue with
   its reason; it never stops the consumer;
-- stages overlap (``_prepare`` on the polling thread, ``_compute`` and ``_write`` on one thread each,
-  ``pipeline_depth`` batches in flight), but offsets are committed in order, only after the batch's
-  write returned and its dead letters were flushed;
+- stages overlap (``_prepare`` on the polling thread, ``_compute`` on ``compute_threads`` threads,
+  ``_write`` on one thread, ``pipeline_depth`` batches in flight); batches are written in poll order
+  and offsets are committed in order, only after the batch's write returned and its dead letters were
+  flushed;
 - on a rebalance the in-flight batches are finished and committed before the partitions go;
 - :meth:`stop` (e.g. from a SIGTERM handler) finishes the in-flight batches, commits, and leaves the
   group. A crash (or SIGKILL) commits nothing more: the uncommitted records are re-delivered, so
@@ -70,6 +71,7 @@ class BatchSettings:
     max_batch_size: int = 32
     linger_ms: int = 50
     pipeline_depth: int = 2
+    compute_threads: int = 1
     max_poll_interval_ms: int = 300_000
     poll_timeout_ms: int = 200
     fetch_max_wait_ms: int = 500
@@ -115,7 +117,9 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
         self._error: BaseException | None = None
         self._joined = False
         self._assigned: frozenset[int] = frozenset()
-        self._compute_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{type(self).__name__}-compute")
+        self._compute_pool = ThreadPoolExecutor(
+            batch.compute_threads, thread_name_prefix=f"{type(self).__name__}-compute"
+        )
         self._write_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{type(self).__name__}-write")
         self._unwritten: deque[
             tuple[Future[tuple[C, list[Rejection]]], list[Rejection], Future[list[Rejection]]]

@@ -76,11 +76,16 @@ def broker_command(
 
 
 def load_default_encoder(settings: Settings, artifact: Path | None = None) -> Encoder:
-    """The models/ ONNX encoder of ``artifact`` (default: ``models.artifact``, else the newest one)."""
+    """The models/ ONNX encoder of ``artifact`` (default: ``models.artifact``, else the newest one).
+
+    With ``kafka.encode.compute_threads > 1`` the sessions are single-threaded: the worker runs that
+    many batches at once instead.
+    """
     import models
 
     path = artifact or settings.models.artifact
-    loaded: Encoder = models.load_encoder(path, providers=settings.models.providers)  # type: ignore[attr-defined]
+    threads = 1 if settings.kafka.encode.compute_threads > 1 else None
+    loaded: Encoder = models.load_encoder(path, providers=settings.models.providers, threads=threads)  # type: ignore[attr-defined]
     return loaded
 
 

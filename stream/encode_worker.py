@@ -176,7 +176,8 @@ class EncodeWorker(MicroBatchConsumer[ItemListed, _Prepared, _Computed]):
             group_id=cfg.group_id,
             max_batch_size=cfg.max_batch_size,
             linger_ms=cfg.linger_ms,
-            pipeline_depth=cfg.pipeline_depth,
+            pipeline_depth=max(cfg.pipeline_depth, cfg.compute_threads + 1),
+            compute_threads=cfg.compute_threads,
             max_poll_interval_ms=cfg.max_poll_interval_ms,
             fetch_max_wait_ms=cfg.fetch_max_wait_ms,
         )

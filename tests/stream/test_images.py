@@ -74,12 +74,31 @@ def fetcher(tmp_path: Path) -> Iterator[ImageFetcher]:
     f.close()
 
 
-def test_real_posters_over_http(fetcher: ImageFetcher) -> None:
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])
+def test_real_posters_over_http(fetcher: ImageFetcher, process: bool) -> None:
     posters = poster_paths(6)
+    with ImageServer(POSTERS, process=process) as server:
+        results = fetcher.fetch_many([ImageRef(url=server.url(p)) for p in posters * 3])
+        missing = fetcher.fetch_many([ImageRef(url=f"{server.base_url}/no-such-poster.jpg")])
+    assert [r.error for r in results] == [None] * 18
+    assert [r.data for r in results] == [p.read_bytes() for p in posters * 3]
+    assert missing[0].error is not None and missing[0].data is None
+
+
+def test_the_image_server_keeps_connections_alive() -> None:
+    import http.client
+
+    posters = poster_paths(3)
     with ImageServer(POSTERS) as server:
-        results = fetcher.fetch_many([ImageRef(url=server.url(p)) for p in posters])
-    assert [r.error for r in results] == [None] * 6
-    assert [r.data for r in results] == [p.read_bytes() for p in posters]
+        conn = http.client.HTTPConnection("127.0.0.1", int(server.base_url.rsplit(":", 1)[1]))
+        bodies = []
+        for p in posters:  # three requests on one connection
+            conn.request("GET", server.url(p).split(server.base_url, 1)[1])
+            resp = conn.getresponse()
+            assert resp.status == 200 and not resp.will_close
+            bodies.append(resp.read())
+        conn.close()
+    assert bodies == [p.read_bytes() for p in posters]
 
 
 def test_http_failures_are_classified(fetcher: ImageFetcher, faulty: str) -> None:
