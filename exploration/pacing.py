@@ -53,7 +53,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from exploration.config import PacingConfig
-from exploration.policies.base import Arm, Choice, ChosenSlot, Context, Policy, arm_groups, arm_ids
+from exploration.policies.base import (
+    Arm,
+    Choice,
+    ChosenSlot,
+    Context,
+    Policy,
+    arm_groups,
+    arm_ids,
+    mark_drawn,
+)
 
 GraduationReason = Literal["evidence", "aged_out"]
 
@@ -524,12 +533,7 @@ class ExposurePacer:
                         score=float(scores[index]),
                     )
                 )
-                eligible[index] = False
-                group = groups[index]
-                if max_per_group is not None and group:
-                    per_group[group] = per_group.get(group, 0) + 1
-                    if per_group[group] >= max_per_group:
-                        eligible &= np.array([g != group for g in groups], dtype=bool)
+                mark_drawn(index, eligible, groups, per_group, max_per_group)
         return Choice(pmf=pmf if first is None else first, scores=scores, slots=tuple(slots))
 
     # ------------------------------------------------------------------ graduation

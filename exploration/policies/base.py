@@ -121,6 +121,24 @@ def arm_ids(arms: Sequence[Arm]) -> list[str]:
     return list(arms.item_ids) if isinstance(arms, ArmBatch) else [a.item_id for a in arms]
 
 
+def mark_drawn(
+    index: int,
+    eligible: NDArray[np.bool_],
+    groups: Sequence[str],
+    per_group: dict[str, int],
+    max_per_group: int | None,
+) -> None:
+    """Arm ``index`` was drawn: it leaves ``eligible`` (``(n_arms,)``, updated in place), and once its
+    non-empty group holds ``max_per_group`` slots (counted in ``per_group``) the group's other arms do
+    too. The one bookkeeping of every without-replacement sampler (policy and pacing)."""
+    eligible[index] = False
+    group = groups[index]
+    if max_per_group is not None and group:
+        per_group[group] = per_group.get(group, 0) + 1
+        if per_group[group] >= max_per_group:
+            eligible &= np.array([g != group for g in groups], dtype=bool)
+
+
 def arm_groups(arms: Sequence[Arm]) -> list[str]:
     """The arms' groups (no :class:`Arm` objects made for an :class:`ArmBatch`)."""
     return list(arms.groups) if isinstance(arms, ArmBatch) else [a.group for a in arms]
@@ -296,12 +314,7 @@ class Policy(ABC):
                         score=float(scores[index]),
                     )
                 )
-                eligible[index] = False
-                group = groups[index]
-                if max_per_group is not None and group:
-                    per_group[group] = per_group.get(group, 0) + 1
-                    if per_group[group] >= max_per_group:
-                        eligible &= np.array([g != group for g in groups], dtype=bool)
+                mark_drawn(index, eligible, groups, per_group, max_per_group)
         return Choice(pmf=pmf, scores=scores, slots=tuple(slots))
 
     def learn(
