@@ -204,14 +204,14 @@ def _feast_reads(store: object, n_users: int, n: int) -> list[float]:
     return out
 
 
-def _cpu_s(pids: list[int]) -> dict[str, float]:
-    """CPU seconds (user + system) used so far by each process group: the API (master, workers and
-    their children, e.g. the decision-log producers) and the broker."""
+def _cpu_s(roots: dict[str, int | None]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each named process and its descendants (the API:
+    master, workers and their decision-log producers; the broker)."""
     import psutil
 
     out: dict[str, float] = {}
-    for name, pid in (("api", pids[0]), ("broker", pids[1])):
-        if pid <= 0:
+    for name, pid in roots.items():
+        if pid is None:
             continue
         total = 0.0
         try:
@@ -312,7 +312,7 @@ def main() -> None:
         feast_ms = _feast_reads(store, args.users, args.feast_reads)
         runs = []
         rates = args.rates if args.rates else [args.rate, *args.extra_rates]
-        pids = [server.pid, broker.pid or -1 if broker is not None else -1]
+        pids = {"api": server.pid, "broker": broker.pid if broker is not None else None}
         for rate in rates:
             before = _cpu_s(pids)
             load = subprocess.run(

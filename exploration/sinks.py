@@ -23,6 +23,12 @@ from exploration.records import Decision
 log = logging.getLogger(__name__)
 
 
+def _log_drops(dropped: int, new: int) -> None:
+    """Log the first drop and then one per 1,000 (``dropped`` so far, the last ``new`` of them now)."""
+    if (dropped - 1) % 1000 < new:
+        log.error("decision queue full: %d decisions dropped so far", dropped)
+
+
 class DecisionSink(ABC):
     """Receives every decision the slot service makes."""
 
@@ -89,8 +95,7 @@ class KafkaDecisionSink(DecisionSink):
             self._queue.put_nowait(decision)
         except queue.Full:
             self.dropped += 1
-            if self.dropped % 1000 == 1:
-                log.error("decision queue full: %d decisions dropped so far", self.dropped)
+            _log_drops(self.dropped, 1)
 
     def _next_batch(self) -> list[Decision | None]:
         batch = [self._queue.get()]
@@ -273,8 +278,7 @@ class ProcessKafkaDecisionSink(DecisionSink):
                 self.published += len(burst)
             except queue.Full:
                 self.dropped += len(burst)
-                if self.dropped % 1000 < len(burst):
-                    log.error("decision queue full: %d decisions dropped so far", self.dropped)
+                _log_drops(self.dropped, len(burst))
 
     def _linger_loop(self) -> None:
         while not self._closed:

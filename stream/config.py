@@ -64,7 +64,8 @@ class EncodeWorkerSettings(BaseModel):
         encoder with single-threaded onnxruntime sessions and runs that many batches side by side: on
         2 CPU cores 2 x 1 thread encodes more items/s than one batch on 2 intra-op threads, and other
         pipeline work that takes a core delays one batch instead of stalling both threads of every
-        operator. 1: one batch at a time on onnxruntime's default threads.
+        operator. 1: one batch at a time on onnxruntime's default threads. The worker keeps at least
+        ``compute_threads + 1`` batches in flight (``pipeline_depth`` is raised to that).
     fetch_max_wait_ms
         How long the broker may hold a fetch that has no new records, in milliseconds: the upper bound
         on how long a new event can sit in the broker before this worker sees it (Tansu answers an
