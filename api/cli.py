@@ -2,32 +2,48 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(no_args_is_help=True)
 
 
+class Balance(StrEnum):
+    """How ``coldstart api serve`` spreads connections over its workers (see ``api.serve``)."""
+
+    round_robin = "round_robin"
+    shared_socket = "shared_socket"
+
+
 @app.command("serve")
 def serve(
-    host: str | None = typer.Option(None, help="Bind address (default: settings.api.host)."),
-    port: int | None = typer.Option(None, help="Port (default: settings.api.port)."),
-    workers: int | None = typer.Option(
-        None, help="uvicorn worker processes (default: settings.api.workers)."
-    ),
-    log_level: str = typer.Option("info"),
+    host: Annotated[str | None, typer.Option(help="Bind address (default: settings.api.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: settings.api.port).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="uvicorn worker processes (default: settings.api.workers).")
+    ] = None,
+    balance: Annotated[
+        Balance | None,
+        typer.Option(
+            help="With several workers: round_robin (connections handed out by the parent) or "
+            "shared_socket (uvicorn's own mode). Default: settings.api.balance."
+        ),
+    ] = None,
+    log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Run the HTTP API with uvicorn (OpenAPI docs at /docs)."""
-    import uvicorn
-
+    from api.serve import serve as run_server
     from coldstart.settings import get_settings
 
     settings = get_settings()
-    uvicorn.run(
-        "api.main:create_app",
-        factory=True,
+    code = run_server(
         host=host or settings.api.host,
         port=port if port is not None else settings.api.port,
         workers=workers or settings.api.workers,
+        balance=balance.value if balance is not None else settings.api.balance,  # type: ignore[arg-type]
         log_level=log_level,
-        access_log=False,
     )
+    if code:
+        raise typer.Exit(code)

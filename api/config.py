@@ -6,6 +6,8 @@ Environment variables use the ``COLDSTART_API__`` prefix, e.g.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -27,6 +29,10 @@ class ApiSettings(BaseModel):
         for queries).
     workers
         uvicorn worker processes of ``coldstart api serve``.
+    balance
+        With ``workers > 1``: ``round_robin`` (the parent process accepts and hands each connection to
+        the next ready worker) or ``shared_socket`` (uvicorn's own mode, where one worker can accept
+        most of a burst of connections); see :mod:`api.serve`.
     gc_freeze
         After start-up, ``gc.freeze()`` the objects alive then (see ``api.main``): the collector
         then never rescans them on the request path.
@@ -49,6 +55,7 @@ class ApiSettings(BaseModel):
     search_index: bool = True
     follow_stored: bool = True
     workers: int = Field(default=1, ge=1, le=64)
+    balance: Literal["round_robin", "shared_socket"] = "round_robin"
     gc_freeze: bool = True
     decision_log_process: bool = True
     gil_switch_interval_s: float = Field(default=0.0005, gt=0.0, le=0.1)

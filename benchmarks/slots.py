@@ -205,8 +205,9 @@ def _feast_reads(store: object, n_users: int, n: int) -> list[float]:
 
 
 def _cpu_s(roots: dict[str, int | None]) -> dict[str, float]:
-    """CPU seconds (user + system) used so far by each named process and its descendants (the API:
-    master, workers and their decision-log producers; the broker)."""
+    """CPU seconds (user + system) used so far by each named process tree (the API: master, workers and
+    their decision-log producers; the broker). The API's tree is also split into ``api_workers``
+    (master + uvicorn workers) and ``api_decision_log`` (the workers' producer processes)."""
     import psutil
 
     out: dict[str, float] = {}
@@ -214,15 +215,40 @@ def _cpu_s(roots: dict[str, int | None]) -> dict[str, float]:
         if pid is None:
             continue
         total = 0.0
+        deep = 0.0
         try:
             root = psutil.Process(pid)
             for proc in [root, *root.children(recursive=True)]:
                 t = proc.cpu_times()
                 total += t.user + t.system
+                if proc.pid != pid and proc.ppid() != pid:
+                    deep += t.user + t.system
         except psutil.Error:
             pass
         out[name] = total
+        if name == "api":
+            out["api_workers"] = total - deep
+            out["api_decision_log"] = deep
     return out
+
+
+def _connections_per_worker(api_pid: int, port: int) -> list[int]:
+    """Established client connections held by each process of the API (busiest first)."""
+    import psutil
+
+    counts: list[int] = []
+    for proc in psutil.Process(api_pid).children(recursive=True):
+        try:
+            n = sum(
+                1
+                for c in proc.net_connections(kind="tcp")
+                if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
+            )
+        except psutil.Error:
+            continue
+        if n:
+            counts.append(n)
+    return sorted(counts, reverse=True)
 
 
 def _wait_ready(port: int, n_items: int, proc: subprocess.Popen[bytes], timeout_s: float = 600) -> None:
@@ -261,6 +287,11 @@ def main() -> None:
         help="Sweep: load phases on the same server, the first one reported at the top level.",
     )
     ap.add_argument("--workers", type=int, default=2, help="uvicorn worker processes.")
+    ap.add_argument(
+        "--shared-socket",
+        action="store_true",
+        help="Workers share one listening socket (uvicorn's own mode) instead of round-robin hand-out.",
+    )
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--m", type=int, default=100)
     ap.add_argument("--connections", type=int, default=32)
@@ -300,9 +331,9 @@ def main() -> None:
             env["COLDSTART_KAFKA__BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
         port = _free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--host", "127.0.0.1",
-             "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-             "--log-level", "warning", "--workers", str(args.workers)],
+            [sys.executable, "-m", "coldstart.cli", "api", "serve", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", str(args.workers), "--log-level", "warning",
+             "--balance", "shared_socket" if args.shared_socket else "round_robin"],
             cwd=ROOT,
             env=env,
         )  # fmt: skip
@@ -315,13 +346,19 @@ def main() -> None:
         pids = {"api": server.pid, "broker": broker.pid if broker is not None else None}
         for rate in rates:
             before = _cpu_s(pids)
-            load = subprocess.run(
+            load = subprocess.Popen(
                 [sys.executable, __file__, "--loadgen", "--port", str(port), "--rate", str(rate),
                  "--duration", str(args.duration), "--warmup", str(args.warmup), "--users", str(args.users),
                  "--k", str(args.k), "--connections", str(args.connections)],
-                cwd=ROOT, capture_output=True, text=True, check=True,
+                cwd=ROOT, stdout=subprocess.PIPE, text=True,
             )  # fmt: skip
-            lg = json.loads(load.stdout.strip().splitlines()[-1])
+            time.sleep(args.warmup)  # connections are open once the warm-up runs
+            split = _connections_per_worker(server.pid, port)
+            stdout, _ = load.communicate()
+            if load.returncode:
+                raise RuntimeError(f"load generator exited with {load.returncode}")
+            lg = json.loads(stdout.strip().splitlines()[-1])
+            lg["connections_per_worker"] = split
             after = _cpu_s(pids)
             sent = max(1, lg["sent"])
             lg["cpu_ms_per_request"] = {
@@ -340,6 +377,7 @@ def main() -> None:
             "feast_read_p99_ms": round(feast_p99, 3),
             "ratio_p99": round(lg["p99_ms"] / feast_p99, 3),
             "cpu_ms_per_request": lg["cpu_ms_per_request"],
+            "connections_per_worker": lg["connections_per_worker"],
             "p90_ms": round(lg["p90_ms"], 3),
             "max_ms": round(lg["max_ms"], 3),
             "requests": lg["n"],
@@ -352,6 +390,7 @@ def main() -> None:
                     "p99_ms": round(x["p99_ms"], 3),
                     "ratio_p99": round(x["p99_ms"] / feast_p99, 3),
                     "cpu_ms_per_request": x["cpu_ms_per_request"],
+                    "connections_per_worker": x["connections_per_worker"],
                     "errors": x["errors"],
                 }
                 for r, x in runs[1:]
@@ -362,6 +401,7 @@ def main() -> None:
             "m": args.m,
             "decision_log": args.decision_log,
             "workers": args.workers,
+            "listen": "shared_socket" if args.shared_socket else "round_robin",
             "max_rate_meeting_p99": max(
                 (r for r, x in runs if x["p99_ms"] <= 10.0 and x["achieved_rps"] >= 0.95 * r), default=None
             ),

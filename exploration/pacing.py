@@ -87,6 +87,18 @@ class Exposure:
 
 
 @dataclass(frozen=True)
+class PacingView:
+    """Pacing state of some candidates at one instant, each of shape ``(n,)``."""
+
+    boosts: NDArray[np.float64]
+    """pmf multipliers in ``[1, max_boost]`` (1 for unknown ids)."""
+    impressions: NDArray[np.int64]
+    """Impressions counted so far (0 for unknown ids)."""
+    urgency: NDArray[np.float64]
+    """Impressions still needed per hour left before the deadline (0: not urgent or unknown)."""
+
+
+@dataclass(frozen=True)
 class GraduationEvent:
     """An item left the cold pool."""
 
@@ -254,7 +266,8 @@ class ExposurePacer:
     def impressions(self, item_ids: Sequence[str]) -> NDArray[np.int64]:
         """``(len(item_ids),)`` impression counts (0 for unknown ids)."""
         with self._lock:
-            idx = np.array([self._index.get(i, -1) for i in item_ids], dtype=np.int64)
+            get = self._index.get
+            idx = np.array([get(i, -1) for i in item_ids], dtype=np.int64)
             out = np.where(idx >= 0, self._imps[np.maximum(idx, 0)], 0)
         return out
 
@@ -318,20 +331,38 @@ class ExposurePacer:
         """Impressions the schedule asks of ``e`` at ``now_s``."""
         return float(self._expected(np.array([e.listed_at_s]), now_s)[0])
 
-    def boosts(self, item_ids: Sequence[str], now_s: float | None = None) -> NDArray[np.float64]:
-        """``(len(item_ids),)`` pmf multipliers in ``[1, max_boost]`` (unknown ids get 1)."""
+    def view(self, item_ids: Sequence[str], now_s: float | None = None) -> PacingView:
+        """Boosts, impressions and urgency of ``item_ids`` at ``now_s``, read under one lock with one
+        id lookup (the slot service needs all three for its candidates)."""
         now = self.clock() if now_s is None else now_s
+        c = self.config
+        n = len(item_ids)
         with self._lock:
-            idx = np.array([self._index.get(i, -1) for i in item_ids], dtype=np.int64)
+            get = self._index.get
+            idx = np.array([get(i, -1) for i in item_ids], dtype=np.int64)
             known = idx >= 0
             j = idx[known]
-            expected = self._expected(self._listed[j], now)
+            listed = self._listed[j]
             imps = self._imps[j]
+        expected = self._expected(listed, now)
+        # boost: multiplier of the policy's pmf from the relative deficit
         relative = np.where(imps < expected, (expected - imps) / np.maximum(expected, 1.0), 0.0)
-        starvation = np.minimum(1.0, relative / self.config.full_boost_deficit)
-        out = np.ones(len(item_ids), dtype=np.float64)
-        out[known] = 1.0 + (self.config.max_boost - 1.0) * starvation
-        return out
+        boosts = np.ones(n, dtype=np.float64)
+        boosts[known] = 1.0 + (c.max_boost - 1.0) * np.minimum(1.0, relative / c.full_boost_deficit)
+        # urgency: impressions still needed per hour left (an hour-floor of 1 % of the window keeps the
+        # last moments finite)
+        hours_left = (listed + c.window_hours * 3600.0 - now) / 3600.0
+        need = c.target_impressions - imps.astype(np.float64)
+        urgent = (imps < expected) & (need > 0) & (hours_left >= 0)
+        urgency = np.zeros(n, dtype=np.float64)
+        urgency[known] = np.where(urgent, need / np.maximum(hours_left, 0.01 * c.window_hours), 0.0)
+        impressions = np.zeros(n, dtype=np.int64)
+        impressions[known] = imps
+        return PacingView(boosts=boosts, impressions=impressions, urgency=urgency)
+
+    def boosts(self, item_ids: Sequence[str], now_s: float | None = None) -> NDArray[np.float64]:
+        """``(len(item_ids),)`` pmf multipliers in ``[1, max_boost]`` (unknown ids get 1)."""
+        return self.view(item_ids, now_s).boosts
 
     def most_starving(
         self,
@@ -381,7 +412,9 @@ class ExposurePacer:
             else:
                 primary = np.zeros(size)
             order = _lexsort_head(primary, -deficit, n)
-            return [self._ids[i] for i in order.tolist() if np.isfinite(deficit[i])]
+            order = order[np.isfinite(deficit[order])]
+            ids = self._ids
+            return [ids[i] for i in order.tolist()]
 
     def urgency(self, item_ids: Sequence[str], now_s: float | None = None) -> NDArray[np.float64]:
         """``(len(item_ids),)`` impressions still needed per hour left before each item's deadline.
@@ -389,22 +422,7 @@ class ExposurePacer:
         Positive only for tracked items that are behind their schedule, short of the target and whose
         window (``window_hours`` from listing) is still open; 0 otherwise (unknown ids included).
         """
-        now = self.clock() if now_s is None else now_s
-        c = self.config
-        with self._lock:
-            idx = np.array([self._index.get(i, -1) for i in item_ids], dtype=np.int64)
-            known = idx >= 0
-            j = idx[known]
-            listed = self._listed[j]
-            imps = self._imps[j].astype(np.float64)
-        expected = self._expected(listed, now)
-        hours_left = (listed + c.window_hours * 3600.0 - now) / 3600.0
-        need = c.target_impressions - imps
-        urgent = (imps < expected) & (need > 0) & (hours_left >= 0)
-        out = np.zeros(len(item_ids), dtype=np.float64)
-        # an hour-floor of 1 % of the window keeps the last moments finite
-        out[known] = np.where(urgent, need / np.maximum(hours_left, 0.01 * c.window_hours), 0.0)
-        return out
+        return self.view(item_ids, now_s).urgency
 
     def load(self, now_s: float | None = None) -> float:
         """Share of the slot supply that the unmet items need to make their deadlines.
@@ -469,6 +487,7 @@ class ExposurePacer:
         k: int,
         *,
         boosts: Sequence[float] | NDArray[np.float64] | None = None,
+        urgency: NDArray[np.float64] | None = None,
         max_per_group: int | None = None,
         now_s: float | None = None,
     ) -> Choice:
@@ -479,7 +498,8 @@ class ExposurePacer:
         candidates' :meth:`urgency` to the power ``urgency_power``, both restricted to the arms still
         eligible (not drawn yet, under the per-group cap) and renormalised; ``q_j`` drops out when no
         eligible arm is urgent. Each slot's propensity is its probability under that mixture. Without
-        urgent arms (or with strength 0) this is :meth:`Policy.choose`.
+        urgent arms (or with strength 0) this is :meth:`Policy.choose`. ``urgency``: the arms'
+        :meth:`urgency` at ``now_s`` when the caller has it already (:meth:`view`).
 
         Returns
         -------
@@ -496,7 +516,10 @@ class ExposurePacer:
         lam = self.strength(now)
         n = len(arms)
         ids = arm_ids(arms)
-        urgency = self.urgency(ids, now) if lam > 0 and n else np.zeros(n)
+        if urgency is None:
+            urgency = self.urgency(ids, now) if lam > 0 and n else np.zeros(n)
+        elif urgency.shape != (n,):
+            raise InvalidInputError("urgency", urgency.shape, f"must have shape ({n},)")
         if lam > 0 and self.config.urgency_power != 1.0:
             urgency = np.where(urgency > 0, urgency**self.config.urgency_power, 0.0)
         if lam <= 0 or not np.any(urgency > 0):

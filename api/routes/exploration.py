@@ -33,7 +33,7 @@ async def choose_slots(body: SlotsRequest, service: Service, state: State, _: Ap
             sellers=tuple(body.filters.seller),
         )
     )
-    d = result.decision
+    d = result.draft
     state.metrics.observe_slots(len(d.slots), result.explored, result.known_user)
     out = SlotsResponse(
         decision_id=d.decision_id,

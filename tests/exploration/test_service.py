@@ -171,3 +171,46 @@ def test_most_starving_head_sort_equals_the_full_stable_sort() -> None:
         np.testing.assert_array_equal(
             _lexsort_head(primary, secondary, n), np.lexsort((secondary, primary))[:n]
         )
+
+
+def test_the_draft_wire_json_parses_to_the_validated_decision_and_survives_pickling(store) -> None:  # type: ignore[no-untyped-def]
+    import pickle
+
+    from exploration.records import Decision, decision_json
+
+    svc, sink = service(store)
+    svc.sync_from_store(store.iter_items())
+    for n, user in enumerate(["user-0", "user-1", "nobody"]):
+        result = svc.select(SlotRequest(user_id=user, k=4, context={"device": "mobile", "n": float(n)}))
+        draft = result.draft
+        assert Decision.model_validate_json(draft.to_json()) == result.decision == sink.decisions[-1]
+        assert (
+            decision_json(result.decision)
+            and Decision.model_validate_json(decision_json(result.decision)) == result.decision
+        )
+        again = pickle.loads(pickle.dumps(draft))
+        assert again.to_json() == draft.to_json()
+        assert [c.item_id for c in result.decision.candidates] == list(draft.item_ids)
+        assert result.decision.candidates[0].features == dict(
+            zip(draft.feature_names, draft.features[0].tolist(), strict=True)
+        )
+    # a draft that breaks a rule of Decision is refused on the way to the wire, like the model would
+    bad = dataclasses.replace(draft, probabilities=draft.probabilities + 2.0)
+    with pytest.raises(ValueError, match="probability"):
+        bad.to_json()
+
+
+def test_pacing_view_matches_the_single_field_reads(store) -> None:  # type: ignore[no-untyped-def]
+    svc, _ = service(store, PacingConfig(target_impressions=50, window_hours=2.0))
+    svc.sync_from_store(store.iter_items())
+    ids = [f"item-{i:05d}" for i in range(0, 60, 7)] + ["not-tracked"]
+    svc.pacer.record_impressions(ids[:3] * 4)
+    now = svc.clock()
+    view = svc.pacer.view(ids, now)
+    assert view.boosts.shape == view.urgency.shape == view.impressions.shape == (len(ids),)
+    assert view.impressions.tolist() == svc.pacer.impressions(ids).tolist()
+    assert view.impressions[:3].tolist() == [4, 4, 4]
+    assert (view.boosts >= 1.0).all() and view.boosts[-1] == 1.0 and view.urgency[-1] == 0.0
+    assert (view.urgency[3:-1] > view.urgency[0]).all()  # fewer impressions: more urgent
+    assert np.allclose(view.boosts, svc.pacer.boosts(ids, now))
+    assert np.allclose(view.urgency, svc.pacer.urgency(ids, now))
