@@ -1,11 +1,11 @@
 """Latency of ``POST /v1/exploration/slots`` under load, against a plain Feast online read.
 
 Prints ONE JSON object. Setup: an embedded feature store (SQLite online store) with ``--items`` cold
-items (``item_dim`` 128) and ``--users`` users; the API runs as a uvicorn process (``--workers``,
-default 2: on a 2-core box one worker saturates its core near 150 rps, two share the load; each worker
+items (``item_dim`` 128) and ``--users`` users; the API runs as ``coldstart api serve`` (``--workers``,
+default 2: on a 2-core box one worker saturates its core near 150 rps, two share the load; the parent
+hands connections to the workers round-robin, ``--shared-socket`` for uvicorn's own mode; each worker
 keeps its own pool, following ``items.stored`` without a consumer group, and its own policy replica),
-uvloop, httptools, with the default policy (VW squarecb) and, by default, the decision log going to a
-Tansu broker. A *separate load-generator process* sends an open-loop stream of requests at ``--rate`` per
+with the default policy (VW squarecb) and, by default, the decision log going to a Tansu broker. A *separate load-generator process* sends an open-loop stream of requests at ``--rate`` per
 second over loopback keep-alive connections (k=5, M=100, 90 % known users); a request's latency is
 measured from its *scheduled* send time, so a server that falls behind is charged for the queueing
 (no coordinated omission). In the same run, the baseline: ``feast_read_*`` is a plain

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -98,36 +99,42 @@ class DecisionDraft:
     features: NDArray[np.float64]
     slots: tuple[Slot, ...]
 
+    def _payload(self) -> dict[str, Any]:
+        """The decision as plain JSON-able values (what :class:`Decision` validates and orjson dumps)."""
+        names = self.feature_names
+        return {
+            "schema_version": _SCHEMA_VERSION,
+            "decision_id": self.decision_id,
+            "ts": self.ts,
+            "user_id": self.user_id,
+            "context": self.context,
+            "policy": self.policy,
+            "model_version": self.model_version,
+            "candidates": [
+                {"item_id": i, "probability": p, "score": c, "features": dict(zip(names, r, strict=True))}
+                for i, p, c, r in zip(
+                    self.item_ids,
+                    self.probabilities.tolist(),
+                    self.scores.tolist(),
+                    self.features.tolist(),
+                    strict=True,
+                )
+            ],
+            "slots": [
+                {"item_id": s.item_id, "position": s.position, "propensity": s.propensity, "score": s.score}
+                for s in self.slots
+            ],
+        }
+
     def to_decision(self) -> Decision:
         """The validated :class:`Decision` (rules of its fields enforced: pmf within [0, 1]...)."""
-        names = self.feature_names
-        return Decision.model_validate(
-            {
-                "decision_id": self.decision_id,
-                "ts": self.ts,
-                "user_id": self.user_id,
-                "context": self.context,
-                "policy": self.policy,
-                "model_version": self.model_version,
-                # validated in pydantic-core from plain dicts (cheaper than Python-side constructions)
-                "candidates": [
-                    {"item_id": i, "probability": p, "score": c, "features": dict(zip(names, r, strict=True))}
-                    for i, p, c, r in zip(
-                        self.item_ids,
-                        self.probabilities.tolist(),
-                        self.scores.tolist(),
-                        self.features.tolist(),
-                        strict=True,
-                    )
-                ],
-                "slots": list(self.slots),
-            }
-        )
+        # validated in pydantic-core from plain dicts (cheaper than Python-side constructions)
+        return Decision.model_validate(self._payload())
 
     def to_json(self) -> bytes:
         """The wire form: UTF-8 JSON that :class:`Decision` parses to :meth:`to_decision`.
 
-        Built with orjson from the columns (~5x cheaper than validating and dumping the model); the
+        Built with orjson from the columns (~2x cheaper than validating and dumping the model); the
         rules pydantic would check on the way are checked here on the arrays (a draft that breaks one
         goes through :meth:`to_decision`, which raises the validation error).
         """
@@ -142,27 +149,7 @@ class DecisionDraft:
             and bool(np.all((p >= 0.0) & (p <= 1.0)))
         ):
             return self.to_decision().model_dump_json().encode("utf-8")
-        names = self.feature_names
-        payload = {
-            "schema_version": _SCHEMA_VERSION,
-            "decision_id": self.decision_id,
-            "ts": self.ts,
-            "user_id": self.user_id,
-            "context": self.context,
-            "policy": self.policy,
-            "model_version": self.model_version,
-            "candidates": [
-                {"item_id": i, "probability": pr, "score": c, "features": dict(zip(names, r, strict=True))}
-                for i, pr, c, r in zip(
-                    self.item_ids, p.tolist(), self.scores.tolist(), self.features.tolist(), strict=True
-                )
-            ],
-            "slots": [
-                {"item_id": s.item_id, "position": s.position, "propensity": s.propensity, "score": s.score}
-                for s in self.slots
-            ],
-        }
-        out: bytes = orjson.dumps(payload, option=orjson.OPT_UTC_Z)
+        out: bytes = orjson.dumps(self._payload(), option=orjson.OPT_UTC_Z)
         return out
 
 
