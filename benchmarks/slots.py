@@ -5,12 +5,13 @@ items (``item_dim`` 128) and ``--users`` users; the API runs as ``coldstart api 
 default 2: on a 2-core box one worker saturates its core near 150 rps, two share the load; the parent
 hands connections to the workers round-robin, ``--shared-socket`` for uvicorn's own mode; each worker
 keeps its own pool, following ``items.stored`` without a consumer group, and its own policy replica),
-with the default policy (VW squarecb) and, by default, the decision log going to a Tansu broker. A *separate load-generator process* sends an open-loop stream of requests at ``--rate`` per
-second over loopback keep-alive connections (k=5, M=100, 90 % known users); a request's latency is
-measured from its *scheduled* send time, so a server that falls behind is charged for the queueing
-(no coordinated omission). In the same run, the baseline: ``feast_read_*`` is a plain
-``FeatureStore.get_online_features`` of one user's vector on the same store (the read every slot
-request has to make anyway); ``ratio_p99 = p99_ms / feast_read_p99_ms``.
+with the default policy (VW squarecb) and, by default, the decision log going to a Tansu broker.
+A *separate load-generator process* sends an open-loop stream of requests at ``--rate`` per second over
+loopback keep-alive connections (k=5, M=100, 90 % known users); a request's latency is measured from its
+*scheduled* send time, so a server that falls behind is charged for the queueing (no coordinated
+omission). In the same run, the baseline: ``feast_read_*`` is a plain
+``FeatureStore.get_online_features`` of one user's vector on the same store (the read every slot request
+has to make anyway); ``ratio_p99 = p99_ms / feast_read_p99_ms``.
 
 Targets: ``p99_ms <= 10`` at 300 rps and ``ratio_p99 <= 3``.
 
