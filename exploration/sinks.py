@@ -389,12 +389,20 @@ class OfflineDecisionSink(DecisionSink):
                     batch.append(nxt)
             except queue.Empty:
                 pass
+            valid: list[Decision] = []
+            for d in batch:  # a draft that breaks a rule of Decision is counted, not the batch
+                try:
+                    valid.append(as_decision(d))
+                except ValueError as exc:
+                    self.errors += 1
+                    log.error("decision %s not logged offline: %s", d.decision_id, exc)
             try:
-                self.writer.write_decisions([as_decision(d) for d in batch])
-                self.written += len(batch)
+                if valid:
+                    self.writer.write_decisions(valid)
+                self.written += len(valid)
             except Exception as exc:  # the writer's errors must not kill the thread
-                self.errors += len(batch)
-                log.error("offline write of %d decisions failed: %s", len(batch), exc)
+                self.errors += len(valid)
+                log.error("offline write of %d decisions failed: %s", len(valid), exc)
             with self._idle:
                 self._in_flight -= len(batch)
                 self._idle.notify_all()

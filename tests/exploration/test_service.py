@@ -214,3 +214,18 @@ def test_pacing_view_matches_the_single_field_reads(store) -> None:  # type: ign
     assert (view.urgency[3:-1] > view.urgency[0]).all()  # fewer impressions: more urgent
     assert np.allclose(view.boosts, svc.pacer.boosts(ids, now))
     assert np.allclose(view.urgency, svc.pacer.urgency(ids, now))
+
+
+def test_the_offline_sink_drops_only_an_invalid_draft(store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    svc, _ = service(store)
+    svc.sync_from_store(store.iter_items())
+    drafts = [svc.select(SlotRequest(user_id=f"user-{n}", k=2)).draft for n in range(3)]
+    bad = dataclasses.replace(drafts[1], probabilities=drafts[1].probabilities - 5.0)
+    sink = OfflineDecisionSink(store.offline, max_batch=10, linger_s=0.05)
+    for d in [drafts[0], bad, drafts[2]]:
+        sink.publish(d)
+    sink.close()
+    assert (sink.written, sink.errors) == (2, 1)
+    logged = set(store.offline.distinct_ids("decisions", "decision_id"))
+    assert {drafts[0].decision_id, drafts[2].decision_id} <= logged
+    assert bad.decision_id not in logged
