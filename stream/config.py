@@ -103,6 +103,11 @@ class KafkaSettings(BaseModel):
     # JSON decisions (100 candidates, ~30 KB) several-fold for the broker and the network.
     producer_linger_ms: int = Field(default=5, ge=0)
     producer_compression: Literal["none", "gzip", "lz4"] = "lz4"
+    # Upper bound of one record batch (per partition, uncompressed bytes). kafka-python's 16 KiB default
+    # makes every ~30 KB decision a batch of its own: a compression frame, a wake-up of the sender and
+    # a batch for the broker per decision. 512 KiB keeps a burst in one batch: measured with bursts of
+    # 8 decisions, 1.37 -> 0.44 ms of client CPU and 0.54 -> 0.17 ms of broker CPU per decision.
+    producer_batch_bytes: int = Field(default=512 * 1024, ge=1024, le=16 * 1024 * 1024)
     # Consumers that follow a topic without a group (the pools' items.stored feed): the longest a new
     # record waits for the next fetch. Tansu answers a fetch when its wait ends, so every fetch cycle
     # costs CPU in the follower and the broker even when idle (20 ms: ~7% of a core per API worker).

@@ -36,7 +36,7 @@ class EventProducer:
     bootstrap_servers
         Kafka address.
     settings
-        Producer knobs (client id, linger, request timeout); defaults when ``None``.
+        Producer knobs (client id, linger, batch size, compression, request timeout); defaults when ``None``.
     """
 
     def __init__(self, bootstrap_servers: str, settings: KafkaSettings | None = None) -> None:
@@ -50,6 +50,7 @@ class EventProducer:
                 client_id=f"{cfg.client_id}-producer",
                 acks="all",
                 linger_ms=cfg.producer_linger_ms,
+                batch_size=cfg.producer_batch_bytes,
                 request_timeout_ms=cfg.request_timeout_ms,
                 retries=5,
                 max_in_flight_requests_per_connection=1,
