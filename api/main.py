@@ -40,7 +40,17 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         s = settings or get_settings()
-        state = (state_factory or build_state)(s)
+        blas_limit = None
+        if s.api.blas_threads is not None:
+            from threadpoolctl import threadpool_limits
+
+            blas_limit = threadpool_limits(s.api.blas_threads, user_api="blas")
+        try:
+            state = (state_factory or build_state)(s)
+        except BaseException:
+            if blas_limit is not None:
+                blas_limit.restore_original_limits()
+            raise
         app.state.coldstart = state
         if s.api.gc_freeze:
             # start-up leaves ~10^6 long-lived objects (feast, pandas, torch modules, the pool): move them
@@ -59,6 +69,8 @@ def create_app(
         finally:
             await state.aclose()
             sys.setswitchinterval(old_interval)
+            if blas_limit is not None:
+                blas_limit.restore_original_limits()
             if s.api.gc_freeze:
                 gc.unfreeze()  # the app's objects become collectable again (apps embedded in a process)
 

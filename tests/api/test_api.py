@@ -219,3 +219,24 @@ def test_pool_follows_the_store_and_graduation_updates_it(tmp_path: Path) -> Non
         assert len(state.service) == 13 - len(gone)
         metrics = c.get("/metrics", headers=KEY).text
         assert 'coldstart_graduations_total{reason="evidence"}' in metrics
+
+
+def _blas_threads() -> dict[str, int]:
+    from threadpoolctl import threadpool_info
+
+    return {
+        str(p["filepath"]): int(p["num_threads"]) for p in threadpool_info() if p.get("user_api") == "blas"
+    }
+
+
+def test_blas_is_single_threaded_while_serving_and_restored_after(tmp_path: Path) -> None:
+    before = _blas_threads()
+    app = create_app(seeded_settings(tmp_path))
+    with TestClient(app) as c:
+        assert set(_blas_threads().values()) == {1}
+        assert app.state.coldstart.service.pool._gemv  # the pool scores with BLAS gemv
+        r = c.post("/v1/exploration/slots", json={"user_id": "user-0", "k": 3}, headers=KEY)
+        assert r.status_code == 200, r.text
+        assert len(r.json()["slots"]) == 3
+    after = _blas_threads()
+    assert {path: after[path] for path in before} == before  # the limits found at start-up are restored

@@ -64,6 +64,27 @@ def test_search_matches_brute_force() -> None:
     check(pool, es, q, 5000)  # k larger than the pool: everything, sorted
 
 
+def test_single_threaded_blas_scores_with_gemv_and_matches_brute_force() -> None:
+    from threadpoolctl import threadpool_limits
+
+    from exploration.pool.exact import blas_single_threaded
+
+    rng = np.random.default_rng(1)
+    es = entries(3000, rng)
+    with threadpool_limits(1, user_api="blas"):
+        assert blas_single_threaded()
+        pool = ExactPool()
+    default = ExactPool()
+    assert pool._gemv and default._gemv is blas_single_threaded()
+    pool.upsert(es)
+    default.upsert(es)
+    for _ in range(10):
+        q = rng.standard_normal(DIM).astype(np.float32)
+        for k in (1, 10, 100):
+            check(pool, es, q, k)
+        assert [h.item_id for h in pool.search(q, 50)] == [h.item_id for h in default.search(q, 50)]
+
+
 def test_filters_categories_sellers_and_exclusions() -> None:
     rng = np.random.default_rng(1)
     es = entries(500, rng)
