@@ -98,7 +98,9 @@ def test_baselines_beat_random_on_planted_signal() -> None:
     for ranker in (
         TfidfKnn(),
         ContentKnn(),
-        DropoutNetRanker(0, max_epochs=10, hidden=32, out_dim=16, rank=8),
+        # 10 epochs left it undertrained: ndcg@10 0.40-0.55 depending on seed and machine (BLAS kernels);
+        # 30 epochs: 0.71-0.90 over seeds 0-3
+        DropoutNetRanker(0, max_epochs=30, hidden=32, out_dim=16, rank=8),
     ):
         got = ranking_metrics(ranker.fit(train).score(users, cold), rel)["ndcg@10"]
         assert got > rnd + 0.2, (ranker.name, got, rnd)
