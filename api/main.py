@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -40,39 +40,32 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         s = settings or get_settings()
-        blas_limit = None
-        if s.api.blas_threads is not None:
-            from threadpoolctl import threadpool_limits
+        with ExitStack() as blas:  # BLAS limits: set before the state is built, restored after shutdown
+            if s.api.blas_threads is not None:
+                from threadpoolctl import threadpool_limits
 
-            blas_limit = threadpool_limits(s.api.blas_threads, user_api="blas")
-        try:
+                blas.enter_context(threadpool_limits(s.api.blas_threads, user_api="blas"))
             state = (state_factory or build_state)(s)
-        except BaseException:
-            if blas_limit is not None:
-                blas_limit.restore_original_limits()
-            raise
-        app.state.coldstart = state
-        if s.api.gc_freeze:
-            # start-up leaves ~10^6 long-lived objects (feast, pandas, torch modules, the pool): move them
-            # out of the collector's reach so that a full collection on the request path scans only
-            # what requests allocate (a gen-2 pass over everything costs tens of ms of p99)
-            gc.collect()
-            gc.freeze()
-        # background threads (offline sink, maintenance, Kafka feeds) run Python in bursts; a request
-        # that arrives meanwhile waits for the GIL up to the switch interval (5 ms by default)
-        old_interval = sys.getswitchinterval()
-        sys.setswitchinterval(s.api.gil_switch_interval_s)
-        metrics_holder["m"] = state.metrics
-        state.start_background()
-        try:
-            yield
-        finally:
-            await state.aclose()
-            sys.setswitchinterval(old_interval)
-            if blas_limit is not None:
-                blas_limit.restore_original_limits()
+            app.state.coldstart = state
             if s.api.gc_freeze:
-                gc.unfreeze()  # the app's objects become collectable again (apps embedded in a process)
+                # start-up leaves ~10^6 long-lived objects (feast, pandas, torch modules, the pool): move
+                # them out of the collector's reach so that a full collection on the request path scans
+                # only what requests allocate (a gen-2 pass over everything costs tens of ms of p99)
+                gc.collect()
+                gc.freeze()
+            # background threads (offline sink, maintenance, Kafka feeds) run Python in bursts; a request
+            # that arrives meanwhile waits for the GIL up to the switch interval (5 ms by default)
+            old_interval = sys.getswitchinterval()
+            sys.setswitchinterval(s.api.gil_switch_interval_s)
+            metrics_holder["m"] = state.metrics
+            state.start_background()
+            try:
+                yield
+            finally:
+                await state.aclose()
+                sys.setswitchinterval(old_interval)
+                if s.api.gc_freeze:
+                    gc.unfreeze()  # the app's objects become collectable again (apps embedded in a process)
 
     app = FastAPI(
         title="coldstart",

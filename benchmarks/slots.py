@@ -371,17 +371,13 @@ def _start_feature_server(data_dir: Path, port: int, workers: int) -> subprocess
     import yaml
 
     from coldstart.settings import get_settings
+    from feature_repo.feast_store import repo_config
 
     settings = get_settings(data_dir=data_dir)
-    root = settings.feast.embedded_root(data_dir)
-    config = {  # feature_store.yaml of the store open_store() built (feature_repo.feast_store.repo_config)
-        "project": settings.feast.project,
-        "provider": "local",
-        "registry": {"path": str(root / "data" / "registry.db"), "cache_ttl_seconds": 60},
-        "online_store": {"type": "sqlite", "path": str(root / "data" / "online_store.db")},
-        "offline_store": {"type": "file"},
-        "entity_key_serialization_version": 3,
-    }
+    repo = repo_config(settings.feast, data_dir)  # the config open_store() built the store from
+    root = Path(repo.repo_path or settings.feast.embedded_root(data_dir))
+    # `feast -c ROOT` sets repo_path itself
+    config = repo.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude={"repo_path"})
     (root / "feature_store.yaml").write_text(yaml.safe_dump(config))
     feast = str(Path(sys.executable).with_name("feast"))
     proc: subprocess.Popen[bytes] = subprocess.Popen(
