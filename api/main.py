@@ -46,6 +46,10 @@ def create_app(
 
                 blas.enter_context(threadpool_limits(s.api.blas_threads, user_api="blas"))
             state = (state_factory or build_state)(s)
+            if s.api.blas_threads is not None:
+                # building the state loads more BLAS libraries (scipy's own OpenBLAS, through Feast):
+                # they start with their default thread count, so the limits are applied again
+                blas.enter_context(threadpool_limits(s.api.blas_threads, user_api="blas"))
             app.state.coldstart = state
             if s.api.gc_freeze:
                 # start-up leaves ~10^6 long-lived objects (feast, pandas, torch modules, the pool): move

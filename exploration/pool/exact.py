@@ -53,9 +53,11 @@ class ExactPool(CandidatePool):
 
     Notes
     -----
-    Scores are computed with BLAS (gemv) when numpy's BLAS is single-threaded at construction
-    (:func:`blas_single_threaded`; the API limits it to one thread per process, ``api.blas_threads``),
-    otherwise with numpy's own single-threaded kernel.
+    Scores are computed with BLAS (gemv) when every BLAS library loaded in the process is
+    single-threaded at the pool's first search (:func:`blas_single_threaded`; the API limits them to
+    one thread per process, ``api.blas_threads``), otherwise with numpy's own single-threaded kernel.
+    The choice is made at the first search, not at construction: building the API's state loads
+    libraries (scipy's own OpenBLAS, through Feast) after the pool exists.
     """
 
     def __init__(self, dim: int | None = None, initial_capacity: int = 1024) -> None:
@@ -75,7 +77,7 @@ class ExactPool(CandidatePool):
         self._slot: dict[str, int] = {}
         self._cat_codes: dict[str, int] = {}
         self._seller_codes: dict[str, int] = {}
-        self._gemv = blas_single_threaded()
+        self._gemv: bool | None = None  # decided at the first search (see Notes)
 
     # -- properties -----------------------------------------------------------------------------
     @property
@@ -227,6 +229,8 @@ class ExactPool(CandidatePool):
         one single-threaded pass (~0.3 ms for 10,000 x 128) without touching process-wide BLAS settings;
         a single-threaded gemv takes ~0.1 ms.
         """
+        if self._gemv is None:
+            self._gemv = blas_single_threaded()
         if self._gemv:
             product: NDArray[np.float32] = self._matrix[:n] @ q
             return product

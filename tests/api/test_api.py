@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -234,9 +237,47 @@ def test_blas_is_single_threaded_while_serving_and_restored_after(tmp_path: Path
     app = create_app(seeded_settings(tmp_path))
     with TestClient(app) as c:
         assert set(_blas_threads().values()) == {1}
-        assert app.state.coldstart.service.pool._gemv  # the pool scores with BLAS gemv
         r = c.post("/v1/exploration/slots", json={"user_id": "user-0", "k": 3}, headers=KEY)
         assert r.status_code == 200, r.text
         assert len(r.json()["slots"]) == 3
+        assert app.state.coldstart.service.pool._gemv  # the pool scored with BLAS gemv
     after = _blas_threads()
     assert {path: after[path] for path in before} == before  # the limits found at start-up are restored
+
+
+_FRESH_PROCESS_APP = """
+import json, sys
+from fastapi.testclient import TestClient
+from threadpoolctl import threadpool_info
+from api.main import create_app
+from coldstart.settings import get_settings
+settings = get_settings(data_dir=sys.argv[1], feast={"profile": "embedded"},
+                        api={"api_keys": ["test-key"], "kafka": False})
+app = create_app(settings)
+with TestClient(app) as c:
+    r = c.post("/v1/exploration/slots", json={"user_id": "user-0", "k": 3}, headers={"X-API-Key": "test-key"})
+    print(json.dumps({
+        "status": r.status_code,
+        "gemv": app.state.coldstart.service.pool._gemv,
+        "blas_threads": [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"],
+    }))
+"""
+
+
+def test_a_fresh_serving_process_scores_with_gemv(tmp_path: Path) -> None:
+    """In a new process the store (Feast, scipy's own OpenBLAS) loads while the lifespan builds the
+    state, after the first limit: every BLAS library must still end up on one thread, and the pool
+    must score with gemv (in this test process those libraries were already loaded)."""
+    settings = seeded_settings(tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS_APP, str(settings.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["status"] == 200
+    assert len(got["blas_threads"]) >= 1 and set(got["blas_threads"]) == {1}, got
+    assert got["gemv"] is True, got

@@ -71,13 +71,14 @@ def test_single_threaded_blas_scores_with_gemv_and_matches_brute_force() -> None
 
     rng = np.random.default_rng(1)
     es = entries(3000, rng)
-    with threadpool_limits(1, user_api="blas"):
-        assert blas_single_threaded()
-        pool = ExactPool()
-    default = ExactPool()
-    assert pool._gemv and default._gemv is blas_single_threaded()
+    pool, default = ExactPool(), ExactPool()  # made before the limits: the choice waits for a search
     pool.upsert(es)
     default.upsert(es)
+    with threadpool_limits(1, user_api="blas"):
+        assert blas_single_threaded()
+        pool.search(rng.standard_normal(DIM).astype(np.float32), 1)
+    default.search(rng.standard_normal(DIM).astype(np.float32), 1)
+    assert pool._gemv and default._gemv is blas_single_threaded()
     for _ in range(10):
         q = rng.standard_normal(DIM).astype(np.float32)
         for k in (1, 10, 100):
