@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from api.deps import ApiKey, Service, State
+from api.deps import Authorized
 from api.schemas import ErrorOut, SlotOut, SlotsRequest, SlotsResponse
 from exploration.service import SlotRequest
 
@@ -17,13 +17,13 @@ router = APIRouter(prefix="/v1/exploration", tags=["exploration"])
     responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
     summary="Choose k exploration slots among cold items for one user",
 )
-async def choose_slots(body: SlotsRequest, service: Service, state: State, _: ApiKey) -> Response:
+async def choose_slots(body: SlotsRequest, state: Authorized) -> Response:
     """Candidates are the top-M cold items by similarity to the user's vector (unknown users: context
     only, the items most behind their exposure schedule), scored by the bandit; ``k`` are sampled
     without replacement. ``propensity`` is the probability the item was drawn with at its position;
     log ``decision_id`` (and ``position``) with the interactions so the bandit learns from them."""
     context = {key: float(v) if isinstance(v, bool | int) else v for key, v in body.context.items()}
-    result = service.select(
+    result = state.service.select(
         SlotRequest(
             user_id=body.user_id,
             k=body.k,

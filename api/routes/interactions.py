@@ -7,7 +7,7 @@ import uuid
 from fastapi import APIRouter, status
 from pydantic import ValidationError
 
-from api.deps import ApiKey, State
+from api.deps import Authorized
 from api.routes.items import _invalid, _publish
 from api.schemas import Accepted, ErrorOut, InteractionIn
 
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/interactions", tags=["interactions"])
     response_model=Accepted,
     responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
 )
-async def publish_interaction(body: InteractionIn, state: State, _: ApiKey) -> Accepted:
+async def publish_interaction(body: InteractionIn, state: Authorized) -> Accepted:
     """Publish on ``interactions`` (key ``user_id``). Send ``decision_id``/``position`` for items that
     came from exploration slots: that is how the bandit gets its reward."""
     from stream.contracts import Interaction, now_utc

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query, status
 from pydantic import ValidationError
 
-from api.deps import ApiKey, State
+from api.deps import Authorized, State
 from api.schemas import Accepted, ErrorOut, ItemIn, ItemOut
 from coldstart.errors import BrokerError, InvalidInputError, NotFoundError
 
@@ -22,7 +22,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted, responses=_ERRORS)
-async def publish_item(body: ItemIn, state: State, _: ApiKey) -> Accepted:
+async def publish_item(body: ItemIn, state: Authorized) -> Accepted:
     """Publish an ``ItemListed`` event on ``items.listed`` (for backends that prefer HTTP to Kafka).
 
     The encoder worker embeds it and it joins the cold pool; the answer comes once the broker has it.
@@ -45,8 +45,7 @@ async def publish_item(body: ItemIn, state: State, _: ApiKey) -> Accepted:
 )
 async def get_item(
     item_id: str,
-    state: State,
-    _: ApiKey,
+    state: Authorized,
     vectors: bool = Query(default=True, description="Include content_vector and item_vector."),
 ) -> ItemOut:
     """An item's vectors, modality flags, status and exposure counters."""

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Query
 
-from api.deps import ApiKey, State
+from api.deps import Authorized, State
 from api.schemas import ErrorOut, SearchHit, SearchImageRequest, SearchResponse
 from coldstart.errors import ConfigError, InvalidInputError
 from exploration.pool.base import PoolFilter
@@ -30,8 +30,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.get("", response_model=SearchResponse, responses=_ERRORS)
 async def search(
-    state: State,
-    _: ApiKey,
+    state: Authorized,
     text: str | None = Query(default=None, min_length=1, max_length=2000, description="Free-text query."),
     image_url: str | None = Query(default=None, max_length=4096, description="http(s) URL of a query image."),
     k: int = Query(default=10, ge=1, le=100),
@@ -65,7 +64,7 @@ async def search(
 
 
 @router.post("/image", response_model=SearchResponse, responses=_ERRORS)
-async def search_image(body: SearchImageRequest, state: State, _: ApiKey) -> SearchResponse:
+async def search_image(body: SearchImageRequest, state: Authorized) -> SearchResponse:
     """Cold items nearest to an image given inline (base64 of the encoded bytes)."""
     try:
         data = base64.b64decode(body.image_base64, validate=True)
