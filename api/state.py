@@ -259,7 +259,14 @@ def build_state(
         from stream.topics import DECISIONS
 
         make_producer = functools.partial(EventProducer, bootstrap, settings.kafka)
-        sinks.append(ProcessKafkaDecisionSink(make_producer, DECISIONS))
+        sinks.append(
+            ProcessKafkaDecisionSink(
+                make_producer,
+                DECISIONS,
+                max_batch=settings.api.decision_log_max_batch,
+                linger_s=settings.api.decision_log_linger_ms / 1000.0,
+            )
+        )
     elif producer is not None:
         sinks.append(KafkaDecisionSink(producer))
     offline = getattr(store, "offline", None)

@@ -94,6 +94,14 @@ class SlotResult:
         return self.draft.to_decision()
 
 
+@functools.lru_cache(maxsize=8)
+def _bucket_starts(dim: int) -> NDArray[np.intp]:
+    """First coordinate of each of the ``N_BUCKETS`` user⊙item buckets of a ``dim``-vector."""
+    starts: NDArray[np.intp] = np.linspace(0, dim, N_BUCKETS + 1).astype(np.intp)[:-1]
+    starts.flags.writeable = False
+    return starts
+
+
 class SlotService:
     """Chooses exploration slots among cold items.
 
@@ -368,20 +376,17 @@ class SlotService:
         buckets = np.zeros((n, N_BUCKETS))
         if user_vec is not None:
             dim = user_vec.shape[0]
-            vectors = [e.vector for e in entries]
-            try:  # the pool's entries all have its dimension: one stack
-                V = np.stack(vectors).astype(np.float64)
-                usable: list[int] | slice = slice(None)
-                if V.shape != (n, dim):
-                    raise ValueError(V.shape)
-            except ValueError:
+            usable: list[int] | slice = slice(None)
+            gathered = self.pool.vectors(ids)  # one gather from the pool's matrix
+            if gathered is not None and gathered.shape == (n, dim):
+                V: NDArray[np.floating] = gathered
+            else:  # the entries' own copies, those of the user's dimension
+                vectors = [e.vector for e in entries]
                 usable = [i for i, v in enumerate(vectors) if v.shape == (dim,)]
                 V = np.stack([vectors[i] for i in usable]) if usable else np.zeros((0, dim))
-                V = V.astype(np.float64)
             if V.shape[0]:
-                prod = V * user_vec.astype(np.float64)
-                starts = np.linspace(0, dim, N_BUCKETS + 1).astype(int)[:-1]
-                buckets[usable] = np.add.reduceat(prod, starts, axis=1)
+                prod = V.astype(np.float64) * user_vec.astype(np.float64)
+                buckets[usable] = np.add.reduceat(prod, _bucket_starts(dim), axis=1)
                 dots[usable] = prod.sum(axis=1)
         imps = view.impressions
         boosts = view.boosts

@@ -80,6 +80,14 @@ class CandidatePool(ABC):
         hits = self.search(query, k, filters)
         return [h.item_id for h in hits], np.array([h.score for h in hits], dtype=np.float64)
 
+    def vectors(self, item_ids: Sequence[str]) -> NDArray[np.float32] | None:
+        """``(len(item_ids), dim)`` float32: the indexed vectors of ``item_ids``, in that order (a copy).
+
+        ``None`` when an id is not in the pool or the implementation cannot hand its vectors out
+        (the caller then uses its own copies); this default always returns ``None``.
+        """
+        return None
+
     @abstractmethod
     def __len__(self) -> int:
         """Number of items in the pool."""

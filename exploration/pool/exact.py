@@ -97,6 +97,16 @@ class ExactPool(CandidatePool):
             slot = self._slot.get(item_id)
             return None if slot is None else self._entries[slot]
 
+    def vectors(self, item_ids: Sequence[str]) -> NDArray[np.float32] | None:
+        """Rows of the pool's matrix for ``item_ids`` (one gather: the slot service's candidates)."""
+        with self._lock:
+            get = self._slot.get
+            slots = [get(item_id, -1) for item_id in item_ids]
+            if -1 in slots:
+                return None
+            rows: NDArray[np.float32] = self._matrix[slots]
+            return rows
+
     def ids(self) -> list[str]:
         """Ids currently in the pool (slot order)."""
         with self._lock:

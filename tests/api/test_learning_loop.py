@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from exploration.model_store import LocalModelStore
+from exploration.sinks import ProcessKafkaDecisionSink
 from stream.broker import TansuBroker
 from stream.contracts import ItemListed, decode_event
 from stream.learn_worker import LearnWorker, OnlineLearner
@@ -34,7 +35,12 @@ def test_rewards_on_the_stream_train_a_model_the_api_reloads(tmp_path: Path, bro
     group = f"learn-{uuid.uuid4().hex[:8]}"
     settings = seeded_settings(
         tmp_path,
-        api={"api_keys": ["test-key"], "kafka": True},
+        api={
+            "api_keys": ["test-key"],
+            "kafka": True,
+            "decision_log_linger_ms": 100,
+            "decision_log_max_batch": 8,
+        },
         kafka={"bootstrap_servers": broker.bootstrap_servers, "partitions": 2},
         exploration={
             "reload_interval_s": 0.2,
@@ -50,8 +56,13 @@ def test_rewards_on_the_stream_train_a_model_the_api_reloads(tmp_path: Path, bro
     thread = threading.Thread(target=lambda: result.update(stats=worker.run(max_s=60)))
     thread.start()
     try:
-        with TestClient(create_app(settings)) as c:
+        app = create_app(settings)
+        with TestClient(app) as c:
             assert c.get("/readyz").json()["checks"]["kafka"] is True
+            (sink,) = [
+                s for s in app.state.coldstart.service.sinks if isinstance(s, ProcessKafkaDecisionSink)
+            ]
+            assert (sink.linger_s, sink.max_batch) == (0.1, 8)  # from settings.api
             clicked = 0
             for n in range(10):
                 out = c.post(

@@ -129,6 +129,13 @@ def test_upsert_replaces_and_remove_reuses_slots() -> None:
         live.pop(g, None)
     assert len(pool) == len(live) == 200
     assert "i3" not in pool and "i4" in pool and pool.get("i5") == moved
+    some = ["i5", "i298", "i4", "i1"]  # rows moved by removals and by the replacement included
+    got = pool.vectors(some)
+    assert got is not None and got.dtype == np.float32 and got.shape == (4, DIM)
+    np.testing.assert_array_equal(got, np.stack([live[i].vector for i in some]))
+    got[0] = 0.0  # a copy: the pool's row is untouched
+    np.testing.assert_array_equal(pool.vectors(["i5"]), moved.vector[None, :])
+    assert pool.vectors(["i4", "i3"]) is None  # i3 was removed
     for _ in range(5):
         q = rng.standard_normal(DIM).astype(np.float32)
         check(pool, list(live.values()), q, 50)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from exploration.model_store import PolicyHolder
 from exploration.pacing import ExposurePacer
 from exploration.policies import build_policy, learn_decision
 from exploration.pool import new_pool
+from exploration.pool.exact import ExactPool
 from exploration.service import SlotRequest, SlotService
 from exploration.sinks import MemoryDecisionSink, OfflineDecisionSink
 from feature_repo import open_store
@@ -28,10 +30,10 @@ def store(tmp_path):  # type: ignore[no-untyped-def]
     s.close()
 
 
-def service(store, pacing: PacingConfig | None = None, **kw):  # type: ignore[no-untyped-def]
+def service(store, pacing: PacingConfig | None = None, pool=None, **kw):  # type: ignore[no-untyped-def]
     sink = MemoryDecisionSink()
     svc = SlotService(
-        pool=new_pool(),
+        pool=pool if pool is not None else new_pool(),
         users=store.users(),
         holder=PolicyHolder(build_policy(VWPolicyConfig(bits=16), seed=3)),
         pacer=ExposurePacer(pacing or PacingConfig()),
@@ -65,6 +67,27 @@ def test_known_user_gets_a_logged_decision_from_the_nearest_items(store) -> None
     assert d.context["has_user"] == 1.0 and d.context["device"] == "mobile"
     # pacing counted the impressions
     assert all(svc.pacer.get(s.item_id).impressions == 1 for s in d.slots)  # type: ignore[union-attr]
+
+
+class _PoolWithoutVectors(ExactPool):
+    """A pool that cannot hand its vectors out (the base default): the service uses its entries."""
+
+    def vectors(self, item_ids):  # type: ignore[no-untyped-def]
+        return None
+
+
+def test_candidate_features_are_the_same_from_the_pool_matrix_or_the_entries(store) -> None:  # type: ignore[no-untyped-def]
+    decisions, now = [], time.time()
+    for pool in (new_pool(), _PoolWithoutVectors()):
+        svc, sink = service(store, pool=pool, candidates_m=30, starving_candidates=5, clock=lambda: now)
+        for user in ("user-0", "user-1", "user-2"):
+            svc.select(SlotRequest(user_id=user, k=3, context={"hour": 1.0}))
+        decisions.append(sink.decisions)
+    fast, slow = decisions
+    assert [[c.features for c in d.candidates] for d in fast] == [
+        [c.features for c in d.candidates] for d in slow
+    ]
+    assert any(c.features["dot"] != 0.0 for d in fast for c in d.candidates)
 
 
 def test_unknown_user_falls_back_to_context_and_starving_items(store) -> None:  # type: ignore[no-untyped-def]
