@@ -44,6 +44,10 @@ class ApiSettings(BaseModel):
     decision_log_process
         Publish decisions to Kafka from a child process owning its own producer (the Kafka client's
         Python work then never holds the serving process's GIL); ``False``: from a thread.
+    direct_routes
+        Serve well-formed, authorised ``POST /v1/exploration/slots`` requests without FastAPI's
+        per-request machinery (:mod:`api.direct`; same handler, same responses, errors still through
+        FastAPI); ``False``: every request goes through FastAPI.
     decision_log_linger_ms
         Longest a decision waits before its burst goes to the decision-log process (see
         :class:`~exploration.sinks.ProcessKafkaDecisionSink`): a burst is one hand-over and one produce
@@ -73,6 +77,7 @@ class ApiSettings(BaseModel):
     blas_threads: int | None = Field(default=1, ge=1, le=256)
     gc_freeze: bool = True
     decision_log_process: bool = True
+    direct_routes: bool = True
     decision_log_linger_ms: int = Field(default=250, ge=0, le=10_000)
     decision_log_max_batch: int = Field(default=64, ge=1, le=4096)
     gil_switch_interval_s: float = Field(default=0.0005, gt=0.0, le=0.1)

@@ -67,6 +67,12 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _coldstart(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ColdstartError)
+    return error_response(exc)
+
+
+def error_response(exc: ColdstartError) -> JSONResponse:
+    """The response to ``exc`` (the table above); also used by :mod:`api.direct`."""
     if isinstance(exc, InvalidInputError):
         return JSONResponse(status_code=422, content=_body("invalid_input", str(exc), exc.param, exc.value))
     if isinstance(exc, UnauthorizedError):

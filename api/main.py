@@ -14,10 +14,12 @@ from contextlib import ExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.direct import DirectRoutes
 from api.errors import install_error_handlers
 from api.metrics import ApiMetrics, LatencyMiddleware
 from api.routes import exploration, health, interactions, items, search
 from api.state import AppState, build_state
+from coldstart.errors import ConfigError
 from coldstart.settings import Settings, get_settings
 
 
@@ -84,6 +86,17 @@ def create_app(
     app.include_router(interactions.router)
     app.include_router(search.router)
     app.add_middleware(_LazyLatency, metrics_holder=metrics_holder)
+
+    def direct_state() -> AppState | None:
+        state: AppState | None = getattr(app.state, "coldstart", None)
+        return state if state is not None and state.settings.api.direct_routes else None
+
+    direct = [exploration.DIRECT]
+    paths = app.openapi()["paths"]
+    missing = [(d.method, d.path) for d in direct if d.method.lower() not in paths.get(d.path, {})]
+    if missing:  # a direct route must also be a FastAPI route (OpenAPI, errors, the fallback)
+        raise ConfigError(f"direct routes without a FastAPI route: {missing}")
+    app.add_middleware(DirectRoutes, routes=direct, state_of=direct_state)  # outermost of ours
     return app
 
 

@@ -71,6 +71,10 @@ class ApiMetrics:
         if self._served:
             self.exploration_share.set(self._explored / self._served)
 
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Time one HTTP request (``route``: the route's path template)."""
+        self.latency.labels(method, route, str(status)).observe(seconds)
+
     def set_model_version(self, version: str) -> None:
         """Mark ``version`` as the serving one."""
         if version == self._version:
@@ -105,6 +109,6 @@ class LatencyMiddleware:
         finally:
             route: Any = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            self.metrics.latency.labels(scope.get("method", ""), path, str(status[0])).observe(
-                time.perf_counter() - start
+            self.metrics.observe_request(
+                scope.get("method", ""), path, status[0], time.perf_counter() - start
             )

@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from api.deps import Authorized
+from api.direct import DirectRoute
 from api.schemas import ErrorOut, SlotOut, SlotsRequest, SlotsResponse
+from api.state import AppState
 from exploration.service import SlotRequest
 
 router = APIRouter(prefix="/v1/exploration", tags=["exploration"])
@@ -22,6 +24,11 @@ async def choose_slots(body: SlotsRequest, state: Authorized) -> Response:
     only, the items most behind their exposure schedule), scored by the bandit; ``k`` are sampled
     without replacement. ``propensity`` is the probability the item was drawn with at its position;
     log ``decision_id`` (and ``position``) with the interactions so the bandit learns from them."""
+    return Response(content=slots_json(state, body), media_type="application/json")
+
+
+def slots_json(state: AppState, body: SlotsRequest) -> bytes:
+    """The slots response of one validated request, as JSON (the route's body; see :data:`DIRECT`)."""
     context = {key: float(v) if isinstance(v, bool | int) else v for key, v in body.context.items()}
     result = state.service.select(
         SlotRequest(
@@ -44,4 +51,9 @@ async def choose_slots(body: SlotsRequest, state: Authorized) -> Response:
         ],
     )
     # serialised here: a returned model would be validated again against response_model by FastAPI
-    return Response(content=out.model_dump_json(), media_type="application/json")
+    return out.model_dump_json().encode("utf-8")
+
+
+#: Well-formed, authorised slot requests are served by :class:`api.direct.DirectRoutes` with the
+#: same handler; everything else (errors included) goes through the route above.
+DIRECT = DirectRoute("POST", "/v1/exploration/slots", SlotsRequest, slots_json)
