@@ -97,12 +97,13 @@ class DirectRoutes:
             return
         start = time.perf_counter()
         key: str | None = None
-        json_body = True
-        for name, value in scope["headers"]:
-            if name == b"x-api-key":
+        content_type: bytes | None = None
+        for name, value in scope["headers"]:  # the first of each, as Starlette's Headers.get
+            if name == b"x-api-key" and key is None:
                 key = value.decode("latin-1")
-            elif name == b"content-type":
-                json_body = b"json" in value.lower()
+            elif name == b"content-type" and content_type is None:
+                content_type = value.lower()
+        json_body = content_type is None or b"json" in content_type
         body, more = await self._read_body(receive)
         if more or not json_body or not self._authorised(state, key):
             await self.app(scope, _replay(body, more, receive), send)

@@ -102,3 +102,16 @@ def test_a_store_failure_is_a_503_on_both_paths(apps) -> None:  # type: ignore[n
         answers.append((r.status_code, r.headers.get("retry-after"), r.json()["error"]))
     assert answers[0] == answers[1] == (503, "5", "unavailable")
     assert _direct(apps[0][0]).served == 1
+
+
+def test_the_first_of_repeated_headers_counts_on_both_paths(apps) -> None:  # type: ignore[no-untyped-def]
+    (on, c_on), (_, c_off) = apps
+    body = b'{"user_id": "user-1", "k": 2}'
+    for keys, status in ((["test-key", "nope"], 200), (["nope", "test-key"], 401)):
+        headers = [("content-type", "application/json"), *(("x-api-key", k) for k in keys)]
+        r_on, r_off = (
+            c_on.post(SLOTS, content=body, headers=headers),
+            c_off.post(SLOTS, content=body, headers=headers),
+        )
+        assert r_on.status_code == r_off.status_code == status, keys
+    assert _direct(on).served == 1
