@@ -93,6 +93,7 @@ def create_app(
 
     direct = [exploration.DIRECT]
     paths = app.openapi()["paths"]
+    app.openapi_schema = None  # not cached yet: routes may still be added to the app
     missing = [(d.method, d.path) for d in direct if d.method.lower() not in paths.get(d.path, {})]
     if missing:  # a direct route must also be a FastAPI route (OpenAPI, errors, the fallback)
         raise ConfigError(f"direct routes without a FastAPI route: {missing}")

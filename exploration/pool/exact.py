@@ -7,7 +7,8 @@ millisecond on one core. Filters (categories, sellers, excluded ids) are applied
 top-k, so a filtered search still returns ``k`` hits whenever ``k`` items match.
 
 Thread safety: one lock guards every read and write; a search holds it for the product and the
-top-k only. The product is numpy's own single-threaded kernel, not BLAS (see ``_scores``).
+top-k only. The product is BLAS's gemv when every BLAS library is single-threaded, else numpy's own
+single-threaded kernel (see ``_scores``).
 """
 
 from __future__ import annotations
