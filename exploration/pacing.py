@@ -176,6 +176,8 @@ class ExposurePacer:
         self._supply_since: float | None = None
         # adaptive strength, recomputed at most every _strength_every_s
         self._strength_cache: tuple[float, float] | None = None  # (computed at, strength)
+        # tracked rows by deadline, and those deadlines (see _deadline_order)
+        self._order: tuple[NDArray[np.intp], NDArray[np.float64]] | None = None
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -208,6 +210,7 @@ class ExposurePacer:
                 i = len(self._ids)
                 if i >= len(self._listed):
                     self._grow()
+                self._order = None
                 self._ids.append(item_id)
                 self._sellers.append(seller_id)
                 self._categories.append(category)
@@ -231,6 +234,7 @@ class ExposurePacer:
         i = self._index.pop(item_id, None)
         if i is None:
             return
+        self._order = None
         last = len(self._ids) - 1
         if i != last:
             moved = self._ids[last]
@@ -387,34 +391,94 @@ class ExposurePacer:
             return []
         now = self.clock() if now_s is None else now_s
         with self._lock:
-            size = len(self._ids)
-            if size == 0:
+            if not self._ids:
                 return []
-            deficit = self._expected(self._listed[:size], now) - self._imps[:size]
-            if only_behind:
-                deficit = np.where(deficit > 0, deficit, -np.inf)
-            if categories or sellers:
-                cats, sels = set(categories), set(sellers)
-                for i in range(size):
-                    if (cats and self._categories[i] not in cats) or (sels and self._sellers[i] not in sels):
-                        deficit[i] = -np.inf
-            for item_id in exclude:
-                j = self._index.get(item_id)
-                if j is not None:
-                    deficit[j] = -np.inf
-            if self.config.starving_order == "deadline":
-                # primary key: deadline for open, unmet, behind items; +inf (after them) otherwise
-                deadline = self._listed[:size] + self.config.window_hours * 3600.0
-                open_ = (
-                    (deadline >= now) & (self._imps[:size] < self.config.target_impressions) & (deficit > 0)
-                )
-                primary = np.where(open_ & np.isfinite(deficit), deadline, np.inf)
-            else:
-                primary = np.zeros(size)
-            order = _lexsort_head(primary, -deficit, n)
-            order = order[np.isfinite(deficit[order])]
-            ids = self._ids
-            return [ids[i] for i in order.tolist()]
+            if self.config.starving_order == "deadline" and not (categories or sellers):
+                head = self._starving_head(n, now, exclude)
+                if head is not None:
+                    return head
+            return self._ranked(n, now, categories, sellers, exclude, only_behind)
+
+    def _starving_head(self, n: int, now: float, exclude: Collection[str]) -> list[str] | None:
+        """:meth:`most_starving` (``"deadline"`` order, no category/seller filter) from the head of
+        the deadline order alone, or ``None`` when that head does not settle it (lock held).
+
+        The first ``n`` of the ranking are open, unmet, behind-schedule items whenever at least ``n``
+        exist, in order of (deadline, larger deficit, row). Deadlines are fixed at listing, so the
+        tracked rows are kept sorted by deadline (:meth:`_deadline_order`) and only the open items with
+        the earliest deadlines are checked: about ``4 n`` instead of every tracked item. ``None`` when
+        fewer than ``n`` of them qualify, or when the ``n``-th one's deadline ties past the checked
+        rows: the full ranking (:meth:`_ranked`) answers then.
+        """
+        order, deadlines = self._deadline_order()
+        size = order.shape[0]
+        start = int(np.searchsorted(deadlines, now, side="left"))  # first open window (deadline >= now)
+        stop = min(size, start + max(4 * n, 256))
+        rows = order[start:stop]
+        imps = self._imps[rows]
+        deficit = self._expected(self._listed[rows], now) - imps
+        ok = (deficit > 0) & (imps < self.config.target_impressions)
+        if exclude:
+            get = self._index.get
+            gone = [j for j in (get(item_id) for item_id in exclude) if j is not None]
+            if gone:
+                ok &= ~np.isin(rows, gone)
+        hits = np.flatnonzero(ok)
+        if hits.size < n:
+            return None
+        last = deadlines[start + hits[n - 1]]
+        if stop < size and deadlines[stop] == last:  # the n-th item's deadline ties beyond the head
+            return None
+        cand = hits[deadlines[start + hits] <= last]
+        keys = (rows[cand], -deficit[cand], deadlines[start + cand])
+        chosen = rows[cand[np.lexsort(keys)[:n]]]
+        ids = self._ids
+        return [ids[i] for i in chosen.tolist()]
+
+    def _deadline_order(self) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+        """Tracked rows sorted by deadline (ties: row order) and their deadlines, ``(size,)`` each
+        (lock held); rebuilt only after the tracked set changed (:meth:`register`, :meth:`forget`)."""
+        if self._order is None:
+            size = len(self._ids)
+            deadline = self._listed[:size] + self.config.window_hours * 3600.0
+            order = np.argsort(deadline, kind="stable")
+            self._order = (order, deadline[order])
+        return self._order
+
+    def _ranked(
+        self,
+        n: int,
+        now: float,
+        categories: Sequence[str],
+        sellers: Sequence[str],
+        exclude: Collection[str],
+        only_behind: bool,
+    ) -> list[str]:
+        """:meth:`most_starving` over every tracked item (lock held, at least one item tracked)."""
+        size = len(self._ids)
+        deficit = self._expected(self._listed[:size], now) - self._imps[:size]
+        if only_behind:
+            deficit = np.where(deficit > 0, deficit, -np.inf)
+        if categories or sellers:
+            cats, sels = set(categories), set(sellers)
+            for i in range(size):
+                if (cats and self._categories[i] not in cats) or (sels and self._sellers[i] not in sels):
+                    deficit[i] = -np.inf
+        for item_id in exclude:
+            j = self._index.get(item_id)
+            if j is not None:
+                deficit[j] = -np.inf
+        if self.config.starving_order == "deadline":
+            # primary key: deadline for open, unmet, behind items; +inf (after them) otherwise
+            deadline = self._listed[:size] + self.config.window_hours * 3600.0
+            open_ = (deadline >= now) & (self._imps[:size] < self.config.target_impressions) & (deficit > 0)
+            primary = np.where(open_ & np.isfinite(deficit), deadline, np.inf)
+        else:
+            primary = np.zeros(size)
+        order = _lexsort_head(primary, -deficit, n)
+        order = order[np.isfinite(deficit[order])]
+        ids = self._ids
+        return [ids[i] for i in order.tolist()]
 
     def urgency(self, item_ids: Sequence[str], now_s: float | None = None) -> NDArray[np.float64]:
         """``(len(item_ids),)`` impressions still needed per hour left before each item's deadline.

@@ -299,3 +299,33 @@ def test_strength_range_is_validated_naming_the_fields() -> None:
         PacingConfig(min_strength=0.8, max_strength=0.5)
     with pytest.raises(ValueError, match="safety"):
         PacingConfig(safety=0.0)
+
+
+def test_the_starving_head_of_the_deadline_order_equals_the_full_ranking() -> None:
+    """most_starving answers from the head of the sorted deadlines when it can: its answer must be the
+    full ranking's, with deadline ties (items listed together), exclusions, closed windows, both
+    ``only_behind`` modes and a tracked set that changes between calls."""
+    rng = np.random.default_rng(11)
+    used_head = 0
+    for trial in range(40):
+        pacer = make(target_impressions=int(rng.integers(5, 60)), window_hours=24.0)
+        now = 1_000_000.0
+        n_items = int(rng.integers(50, 3000))
+        # listing times on a coarse grid: many items share a deadline
+        listed = now - rng.integers(0, 40, n_items) * 3600.0 * rng.choice([0.25, 1.0])
+        for i in range(n_items):
+            pacer.register(f"i{i}", float(listed[i]), impressions=int(rng.integers(0, 40)))
+        for step in range(6):
+            if step == 3:  # the tracked set changes: the deadline order is rebuilt
+                pacer.forget([f"i{i}" for i in rng.choice(n_items, n_items // 5, replace=False)])
+                pacer.register("late", now - 1.0)
+            n = int(rng.choice([1, 5, 10, 50, 100, 300]))
+            exclude = {f"i{i}" for i in rng.choice(n_items, int(rng.integers(0, 30)), replace=False)}
+            at = now + float(rng.uniform(0, 3600 * 6))
+            behind = bool(rng.random() < 0.7)
+            got = pacer.most_starving(n, now_s=at, exclude=exclude, only_behind=behind)
+            want = pacer._ranked(n, at, (), (), exclude, behind)
+            assert got == want, (trial, step, n)
+            used_head += pacer._starving_head(n, at, exclude) is not None
+            pacer.record_impressions(got[:5], now_s=at)
+    assert used_head >= 60  # the head answered most calls (the rest fell back to the full ranking)
