@@ -73,33 +73,44 @@ def _arm_line_g(arm: Arm) -> str:
     return f"|A {feats} |I id={_token(arm.item_id)}"
 
 
-def arm_lines(arms: Sequence[Arm]) -> list[str]:
-    """Action lines of ``arms``: numeric features in ``A``, the item id in ``I``.
+@functools.lru_cache(maxsize=256)
+def _block_format(keys: tuple[str, ...], n: int) -> str:
+    """:func:`_arm_format` for ``n`` arms, one per line (one ``%`` formats a whole request)."""
+    return "\n".join([_arm_format(keys)] * n)
+
+
+def arm_text(arms: Sequence[Arm]) -> str:
+    """Action lines of ``arms`` joined by newlines: numeric features in ``A``, the item id in ``I``.
 
     Arms sharing one feature-key order (an :class:`ArmBatch`, or dicts with the same keys) are
-    formatted in one vectorised pass; others, and arms with non-finite or huge values, line by line
-    (non-finite values dropped).
+    formatted with one ``%`` over all their values; others, and arms with non-finite or huge values,
+    line by line (non-finite values dropped). Item ids never contain a newline (:func:`_token`).
     """
     n = len(arms)
     if n == 0:
-        return []
+        return ""
     if isinstance(arms, ArmBatch):
         keys, values, ids = arms.feature_names, arms.matrix, arms.item_ids
     else:
         keys = tuple(arms[0].features)
         if not all(tuple(a.features) == keys for a in arms):
-            return [_arm_line(a) for a in arms]
+            return "\n".join([_arm_line(a) for a in arms])
         values = np.array([list(a.features.values()) for a in arms], dtype=np.float64).reshape(n, len(keys))
         ids = [a.item_id for a in arms]
     if np.isfinite(values).all() and (values.size == 0 or float(np.abs(values).max()) < _SCALED_MAX):
         rows: list[list[Any]] = np.rint(values * _SCALE).astype(np.int64).tolist()
         flat: list[Any] = []
-        for row, item_id in zip(rows, ids, strict=True):
-            row.append(_token(item_id))
-            flat.extend(row)
-        fmt = _arm_format(keys)
-        return ("\n".join([fmt] * n) % tuple(flat)).split("\n")
-    return [_arm_line(a) for a in arms]
+        for row, token in zip(rows, map(_token, ids), strict=True):
+            flat += row
+            flat.append(token)
+        return _block_format(keys, n) % tuple(flat)
+    return "\n".join([_arm_line(a) for a in arms])
+
+
+def arm_lines(arms: Sequence[Arm]) -> list[str]:
+    """:func:`arm_text` as one string per arm."""
+    text = arm_text(arms)
+    return text.split("\n") if text else []
 
 
 def _arm_line(arm: Arm) -> str:
@@ -160,7 +171,7 @@ class VWPolicy(Policy):
         import pylibvw
 
         # pylibvw directly: pyvw.Workspace.predict wraps every line in a Python Example (3x the cost)
-        text = "\n".join([shared_line(context), *arm_lines(arms)])
+        text = f"{shared_line(context)}\n{arm_text(arms)}"
         ws: Any = self._ws
         examples = ws._parse(text)
         try:
