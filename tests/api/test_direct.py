@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.direct import DirectRoutes
-from api.main import create_app
+from api.main import DIRECT_ROUTES, create_app
 from tests.api.conftest import KEY, seeded_settings
 
 SLOTS = "/v1/exploration/slots"
@@ -38,6 +38,17 @@ def apps(tmp_path: Path) -> Iterator[tuple[tuple[FastAPI, TestClient], tuple[Fas
     )
     with TestClient(on) as c_on, TestClient(off) as c_off:
         yield (on, c_on), (off, c_off)
+
+
+def test_every_direct_route_is_a_fastapi_route() -> None:
+    """The direct path only serves what FastAPI also serves: the route documented in OpenAPI, the
+    same request model, the fallback for everything the direct path declines."""
+    paths = create_app().openapi()["paths"]
+    assert DIRECT_ROUTES
+    for route in DIRECT_ROUTES:
+        op = paths[route.path][route.method.lower()]
+        ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        assert ref.rsplit("/", 1)[-1] == route.model.__name__
 
 
 def test_a_good_request_is_served_directly_and_timed(apps) -> None:  # type: ignore[no-untyped-def]
