@@ -355,7 +355,7 @@ class ExposurePacer:
         boosts[known] = 1.0 + (c.max_boost - 1.0) * np.minimum(1.0, relative / c.full_boost_deficit)
         # urgency: impressions still needed per hour left (an hour-floor of 1 % of the window keeps the
         # last moments finite)
-        hours_left = (listed + c.window_hours * 3600.0 - now) / 3600.0
+        hours_left = (self._deadline(listed) - now) / 3600.0
         need = c.target_impressions - imps.astype(np.float64)
         urgent = (imps < expected) & (need > 0) & (hours_left >= 0)
         urgency = np.zeros(n, dtype=np.float64)
@@ -418,11 +418,9 @@ class ExposurePacer:
         imps = self._imps[rows]
         deficit = self._expected(self._listed[rows], now) - imps
         ok = (deficit > 0) & (imps < self.config.target_impressions)
-        if exclude:
-            get = self._index.get
-            gone = [j for j in (get(item_id) for item_id in exclude) if j is not None]
-            if gone:
-                ok &= ~np.isin(rows, gone)
+        gone = self._rows_of(exclude)
+        if gone:
+            ok &= ~np.isin(rows, gone)
         hits = np.flatnonzero(ok)
         if hits.size < n:
             return None
@@ -439,11 +437,19 @@ class ExposurePacer:
         """Tracked rows sorted by deadline (ties: row order) and their deadlines, ``(size,)`` each
         (lock held); rebuilt only after the tracked set changed (:meth:`register`, :meth:`forget`)."""
         if self._order is None:
-            size = len(self._ids)
-            deadline = self._listed[:size] + self.config.window_hours * 3600.0
+            deadline = self._deadline(self._listed[: len(self._ids)])
             order = np.argsort(deadline, kind="stable")
             self._order = (order, deadline[order])
         return self._order
+
+    def _deadline(self, listed: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Deadlines (epoch s) of items listed at ``listed`` (epoch s): the end of their window."""
+        return listed + self.config.window_hours * 3600.0
+
+    def _rows_of(self, item_ids: Collection[str]) -> list[int]:
+        """Rows of the tracked items among ``item_ids`` (lock held; untracked ids are skipped)."""
+        get = self._index.get
+        return [j for j in (get(item_id) for item_id in item_ids) if j is not None]
 
     def _ranked(
         self,
@@ -464,13 +470,10 @@ class ExposurePacer:
             for i in range(size):
                 if (cats and self._categories[i] not in cats) or (sels and self._sellers[i] not in sels):
                     deficit[i] = -np.inf
-        for item_id in exclude:
-            j = self._index.get(item_id)
-            if j is not None:
-                deficit[j] = -np.inf
+        deficit[self._rows_of(exclude)] = -np.inf
         if self.config.starving_order == "deadline":
             # primary key: deadline for open, unmet, behind items; +inf (after them) otherwise
-            deadline = self._listed[:size] + self.config.window_hours * 3600.0
+            deadline = self._deadline(self._listed[:size])
             open_ = (deadline >= now) & (self._imps[:size] < self.config.target_impressions) & (deficit > 0)
             primary = np.where(open_ & np.isfinite(deficit), deadline, np.inf)
         else:
@@ -504,20 +507,17 @@ class ExposurePacer:
 
     def _load(self, now_s: float) -> float:
         c = self.config
-        size = len(self._ids)
-        window_s = c.window_hours * 3600.0
-        deadline = self._listed[:size] + window_s
-        need = c.target_impressions - self._imps[:size]
+        order, deadline = self._deadline_order()  # ties keep row order, as a stable sort would
+        need = c.target_impressions - self._imps[order]
         open_ = (deadline >= now_s) & (need > 0)
         if not np.any(open_):
             return 0.0
         supply = self._supply_rate(now_s)
         if supply is None or supply <= 0.0:
             return float("inf")
-        d = deadline[open_]
-        order = np.argsort(d, kind="stable")
-        cum = np.cumsum(need[open_][order].astype(np.float64))
-        hours = np.maximum(d[order] - now_s, HORIZON_FLOOR * window_s) / 3600.0
+        cum = np.cumsum(need[open_].astype(np.float64))
+        window_s = c.window_hours * 3600.0
+        hours = np.maximum(deadline[open_] - now_s, HORIZON_FLOOR * window_s) / 3600.0
         return float(np.max(cum / (supply * hours)))
 
     def strength(self, now_s: float | None = None) -> float:

@@ -329,3 +329,39 @@ def test_the_starving_head_of_the_deadline_order_equals_the_full_ranking() -> No
             used_head += pacer._starving_head(n, at, exclude) is not None
             pacer.record_impressions(got[:5], now_s=at)
     assert used_head >= 60  # the head answered most calls (the rest fell back to the full ranking)
+
+
+def test_load_is_the_edf_demand_bound_over_the_open_unmet_items() -> None:
+    """load() reads the deadline order the starving ranking keeps: it must equal the EDF demand bound
+    computed from scratch, with deadline ties, met items, closed windows and forgotten items."""
+    from exploration.pacing import HORIZON_FLOOR
+
+    rng = np.random.default_rng(5)
+    clock = {"t": 0.0}
+    for _ in range(20):
+        clock["t"] = 0.0
+        target, window = int(rng.integers(3, 30)), 10.0
+        p = ExposurePacer(
+            PacingConfig(target_impressions=target, window_hours=window), clock=lambda: clock["t"]
+        )
+        _steady_supply(p, int(rng.integers(20, 200)), 0.5, clock)
+        now = clock["t"]
+        n_items = int(rng.integers(1, 400))
+        listed = now - rng.integers(0, 14, n_items) * 3600.0  # whole hours: ties; some windows closed
+        imps = rng.integers(0, 2 * target, n_items)
+        for i in range(n_items):
+            p.register(f"i{i}", float(listed[i]), impressions=int(imps[i]))
+        gone = rng.choice(n_items, n_items // 4, replace=False)
+        p.forget([f"i{i}" for i in gone])
+        keep = np.setdiff1d(np.arange(n_items), gone)
+        deadline, need = listed[keep] + window * H, target - imps[keep]
+        open_ = (deadline >= now) & (need > 0)
+        supply = p.supply_per_hour(now)
+        assert supply is not None
+        if not open_.any():
+            assert p.load() == 0.0
+            continue
+        order = np.argsort(deadline[open_])
+        cum = np.cumsum(need[open_][order])
+        hours = np.maximum(deadline[open_][order] - now, HORIZON_FLOOR * window * H) / H
+        assert p.load() == pytest.approx(float(np.max(cum / (supply * hours))), rel=1e-12)
