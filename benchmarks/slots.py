@@ -198,31 +198,26 @@ def _free_port() -> int:
 def _seed(data_dir: Path, n_items: int, n_users: int, dim: int) -> object:
     from coldstart.settings import get_settings
     from feature_repo import open_store
-    from feature_repo.records import StoredItem, StoredUser
+    from feature_repo.records import StoredUser
+    from feature_repo.testing import random_items
 
     store = open_store(get_settings(data_dir=data_dir))
     rng = np.random.default_rng(0)
     now = datetime.now(UTC)
+    listed = [now - timedelta(hours=float(h)) for h in rng.uniform(0, 20, n_items)]
+    items = random_items(
+        n_items,
+        seed=rng,
+        dim=dim,
+        content_dim=64,
+        item_scale=1 / np.sqrt(dim),
+        listed_at=listed,
+        categories=20,
+        sellers=500,
+        encoder_version="bench",
+    )
     for start in range(0, n_items, 1000):
-        rows = []
-        for i in range(start, min(n_items, start + 1000)):
-            cv = rng.standard_normal(64).astype(np.float32)
-            listed = now - timedelta(hours=float(rng.uniform(0, 20)))
-            rows.append(
-                StoredItem(
-                    item_id=f"item-{i}",
-                    content_vector=cv / np.linalg.norm(cv),
-                    item_vector=(rng.standard_normal(dim) / np.sqrt(dim)).astype(np.float32),
-                    image_ok=True,
-                    text_ok=True,
-                    encoder_version="bench",
-                    listed_at=listed,
-                    updated_at=listed,
-                    category=f"c{i % 20}",
-                    seller_id=f"s{i % 500}",
-                )
-            )
-        store.write_items(rows)  # type: ignore[attr-defined]
+        store.write_items(items[start : start + 1000])  # type: ignore[attr-defined]
     users = [
         StoredUser(f"user-{u}", (rng.standard_normal(dim) / np.sqrt(dim)).astype(np.float32), 5, "bench", now)
         for u in range(n_users)

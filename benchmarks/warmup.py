@@ -33,25 +33,20 @@ ITEM_DIM, CONTENT_DIM = 64, 256
 
 
 def _seed_store(store: Any, prefix: str, n_items: int, n_users: int, rng: np.random.Generator) -> None:
-    from feature_repo.records import StoredItem, StoredUser
+    from feature_repo.records import StoredUser
+    from feature_repo.testing import random_items
 
     now = datetime.now(UTC)
-    items = []
-    for i in range(n_items):
-        c = rng.standard_normal(CONTENT_DIM).astype(np.float32)
-        items.append(
-            StoredItem(
-                item_id=f"{prefix}-i{i}",
-                content_vector=c / np.linalg.norm(c),
-                item_vector=rng.standard_normal(ITEM_DIM).astype(np.float32),
-                image_ok=True,
-                text_ok=True,
-                encoder_version="bench",
-                listed_at=now,
-                updated_at=now,
-                category=f"c{i % 7}",
-            )
-        )
+    items = random_items(
+        n_items,
+        seed=rng,
+        prefix=prefix,
+        dim=ITEM_DIM,
+        content_dim=CONTENT_DIM,
+        listed_at=now,
+        categories=7,
+        encoder_version="bench",
+    )
     for start in range(0, len(items), 200):
         store.write_items(items[start : start + 200])
     users = [

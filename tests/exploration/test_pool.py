@@ -21,6 +21,7 @@ from exploration.pool import (
     new_pool,
 )
 from feature_repo.records import StoredItem
+from feature_repo.testing import random_items
 
 DIM = 16
 
@@ -212,23 +213,16 @@ class _ListStore:
 
 
 def _items(n: int, rng: np.random.Generator) -> list[StoredItem]:
-    t = datetime(2026, 1, 1, tzinfo=UTC)
-    statuses = ["cold", "warming", "warm", "graduated"]
-    return [
-        StoredItem(
-            item_id=f"it{i}",
-            content_vector=rng.standard_normal(12).astype(np.float32),
-            item_vector=rng.standard_normal(DIM).astype(np.float32),
-            image_ok=True,
-            text_ok=True,
-            encoder_version="e1",
-            listed_at=t,
-            updated_at=t,
-            category=f"c{i % 2}",
-            status=statuses[i % 4],  # type: ignore[arg-type]
-        )
-        for i in range(n)
-    ]
+    return random_items(
+        n,
+        seed=rng,
+        prefix="it",
+        dim=DIM,
+        content_dim=12,
+        listed_at=datetime(2026, 1, 1, tzinfo=UTC),
+        categories=2,
+        statuses=("cold", "warming", "warm", "graduated"),
+    )
 
 
 def test_rebuild_from_a_store_in_both_spaces() -> None:
@@ -238,19 +232,19 @@ def test_rebuild_from_a_store_in_both_spaces() -> None:
     pool = ExactPool()
     pool.upsert([PoolEntry("stale", np.ones(DIM, dtype=np.float32))])
     assert pool.rebuild_from_store(store, space="item") == 30  # type: ignore[arg-type]
-    assert "stale" not in pool and "it3" not in pool  # graduated items are not in the cold pool
+    assert "stale" not in pool and "it-i3" not in pool  # graduated items are not in the cold pool
     cold = [entry_from_item(it, "item") for it in items if it.status != "graduated"]
     check(pool, cold, rng.standard_normal(DIM).astype(np.float32), 10)
 
     pools = ItemPools()
     assert pools.rebuild_from_store(store) == 30  # type: ignore[arg-type]
-    assert pools.content.search(items[0].content_vector, 1)[0].item_id == "it0"
-    assert pools.pool("item").search(items[1].item_vector, 1)[0].item_id == "it1"
+    assert pools.content.search(items[0].content_vector, 1)[0].item_id == "it-i0"
+    assert pools.pool("item").search(items[1].item_vector, 1)[0].item_id == "it-i1"
     # a graduated update leaves both pools
     import dataclasses
 
     pools.upsert_items([dataclasses.replace(items[0], status="graduated")])
-    assert "it0" not in pools.item and "it0" not in pools.content  # type: ignore[operator]
+    assert "it-i0" not in pools.item and "it-i0" not in pools.content  # type: ignore[operator]
 
 
 def test_config_selects_the_implementation() -> None:

@@ -10,10 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from feature_repo.records import StoredItem
 from stream.contracts import DeadLetter, ImageRef, ItemListed, decode_event, encode_event
 from stream.producer import EventProducer
 from stream.topics import ITEMS_LISTED, dlq_topic
@@ -161,38 +159,3 @@ def module_store_fixtures() -> tuple[Any, Any]:
         return opened
 
     return _store_dir, _store
-
-
-def random_items(
-    prefix: str,
-    n: int,
-    seed: int,
-    t0: datetime,
-    *,
-    dim: int = 8,
-    content_dim: int = 16,
-    categories: int = 0,
-    seller_id: str = "",
-) -> list[StoredItem]:
-    """``n`` stored items ``{prefix}-i{k}``: unit-norm random content vectors, random item vectors
-    ``(dim,)``, both modalities, listed and updated at ``t0``; category ``cat-{k % categories}`` when
-    ``categories`` > 0."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        c = rng.standard_normal(content_dim).astype(np.float32)
-        out.append(
-            StoredItem(
-                item_id=f"{prefix}-i{i}",
-                content_vector=c / np.linalg.norm(c),
-                item_vector=rng.standard_normal(dim).astype(np.float32),
-                image_ok=True,
-                text_ok=True,
-                encoder_version="enc-test",
-                listed_at=t0,
-                updated_at=t0,
-                category=f"cat-{i % categories}" if categories else "",
-                seller_id=seller_id,
-            )
-        )
-    return out

@@ -14,11 +14,12 @@ import pytest
 from exploration.pool import ExactPool, ItemPools
 from feature_repo.feast_store import FeastFeatureStore
 from feature_repo.records import StoredItem, StoredUser
+from feature_repo.testing import random_items
 from models.warmup import ShrinkageConfig
 from stream.config import WarmupStageConfig
 from stream.contracts import Interaction
 from stream.warmup_stage import Delivery, WarmupCheckpoint, WarmupStage
-from tests.stream.helpers import module_store_fixtures, random_items
+from tests.stream.helpers import module_store_fixtures
 
 store_dir, store = module_store_fixtures()  # own store (see the helper)
 
@@ -28,7 +29,7 @@ DIM = 8
 
 
 def make_items(prefix: str, n: int, seed: int) -> list[StoredItem]:
-    return random_items(prefix, n, seed, T0, dim=DIM, categories=3, seller_id="s")
+    return random_items(n, seed=seed, prefix=prefix, listed_at=T0, dim=DIM, categories=3, seller_id="s")
 
 
 def click(

@@ -22,13 +22,14 @@ from exploration.pool import ExactPool, ItemPools
 from feature_repo import open_store
 from feature_repo.feast_store import FeastFeatureStore
 from feature_repo.records import StoredItem, StoredUser
+from feature_repo.testing import random_items
 from stream.broker import TansuBroker
 from stream.config import KafkaSettings, WarmupStageConfig
 from stream.contracts import Interaction
 from stream.pool_feed import PoolFeed
 from stream.producer import EventProducer
 from stream.warmup_stage import Delivery, WarmupCheckpoint, WarmupStage
-from tests.stream.helpers import module_store_fixtures, random_items
+from tests.stream.helpers import module_store_fixtures
 
 store_dir, store = module_store_fixtures()  # own store (see the helper)
 
@@ -41,7 +42,7 @@ N_ITEMS, N_USERS = 12, 10
 
 
 def _items(prefix: str) -> list[StoredItem]:
-    return random_items(prefix, N_ITEMS, 11, T0, dim=DIM)
+    return random_items(N_ITEMS, seed=11, prefix=prefix, listed_at=T0, dim=DIM)
 
 
 def _users(prefix: str) -> list[StoredUser]:
