@@ -73,6 +73,10 @@ class ParquetOfflineLog(OfflineLog):
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
         self._lock = threading.Lock()
+        # distinct_ids: the values of each part read so far, and the last answer with its parts
+        self._ids_lock = threading.Lock()
+        self._part_ids: dict[tuple[str, str], dict[tuple[str, int, int], frozenset[str]]] = {}
+        self._ids: dict[tuple[str, str], tuple[set[tuple[str, int, int]], list[str]]] = {}
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             for spec in TABLES.values():
@@ -150,12 +154,36 @@ class ParquetOfflineLog(OfflineLog):
         return df.loc[mask].reset_index(drop=True)
 
     def distinct_ids(self, table: TableName, column: str) -> list[str]:
-        """Sorted distinct values of an id column, reading only that column."""
+        """Sorted distinct values of an id column, reading only that column of parts not read before.
+
+        Parts are immutable (a write adds one, a compaction replaces several by one), so the values of
+        each part are kept by (name, size, mtime) and only new parts are read: the API's periodic sync
+        asks every few seconds, and re-reading every part made it O(all items ever listed) each time.
+        """
+        d = self.root / table
         try:
-            col = pq.read_table(self.root / table, columns=[column]).column(column)
+            with os.scandir(d) as entries:
+                parts = {
+                    (e.name, st.st_size, st.st_mtime_ns)
+                    for e in entries
+                    if e.name.endswith(".parquet") and not e.name.startswith(".")
+                    for st in (e.stat(),)
+                }
+            with self._ids_lock:
+                cached = self._ids.get((table, column))
+                if cached is not None and cached[0] == parts:
+                    return list(cached[1])
+                known = self._part_ids.setdefault((table, column), {})
+                for part in parts - known.keys():
+                    col = pq.read_table(d / part[0], columns=[column]).column(column)
+                    known[part] = frozenset(str(v) for v in col.unique().to_pylist() if v is not None)
+                for part in known.keys() - parts:  # compacted away
+                    del known[part]
+                ids = sorted(set().union(*known.values()))
+                self._ids[(table, column)] = (parts, ids)
+                return list(ids)
         except (OSError, pa.ArrowException) as exc:
             raise StoreError(f"cannot read offline table {table}: {exc}") from exc
-        return sorted({str(v) for v in col.unique().to_pylist() if v is not None})
 
     def sql(self, query: str) -> pd.DataFrame:
         """Run a DuckDB query in which every offline table is a view of the same name."""

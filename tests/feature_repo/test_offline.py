@@ -176,3 +176,43 @@ def test_store_cli_apply_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert "export FEAST_FS_YAML_FILE_PATH=" in env.output and "export CS_FEAST_REDIS=" in env.output
     bad = runner.invoke(app, ["env", "--profile", "staging"])
     assert bad.exit_code != 0 and "staging" in bad.output
+
+
+def test_parquet_distinct_ids_reads_each_part_once_and_follows_writes_and_compaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's periodic sync asks for every item id every few seconds: parts read before are not
+    read again, and the answer still follows new parts (this or another process's), compaction and
+    deletions."""
+    import pyarrow.parquet as pq
+
+    from feature_repo.testing import random_items
+
+    reads: list[str] = []
+    real_read = pq.read_table
+
+    def counting_read(source: object, *args: object, **kwargs: object) -> object:
+        reads.append(Path(str(source)).name)
+        return real_read(source, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pq, "read_table", counting_read)
+    log = ParquetOfflineLog(tmp_path / "offline")
+    other = ParquetOfflineLog(tmp_path / "offline")  # e.g. the encode worker's process
+    items = random_items(30, seed=1, listed_at=T0)
+    for start in (0, 10):
+        log.write_item_content(items[start : start + 10])
+    want = sorted(i.item_id for i in items[:20])
+    assert log.distinct_ids("item_content", "item_id") == want
+    assert len(reads) == 3  # two parts and the empty schema part
+    assert log.distinct_ids("item_content", "item_id") == want
+    assert len(reads) == 3  # nothing new: nothing read
+    other.write_item_content(items[20:])
+    assert log.distinct_ids("item_content", "item_id") == sorted(i.item_id for i in items)
+    assert len(reads) == 4  # only the new part
+    log.compact("item_content")
+    reads.clear()
+    assert log.distinct_ids("item_content", "item_id") == sorted(i.item_id for i in items)
+    assert reads and all(r.startswith("part-compact-") for r in reads)
+    for part in log.table_dir("item_content").glob("part-compact-*.parquet"):
+        part.unlink()  # the answer never outlives its parts
+    assert log.distinct_ids("item_content", "item_id") == []
