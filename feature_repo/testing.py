@@ -3,7 +3,7 @@ quality; quality is measured on real catalogs)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import numpy as np
@@ -16,20 +16,23 @@ def random_items(
     *,
     seed: int | np.random.Generator = 0,
     prefix: str = "item",
+    ids: Callable[[int], str] | None = None,
     dim: int = 8,
     content_dim: int = 16,
     item_scale: float = 1.0,
     listed_at: datetime | Sequence[datetime] | None = None,
-    categories: int = 0,
+    categories: int | Sequence[str] = 0,
     sellers: int = 0,
     seller_id: str = "",
     statuses: Sequence[ItemStatus] = ("cold",),
     encoder_version: str = "synthetic",
 ) -> list[StoredItem]:
-    """``n`` stored items ``{prefix}-i{k}`` with random vectors, both modalities.
+    """``n`` stored items with random vectors, both modalities.
 
     Parameters
     ----------
+    prefix, ids
+        Item ``k`` is ``ids(k)``, by default ``{prefix}-i{k}``.
     seed
         Seed, or the generator to draw from (its state advances).
     dim, content_dim
@@ -37,9 +40,11 @@ def random_items(
         ``(content_dim,)`` unit norm; both float32.
     listed_at
         One listing time for all (also ``updated_at``), one per item, or ``None``: now (UTC).
-    categories, sellers
-        Item ``k`` is in category ``cat-{k % categories}`` and sold by ``s{k % sellers}`` when these
-        are > 0 (else category ``""`` and seller ``seller_id``).
+    categories
+        Names to cycle through (item ``k`` gets ``categories[k % len]``), or how many: ``cat-{k % n}``;
+        ``0`` or empty: category ``""``.
+    sellers
+        Item ``k`` is sold by ``seller-{k % sellers}`` when > 0, else by ``seller_id``.
     statuses
         Item ``k`` has status ``statuses[k % len(statuses)]``.
     """
@@ -48,12 +53,13 @@ def random_items(
         times = [listed_at or datetime.now(UTC)] * n
     else:
         times = list(listed_at)
+    names = [f"cat-{j}" for j in range(categories)] if isinstance(categories, int) else list(categories)
     out = []
     for k in range(n):
         c = rng.standard_normal(content_dim).astype(np.float32)
         out.append(
             StoredItem(
-                item_id=f"{prefix}-i{k}",
+                item_id=ids(k) if ids is not None else f"{prefix}-i{k}",
                 content_vector=c / np.linalg.norm(c),
                 item_vector=(rng.standard_normal(dim) * item_scale).astype(np.float32),
                 image_ok=True,
@@ -61,8 +67,8 @@ def random_items(
                 encoder_version=encoder_version,
                 listed_at=times[k],
                 updated_at=times[k],
-                category=f"cat-{k % categories}" if categories else "",
-                seller_id=f"s{k % sellers}" if sellers else seller_id,
+                category=names[k % len(names)] if names else "",
+                seller_id=f"seller-{k % sellers}" if sellers else seller_id,
                 status=statuses[k % len(statuses)],
             )
         )

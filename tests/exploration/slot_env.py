@@ -9,6 +9,7 @@ import numpy as np
 
 from coldstart.settings import Settings, get_settings
 from feature_repo.records import StoredItem, StoredUser
+from feature_repo.testing import random_items
 
 ITEM_DIM = 16
 CONTENT_DIM = 32
@@ -33,26 +34,18 @@ def make_items(
     categories: tuple[str, ...] = ("shoes", "bags"),
     age_h: float = 1.0,
 ) -> list[StoredItem]:
-    rng = np.random.default_rng(seed)
-    listed = datetime.now(UTC) - timedelta(hours=age_h)
-    out = []
-    for i in range(n):
-        cv = rng.normal(size=CONTENT_DIM).astype(np.float32)
-        out.append(
-            StoredItem(
-                item_id=f"item-{i:05d}",
-                content_vector=cv / np.linalg.norm(cv),
-                item_vector=rng.normal(size=ITEM_DIM).astype(np.float32),
-                image_ok=True,
-                text_ok=True,
-                encoder_version="test",
-                listed_at=listed,
-                updated_at=listed,
-                category=categories[i % len(categories)],
-                seller_id=f"seller-{i % sellers}",
-            )
-        )
-    return out
+    """``n`` cold items ``item-00000``... listed ``age_h`` hours ago, categories and sellers cycled."""
+    return random_items(
+        n,
+        seed=seed,
+        ids=lambda k: f"item-{k:05d}",
+        dim=ITEM_DIM,
+        content_dim=CONTENT_DIM,
+        listed_at=datetime.now(UTC) - timedelta(hours=age_h),
+        categories=categories,
+        sellers=sellers,
+        encoder_version="test",
+    )
 
 
 def make_users(n: int, *, seed: int = 1) -> list[StoredUser]:
