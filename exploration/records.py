@@ -7,6 +7,7 @@ obp's estimators and VW's dsjson can be built from (see ``exploration/export``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -99,10 +100,11 @@ class DecisionDraft:
     features: NDArray[np.float64]
     slots: tuple[Slot, ...]
 
-    def _payload(self) -> dict[str, Any]:
-        """The decision as plain JSON-able values (what :class:`Decision` validates and orjson dumps)."""
+    def _payload(self, candidates: bool = True) -> dict[str, Any]:
+        """The decision as plain JSON-able values (what :class:`Decision` validates); ``candidates``
+        ``False``: without the candidates (:meth:`to_json` lays them out from the columns)."""
         names = self.feature_names
-        return {
+        payload = {
             "schema_version": _SCHEMA_VERSION,
             "decision_id": self.decision_id,
             "ts": self.ts,
@@ -110,7 +112,14 @@ class DecisionDraft:
             "context": self.context,
             "policy": self.policy,
             "model_version": self.model_version,
-            "candidates": [
+            "candidates": None,
+            "slots": [
+                {"item_id": s.item_id, "position": s.position, "propensity": s.propensity, "score": s.score}
+                for s in self.slots
+            ],
+        }
+        if candidates:
+            payload["candidates"] = [
                 {"item_id": i, "probability": p, "score": c, "features": dict(zip(names, r, strict=True))}
                 for i, p, c, r in zip(
                     self.item_ids,
@@ -119,12 +128,8 @@ class DecisionDraft:
                     self.features.tolist(),
                     strict=True,
                 )
-            ],
-            "slots": [
-                {"item_id": s.item_id, "position": s.position, "propensity": s.propensity, "score": s.score}
-                for s in self.slots
-            ],
-        }
+            ]
+        return payload
 
     def to_decision(self) -> Decision:
         """The validated :class:`Decision` (rules of its fields enforced: pmf within [0, 1]...)."""
@@ -134,23 +139,84 @@ class DecisionDraft:
     def to_json(self) -> bytes:
         """The wire form: UTF-8 JSON that :class:`Decision` parses to :meth:`to_decision`.
 
-        Built with orjson from the columns (~2x cheaper than validating and dumping the model); the
-        rules pydantic would check on the way are checked here on the arrays (a draft that breaks one
-        goes through :meth:`to_decision`, which raises the validation error).
+        The candidates' objects are laid out from the columns: orjson writes each column's numbers
+        (the shortest text that reads back as the same float, as it would write the Python floats) and
+        one cached ``%`` template per feature-name tuple and candidate count puts them in place; no
+        per-candidate dict is built (~3x cheaper than dumping dicts, ~6x than validating the model
+        and dumping it). The rules pydantic would check on the way are checked on the arrays; a draft
+        that breaks one, or holds a non-finite number, goes through :meth:`to_decision`, which raises
+        the validation error or writes what the model writes.
         """
         import orjson
 
-        p = self.probabilities
-        n = len(self.item_ids)
+        p, scores, feats = self.probabilities, self.scores, self.features
+        n, f = len(self.item_ids), len(self.feature_names)
         if not (
             p.shape == (n,)
-            and self.scores.shape == (n,)
-            and self.features.shape == (n, len(self.feature_names))
+            and scores.shape == (n,)
+            and feats.shape == (n, f)
             and bool(np.all((p >= 0.0) & (p <= 1.0)))
+            and bool(np.isfinite(scores).all())
+            and bool(np.isfinite(feats).all())
         ):
             return self.to_decision().model_dump_json().encode("utf-8")
-        out: bytes = orjson.dumps(self._payload(), option=orjson.OPT_UTC_Z)
+        payload = self._payload(candidates=False)
+        payload["candidates"] = orjson.Fragment(
+            _candidates_json(self.item_ids, p, scores, self.feature_names, feats)
+        )
+        out: bytes = orjson.dumps(payload, option=orjson.OPT_UTC_Z)
         return out
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _json_str(s: str) -> bytes:
+    """``s`` as a JSON string literal."""
+    import orjson
+
+    out: bytes = orjson.dumps(s)
+    return out
+
+
+def _numbers(a: NDArray[np.float64]) -> list[bytes]:
+    """The JSON texts of the finite numbers of ``a`` (any shape, row-major), one per number."""
+    import orjson
+
+    if a.size == 0:
+        return []
+    text: bytes = orjson.dumps(
+        np.ascontiguousarray(a, dtype=np.float64).ravel(), option=orjson.OPT_SERIALIZE_NUMPY
+    )
+    return text[1:-1].split(b",")
+
+
+@functools.lru_cache(maxsize=256)
+def _candidates_template(names: tuple[str, ...], n: int) -> bytes:
+    """``[{"item_id":%s,"probability":%s,"score":%s,"features":{"<name>":%s,...}}, ...]`` for ``n``."""
+    feats = b",".join(_json_str(k).replace(b"%", b"%%") + b":%s" for k in names)
+    one = b'{"item_id":%s,"probability":%s,"score":%s,"features":{' + feats + b"}}"
+    return b"[" + b",".join([one] * n) + b"]"
+
+
+def _candidates_json(
+    item_ids: Sequence[str],
+    probabilities: NDArray[np.float64],
+    scores: NDArray[np.float64],
+    names: tuple[str, ...],
+    features: NDArray[np.float64],
+) -> bytes:
+    """The ``candidates`` array of a decision's JSON from its columns (finite numbers only)."""
+    n, f = len(item_ids), len(names)
+    if n == 0:
+        return b"[]"
+    width = 3 + f
+    flat: list[bytes] = [b""] * (n * width)
+    flat[0::width] = [_json_str(i) for i in item_ids]
+    flat[1::width] = _numbers(probabilities)
+    flat[2::width] = _numbers(scores)
+    values = _numbers(features)
+    for j in range(f):
+        flat[3 + j :: width] = values[j::f]
+    return _candidates_template(names, n) % tuple(flat)
 
 
 #: What the slot service hands to the decision sinks (the service makes drafts; replays, tests and
