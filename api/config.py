@@ -57,6 +57,10 @@ class ApiSettings(BaseModel):
         topic that much later; rewards are joined within a window of minutes.
     decision_log_max_batch
         Most decisions per burst (a full burst goes at once).
+    decision_log_idle_class
+        Run the decision-log process in the OS's ``SCHED_IDLE`` class (Linux) instead of at nice 10:
+        it then gets only the CPU the request handlers leave (see
+        :class:`~exploration.sinks.ProcessKafkaDecisionSink`).
     gil_switch_interval_s
         ``sys.setswitchinterval`` of the serving process: the longest a request waits for the GIL
         while a background thread (decision sinks, Kafka client) runs Python.
@@ -80,5 +84,6 @@ class ApiSettings(BaseModel):
     direct_routes: bool = True
     decision_log_linger_ms: int = Field(default=250, ge=0, le=10_000)
     decision_log_max_batch: int = Field(default=64, ge=1, le=4096)
+    decision_log_idle_class: bool = True
     gil_switch_interval_s: float = Field(default=0.0005, gt=0.0, le=0.1)
     max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)

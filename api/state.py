@@ -265,6 +265,7 @@ def build_state(
                 DECISIONS,
                 max_batch=settings.api.decision_log_max_batch,
                 linger_s=settings.api.decision_log_linger_ms / 1000.0,
+                idle_class=settings.api.decision_log_idle_class,
             )
         )
     elif producer is not None:

@@ -150,14 +150,38 @@ class _BytesProducer(Protocol):
     def close(self, timeout_s: float = 10.0) -> None: ...
 
 
-def _produce_loop(
-    factory: Callable[[], _BytesProducer], topic: str, inbox: Any, acks: Any, niceness: int = 0
-) -> None:  # pragma: no cover - runs in the child process (covered through the sink's tests)
+def lower_priority(niceness: int, idle_class: bool) -> str:
+    """Lower the calling thread's CPU priority (and that of the threads it starts afterwards).
+
+    ``idle_class``: the ``SCHED_IDLE`` scheduling class where the OS has it (Linux): the thread runs
+    only on CPU time no normal thread wants, and a waking normal thread preempts it at once. Otherwise,
+    or if refused, ``niceness`` is added to the nice value. Returns what was applied (``"idle"``,
+    ``"nice"`` or ``"none"``).
+    """
+    if idle_class and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return "idle"
+        except OSError as exc:
+            log.warning("SCHED_IDLE refused (%s); using nice(%d)", exc, niceness)
     if niceness:
         try:
             os.nice(niceness)
+            return "nice"
         except OSError as exc:
-            log.warning("decision producer: nice(%d) refused: %s", niceness, exc)
+            log.warning("nice(%d) refused: %s", niceness, exc)
+    return "none"
+
+
+def _produce_loop(
+    factory: Callable[[], _BytesProducer],
+    topic: str,
+    inbox: Any,
+    acks: Any,
+    niceness: int = 0,
+    idle_class: bool = False,
+) -> None:  # pragma: no cover - runs in the child process (covered through the sink's tests)
+    lower_priority(niceness, idle_class)  # before the producer starts its network thread
     producer = factory()
     errors = [0]
 
@@ -201,12 +225,13 @@ class ProcessKafkaDecisionSink(DecisionSink):
     the in-process sink against 4 ms without a decision log). Here the request thread only appends the
     decision (a :class:`~exploration.records.DecisionDraft`: a few arrays) to a burst; the child
     validates and serialises it (~0.45 ms per decision that the API no longer spends; the child runs
-    at a lower priority, ``niceness``, so this work waits for idle CPU). A burst goes to the child
-    through a bounded ``multiprocessing`` queue when it holds ``max_batch`` decisions or, from a
-    flusher thread, ``linger_s`` after its first decision. One hand-over and one produce request per
-    burst instead of per decision: the client's per-request cost (~0.4 ms of Python in the child, plus
-    the broker's) dominates its per-record cost. When ``max_queue`` decisions are waiting, new bursts
-    are dropped and counted in ``dropped``; ``errors`` counts failed sends (reported at each flush).
+    at a lower priority, ``idle_class`` or ``niceness``, so this work waits for idle CPU). A burst
+    goes to the child through a bounded ``multiprocessing`` queue when it holds ``max_batch``
+    decisions or, from a flusher thread, ``linger_s`` after its first decision. One hand-over and
+    one produce request per burst instead of per decision: the client's per-request cost (~0.4 ms of
+    Python in the child, plus the broker's) dominates its per-record cost. When ``max_queue``
+    decisions are waiting, new bursts are dropped and counted in ``dropped``; ``errors`` counts failed
+    sends (reported at each flush).
 
     Parameters
     ----------
@@ -221,9 +246,16 @@ class ProcessKafkaDecisionSink(DecisionSink):
     linger_s
         Longest a decision waits in its burst before the hand-over, seconds.
     niceness
-        Added to the child's nice value (``os.nice``): the decision log then takes the CPU the
-        request handlers leave over instead of competing with them (its queue absorbs the delay;
-        ``0`` = same priority as the API).
+        Added to the child's nice value (``os.nice``) when ``idle_class`` is off or unavailable: the
+        decision log then takes the CPU the request handlers leave over instead of competing with
+        them (its queue absorbs the delay; ``0`` = same priority as the API).
+    idle_class
+        Run the child in the ``SCHED_IDLE`` class where the OS has it (Linux; see
+        :func:`lower_priority`). A nice value only weighs the child's share: a nice-10 child that
+        is running when a request arrives keeps its core for a while, and on 2 cores at 300
+        requests/s that showed in p99 (``docs/results/slots.md``, session 8). An idle-class child
+        gets the CPU the API leaves; under sustained saturation it falls behind and its queue drops
+        decisions (counted in ``dropped``).
     """
 
     def __init__(
@@ -235,6 +267,7 @@ class ProcessKafkaDecisionSink(DecisionSink):
         max_batch: int = 64,
         linger_s: float = 0.05,
         niceness: int = 10,
+        idle_class: bool = True,
     ) -> None:
         import multiprocessing
 
@@ -249,6 +282,8 @@ class ProcessKafkaDecisionSink(DecisionSink):
         self.dropped = 0
         self.published = 0
         self.errors = 0
+        self.pid: int | None = None
+        """The child process's id."""
         self._inbox: Any = ctx.Queue(maxsize=max(1, max_queue // max_batch))
         self._acks: Any = ctx.Queue()
         self._token = 0
@@ -259,11 +294,12 @@ class ProcessKafkaDecisionSink(DecisionSink):
         self._closed = False
         self._proc = ctx.Process(
             target=_produce_loop,
-            args=(producer_factory, topic, self._inbox, self._acks, niceness),
+            args=(producer_factory, topic, self._inbox, self._acks, niceness, idle_class),
             name="kafka-decisions",
             daemon=True,
         )
         self._proc.start()
+        self.pid = self._proc.pid
         self._flusher = threading.Thread(target=self._linger_loop, name="kafka-decisions-linger", daemon=True)
         self._flusher.start()
 

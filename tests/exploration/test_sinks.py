@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import time
 import uuid
@@ -82,8 +83,26 @@ def test_process_sink_publishes_every_decision_from_a_child_process(broker: Tans
         sink.publish(d)
     sink.flush()
     assert sink.published == 30 and sink.dropped == 0 and sink.errors == 0
+    if hasattr(os, "SCHED_IDLE"):  # the child lowered its priority before it produced anything
+        assert sink.pid is not None and os.sched_getscheduler(sink.pid) == os.SCHED_IDLE
     sink.close()
     assert _published(broker) == {d.decision_id: d for d in sent}
+
+
+@pytest.mark.integration
+def test_process_sink_child_runs_at_nice_10_without_the_idle_class(broker: TansuBroker) -> None:
+    sink = ProcessKafkaDecisionSink(
+        functools.partial(EventProducer, broker.bootstrap_servers), DECISIONS, idle_class=False, niceness=10
+    )
+    try:
+        sink.publish(decision(0))
+        sink.flush()
+        assert sink.published == 1 and sink.errors == 0 and sink.pid is not None
+        if hasattr(os, "SCHED_IDLE"):
+            assert os.sched_getscheduler(sink.pid) == os.SCHED_OTHER
+        assert os.getpriority(os.PRIO_PROCESS, sink.pid) == os.getpriority(os.PRIO_PROCESS, 0) + 10
+    finally:
+        sink.close()
 
 
 @pytest.mark.integration
