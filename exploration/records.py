@@ -142,10 +142,11 @@ class DecisionDraft:
         The candidates' objects are laid out from the columns: orjson writes each column's numbers
         (the shortest text that reads back as the same float, as it would write the Python floats) and
         one cached ``%`` template per feature-name tuple and candidate count puts them in place; no
-        per-candidate dict is built (~3x cheaper than dumping dicts, ~6x than validating the model
-        and dumping it). The rules pydantic would check on the way are checked on the arrays; a draft
-        that breaks one, or holds a non-finite number, goes through :meth:`to_decision`, which raises
-        the validation error or writes what the model writes.
+        per-candidate dict is built (100 candidates x 13 features: 129 us against 200 us for dumping
+        dicts, about twice that for validating the model and dumping it; the same bytes). The rules
+        pydantic would check on the way are checked on the arrays; a draft that breaks one, or holds
+        a non-finite number, goes through :meth:`to_decision`, which raises the validation error or
+        writes what the model writes.
         """
         import orjson
 
