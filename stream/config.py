@@ -110,11 +110,11 @@ class KafkaSettings(BaseModel):
     producer_batch_bytes: int = Field(default=512 * 1024, ge=1024, le=16 * 1024 * 1024)
     # Consumers that follow a topic without a group (the pools' items.stored feed): the longest a new
     # record waits for the next fetch. Tansu answers a fetch when its wait ends, so every fetch cycle
-    # costs CPU in the follower and the broker even when idle: two idle API workers and the broker
-    # took 8.6% of a core at 100 ms, 1.6% at 500 ms (with the feed's 1 s poll), and on a 2-core box
-    # serving 300 slot requests/s that CPU shows in p99. A new item reaches the API's pool <= 0.5 s
-    # after it is stored.
-    follow_fetch_wait_ms: int = Field(default=500, ge=1, le=10_000)
+    # costs CPU in the follower and the broker even when idle (two idle API workers and the broker:
+    # 8.6% of a core at 100 ms, 1.6% at 500 ms). 500 ms was tried and reverted: in the replay
+    # (benchmarks/replay.py, items listed just before their first raters arrive) ours' median time to
+    # first click went from 164 to 320 arrivals and its cold_ctr from 0.068 to 0.060-0.064.
+    follow_fetch_wait_ms: int = Field(default=100, ge=1, le=10_000)
     request_timeout_ms: int = Field(default=30_000, ge=1000)
     encode: EncodeWorkerSettings = Field(default_factory=EncodeWorkerSettings)
     images: ImageFetchSettings = Field(default_factory=ImageFetchSettings)

@@ -100,7 +100,7 @@ class PoolFeed:
         bootstrap_servers: str,
         upsert: Callable[[Sequence[StoredItem]], None],
         *,
-        fetch_max_wait_ms: int = 500,
+        fetch_max_wait_ms: int = 100,
         poll_ms: int = 1000,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
