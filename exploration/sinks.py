@@ -150,27 +150,24 @@ class _BytesProducer(Protocol):
     def close(self, timeout_s: float = 10.0) -> None: ...
 
 
-def lower_priority(niceness: int, idle_class: bool) -> str:
+def _lower_priority(niceness: int, idle_class: bool) -> None:
     """Lower the calling thread's CPU priority (and that of the threads it starts afterwards).
 
     ``idle_class``: the ``SCHED_IDLE`` scheduling class where the OS has it (Linux): the thread runs
     only on CPU time no normal thread wants, and a waking normal thread preempts it at once. Otherwise,
-    or if refused, ``niceness`` is added to the nice value. Returns what was applied (``"idle"``,
-    ``"nice"`` or ``"none"``).
+    or if refused, ``niceness`` is added to the nice value.
     """
     if idle_class and hasattr(os, "SCHED_IDLE"):
         try:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            return "idle"
+            return
         except OSError as exc:
             log.warning("SCHED_IDLE refused (%s); using nice(%d)", exc, niceness)
     if niceness:
         try:
             os.nice(niceness)
-            return "nice"
         except OSError as exc:
             log.warning("nice(%d) refused: %s", niceness, exc)
-    return "none"
 
 
 def _produce_loop(
@@ -181,7 +178,7 @@ def _produce_loop(
     niceness: int = 0,
     idle_class: bool = False,
 ) -> None:  # pragma: no cover - runs in the child process (covered through the sink's tests)
-    lower_priority(niceness, idle_class)  # before the producer starts its network thread
+    _lower_priority(niceness, idle_class)  # before the producer starts its network thread
     producer = factory()
     errors = [0]
 
@@ -251,7 +248,7 @@ class ProcessKafkaDecisionSink(DecisionSink):
         them (its queue absorbs the delay; ``0`` = same priority as the API).
     idle_class
         Run the child in the ``SCHED_IDLE`` class where the OS has it (Linux; see
-        :func:`lower_priority`). A nice value only weighs the child's share: a nice-10 child that
+        :func:`_lower_priority`). A nice value only weighs the child's share: a nice-10 child that
         is running when a request arrives keeps its core for a while, and on 2 cores at 300
         requests/s that showed in p99 (``docs/results/slots.md``, session 8). An idle-class child
         gets the CPU the API leaves; under sustained saturation it falls behind and its queue drops
@@ -282,8 +279,6 @@ class ProcessKafkaDecisionSink(DecisionSink):
         self.dropped = 0
         self.published = 0
         self.errors = 0
-        self.pid: int | None = None
-        """The child process's id."""
         self._inbox: Any = ctx.Queue(maxsize=max(1, max_queue // max_batch))
         self._acks: Any = ctx.Queue()
         self._token = 0
@@ -299,9 +294,13 @@ class ProcessKafkaDecisionSink(DecisionSink):
             daemon=True,
         )
         self._proc.start()
-        self.pid = self._proc.pid
         self._flusher = threading.Thread(target=self._linger_loop, name="kafka-decisions-linger", daemon=True)
         self._flusher.start()
+
+    @property
+    def pid(self) -> int | None:
+        """The child process's id."""
+        return self._proc.pid
 
     def publish(self, decision: LoggedDecision) -> None:
         # pickled as it is (a draft: a few arrays); the child validates and serialises it
