@@ -9,7 +9,9 @@ with the default policy (VW squarecb) and, by default, the decision log going to
 A *separate load-generator process* sends an open-loop stream of requests at ``--rate`` per second over
 loopback keep-alive connections (k=5, M=100, 90 % known users); a request's latency is measured from its
 *scheduled* send time, so a server that falls behind is charged for the queueing (no coordinated
-omission). Baselines, measured in the same run:
+omission). That also charges the generator's own lateness: its event loop's timers have millisecond
+granularity, so a request goes out up to ~1 ms after its scheduled time (``send_lag_p99_ms``: the p99
+of scheduled time to write, reported with every phase). Baselines, measured in the same run:
 
 - ``feast_read_*``: a plain in-process ``FeatureStore.get_online_features`` of one user's vector on the
   same store (the read every slot request makes anyway); ``ratio_p99 = p99_ms / feast_read_p99_ms``,
@@ -21,6 +23,15 @@ omission). Baselines, measured in the same run:
   the machine to itself); ``ratio_p99_feature_server = p99_ms / feature_server.p99_ms`` at each rate.
   Its ``achieved_rps``, CPU per request and connections per worker are reported so a saturated
   baseline can be seen for what it is (``feature_server_saturated``).
+- ``in_process_*``: the same slot requests (same distribution) served by a direct call of the route's
+  handler in the benchmark process, before the server starts: the state the API builds, no HTTP, no
+  decision log. ``in_process_ratio_p99 = in_process_p99_ms / feast_read_p99_ms`` is what the request's
+  own work (the user read included) costs against one read, with no transport at all.
+- ``http_floor``: a server that does nothing (one uvloop process answering every request with a fixed
+  200 and a slots-sized body, no framework) driven the same way at the same rates, also on a machine
+  to itself: what any Python HTTP endpoint costs here, measured the way the slots are (its
+  ``send_lag_p99_ms`` is most of it). Its ``ratio_p99`` (floor p99 over the in-process read's p99) is
+  the lowest ``ratio_p99`` an HTTP endpoint can show with this load generator.
 - ``calibration_ms``: the median time of a fixed pure-Python loop, measured before anything starts:
   the speed of the machine of the day (these 2-core VMs differ by 2x between sessions).
 
@@ -65,6 +76,15 @@ def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
 
 
+_DEVICES = ["mobile", "desktop", "tablet"]
+
+
+def _slot_payload(rng: random.Random, users: int, k: int) -> dict[str, object]:
+    """One slot request's body: 90 % known users, a small context."""
+    uid = f"user-{rng.randrange(users)}" if rng.random() < 0.9 else f"stranger-{rng.randrange(10**6)}"
+    return {"user_id": uid, "k": k, "context": {"device": rng.choice(_DEVICES), "hour": rng.randrange(24)}}
+
+
 # --------------------------------------------------------------------------- load generator process
 async def _loadgen(
     port: int,
@@ -77,23 +97,16 @@ async def _loadgen(
     target: str = "slots",
 ) -> dict[str, Any]:
     rng = random.Random(7)
-    devices = ["mobile", "desktop", "tablet"]
 
     def body() -> bytes:
-        uid = f"user-{rng.randrange(users)}" if rng.random() < 0.9 else f"stranger-{rng.randrange(10**6)}"
+        payload = _slot_payload(rng, users, k)
+        path = "/v1/exploration/slots"
         if target == "feast":  # Feast's feature server: the same user read the slot service makes
             path = "/get-online-features"
-            payload: dict[str, object] = {
-                "features": USER_FEATURES,
-                "entities": {"user_id": [uid]},
-                "full_feature_names": True,
-            }
-        else:
-            path = "/v1/exploration/slots"
             payload = {
-                "user_id": uid,
-                "k": k,
-                "context": {"device": rng.choice(devices), "hour": rng.randrange(24)},
+                "features": USER_FEATURES,
+                "entities": {"user_id": [payload["user_id"]]},
+                "full_feature_names": True,
             }
         raw = json.dumps(payload).encode()
         head = (
@@ -106,6 +119,7 @@ async def _loadgen(
     for _ in range(conns):
         idle.put_nowait(await asyncio.open_connection("127.0.0.1", port))
     lat: list[float] = []
+    lag: list[float] = []  # scheduled time -> the request written (the generator's own lateness)
     errors = 0
     done_times: list[float] = []
 
@@ -113,7 +127,9 @@ async def _loadgen(
         nonlocal errors
         reader, writer = await idle.get()
         try:
-            writer.write(body())
+            payload = body()
+            sent = time.perf_counter()
+            writer.write(payload)
             await writer.drain()
             status_line = await reader.readline()
             length = 0
@@ -129,6 +145,7 @@ async def _loadgen(
                 if not status_line.startswith(b"HTTP/1.1 200"):
                     errors += 1
                 lat.append((end - scheduled) * 1e3)
+                lag.append((sent - scheduled) * 1e3)
                 done_times.append(end)
         finally:
             idle.put_nowait((reader, writer))
@@ -147,6 +164,7 @@ async def _loadgen(
     span = (max(done_times) - measure_from) if done_times else float("nan")
     return {
         "latencies_ms": lat,
+        "lags_ms": lag,
         "errors": errors,
         "achieved_rps": len(lat) / span if span > 0 else 0.0,
         "sent": total,
@@ -170,6 +188,7 @@ def loadgen_main(args: argparse.Namespace) -> None:
         )
     )
     lat = out["latencies_ms"]
+    lag = out["lags_ms"]
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(
         json.dumps(
@@ -180,12 +199,90 @@ def loadgen_main(args: argparse.Namespace) -> None:
                 "p90_ms": _pct(lat, 90),
                 "p99_ms": _pct(lat, 99),
                 "max_ms": max(lat) if lat else float("nan"),
+                "send_lag_p50_ms": _pct(lag, 50),
+                "send_lag_p99_ms": _pct(lag, 99),
                 "achieved_rps": out["achieved_rps"],
                 "sent": out["sent"],
                 "cpu_s": usage.ru_utime + usage.ru_stime - start.ru_utime - start.ru_stime,
             }
         )
     )
+
+
+# --------------------------------------------------------------------------- the HTTP floor
+#: What the floor server answers to every request: a 200 with a body the size of a slots response.
+_FLOOR_BODY = json.dumps(
+    {
+        "decision_id": "0" * 32,
+        "model_version": "floor",
+        "slots": [
+            {"item_id": f"item-{i:05d}", "position": i, "propensity": 0.2, "score": 0.5} for i in range(5)
+        ],
+    }
+).encode()
+_FLOOR_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+    + str(len(_FLOOR_BODY)).encode()
+    + b"\r\n\r\n"
+    + _FLOOR_BODY
+)
+
+
+class _FloorProtocol(asyncio.Protocol):
+    """HTTP/1.1 keep-alive server that does nothing: each complete request (head + ``Content-Length``
+    bytes of body) gets :data:`_FLOOR_RESPONSE`. The least any Python HTTP endpoint can cost here."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        while True:
+            end = self._buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            length = 0
+            for line in self._buf[:end].split(b"\r\n")[1:]:
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if len(self._buf) < end + 4 + length:
+                return
+            self._buf = self._buf[end + 4 + length :]
+            assert self._transport is not None
+            self._transport.write(_FLOOR_RESPONSE)
+
+
+def floor_server_main(port: int) -> None:
+    """Serve :class:`_FloorProtocol` on ``127.0.0.1:port`` (uvloop, one process) until killed."""
+    import uvloop
+
+    async def run() -> None:
+        server = await asyncio.get_running_loop().create_server(_FloorProtocol, "127.0.0.1", port)
+        async with server:
+            await server.serve_forever()
+
+    uvloop.run(run())
+
+
+def _start_floor_server(port: int) -> subprocess.Popen[bytes]:
+    proc: subprocess.Popen[bytes] = subprocess.Popen(
+        [sys.executable, __file__, "--floor-server", "--port", str(port)], cwd=ROOT
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"floor server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    _stop(proc)
+    raise RuntimeError("floor server not ready in time")
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -238,6 +335,49 @@ def _feast_reads(store: object, n_users: int, n: int) -> list[float]:
             features=refs, entity_rows=[{"user_id": uid}], full_feature_names=True
         ).to_dict()
         out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+def _in_process_slots(data_dir: Path, args: argparse.Namespace, n: int) -> list[float]:
+    """Wall times (ms) of ``n`` slot requests served by a direct call of the route's handler
+    (``api.routes.exploration.slots_json``) in this process: the state the API's lifespan builds
+    (same settings, BLAS limits), minus HTTP and the decision log (``api.kafka`` off). What a slot
+    request costs with no transport at all; 200 requests warm it up first."""
+    import gc
+
+    from threadpoolctl import threadpool_limits
+
+    from api.routes.exploration import slots_json
+    from api.schemas import SlotsRequest
+    from api.state import build_state
+    from coldstart.settings import get_settings
+
+    settings = get_settings(data_dir=data_dir)
+    settings = settings.model_copy(
+        update={
+            "api": settings.api.model_copy(
+                update={"kafka": False, "offline_decisions": False, "search_index": False}
+            ),
+            "exploration": settings.exploration.model_copy(update={"candidates_m": args.m}),
+        }
+    )
+    rng = random.Random(11)
+    bodies = [SlotsRequest.model_validate(_slot_payload(rng, args.users, args.k)) for _ in range(n + 200)]
+    with threadpool_limits(settings.api.blas_threads, user_api="blas"):
+        state = build_state(settings)
+        with threadpool_limits(settings.api.blas_threads, user_api="blas"):  # as the lifespan does
+            gc.collect()
+            gc.freeze()
+            out = []
+            try:
+                for i, body in enumerate(bodies):
+                    t = time.perf_counter()
+                    slots_json(state, body)
+                    if i >= 200:
+                        out.append((time.perf_counter() - t) * 1e3)
+            finally:
+                gc.unfreeze()
+                asyncio.run(state.aclose())
     return out
 
 
@@ -432,12 +572,30 @@ def main() -> None:
         help="After the slot phases, drive Feast's own feature server (feast serve, same workers) at the "
         "same rates: the over-HTTP baseline.",
     )
+    ap.add_argument(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="After the slot phases, drive a do-nothing HTTP server (one uvloop process) at the same "
+        "rates: the floor of any Python HTTP endpoint on this machine.",
+    )
+    ap.add_argument(
+        "--in-process",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Before the server starts, time --feast-reads slot requests served by a direct call of the "
+        "route's handler in this process (no HTTP, no decision log).",
+    )
     ap.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--target", choices=["slots", "feast"], default="slots", help=argparse.SUPPRESS)
+    ap.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--target", choices=["slots", "feast", "floor"], default="slots", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.loadgen:
         loadgen_main(args)
+        return
+    if args.floor_server:
+        floor_server_main(args.port)
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="cs-bench-slots-"))
@@ -448,6 +606,7 @@ def main() -> None:
         t = time.perf_counter()
         store = _seed(tmp, args.items, args.users, args.dim)
         seed_s = time.perf_counter() - t
+        in_process_ms = _in_process_slots(tmp, args, args.feast_reads) if args.in_process else []
         env = dict(os.environ)
         env.update(
             {
@@ -482,13 +641,25 @@ def main() -> None:
         pids = {"api": server.pid, "broker": broker.pid if broker is not None else None}
         runs = [(rate, _phase(args, port, rate, pids, "slots")) for rate in rates]
         fs_runs: list[tuple[float, dict[str, Any]]] = []
-        if args.feature_server:
-            # the API and the broker stop first: Feast's server gets the machine to itself
+        floor_runs: list[tuple[float, dict[str, Any]]] = []
+        if args.feature_server or args.floor:
+            # the API and the broker stop first: each baseline gets the machine to itself
             _stop(server)
             server = None
             if broker is not None:
                 broker.stop()
                 broker = None
+        if args.floor:
+            floor_port = _free_port()
+            floor_proc = _start_floor_server(floor_port)
+            try:
+                floor_runs = [
+                    (rate, _phase(args, floor_port, rate, {"floor": floor_proc.pid}, "floor"))
+                    for rate in rates
+                ]
+            finally:
+                _stop(floor_proc)
+        if args.feature_server:
             fs_port = _free_port()
             fs_proc = _start_feature_server(tmp, fs_port, args.workers)
             try:
@@ -501,6 +672,27 @@ def main() -> None:
         feast_p99 = _pct(feast_ms, 99)
         rate, lg = runs[0]
         fs = dict(fs_runs)
+        floors = dict(floor_runs)
+
+        def baseline(f: dict[str, Any]) -> dict[str, Any]:
+            """The summary of a baseline's phase."""
+            return {
+                "achieved_rps": round(f["achieved_rps"], 1),
+                "p50_ms": round(f["p50_ms"], 3),
+                "p99_ms": round(f["p99_ms"], 3),
+                "send_lag_p99_ms": round(f["send_lag_p99_ms"], 3),
+                "errors": f["errors"],
+                "cpu_ms_per_request": f["cpu_ms_per_request"],
+                "connections_per_worker": f["connections_per_worker"],
+            }
+
+        def floor(r: float) -> dict[str, Any]:
+            """The do-nothing server's phase at rate ``r``, and its ratio to the in-process read."""
+            f = floors.get(r)
+            if f is None:
+                return {}
+            summary = {k: v for k, v in baseline(f).items() if k != "connections_per_worker"}  # 1 process
+            return {"http_floor": {**summary, "ratio_p99": round(f["p99_ms"] / feast_p99, 3)}}
 
         def over_http(r: float, x: dict[str, Any]) -> dict[str, Any]:
             """The feature-server phase at rate ``r`` and the slot phase's p99 against it."""
@@ -508,14 +700,7 @@ def main() -> None:
             if f is None:
                 return {}
             return {
-                "feature_server": {
-                    "achieved_rps": round(f["achieved_rps"], 1),
-                    "p50_ms": round(f["p50_ms"], 3),
-                    "p99_ms": round(f["p99_ms"], 3),
-                    "errors": f["errors"],
-                    "cpu_ms_per_request": f["cpu_ms_per_request"],
-                    "connections_per_worker": f["connections_per_worker"],
-                },
+                "feature_server": baseline(f),
                 "ratio_p99_feature_server": round(x["p99_ms"] / f["p99_ms"], 3),
                 "feature_server_saturated": _saturated(r, f),
             }
@@ -528,11 +713,22 @@ def main() -> None:
             "feast_read_p50_ms": round(_pct(feast_ms, 50), 3),
             "feast_read_p99_ms": round(feast_p99, 3),
             "ratio_p99": round(lg["p99_ms"] / feast_p99, 3),
+            **(
+                {
+                    "in_process_p50_ms": round(_pct(in_process_ms, 50), 3),
+                    "in_process_p99_ms": round(_pct(in_process_ms, 99), 3),
+                    "in_process_ratio_p99": round(_pct(in_process_ms, 99) / feast_p99, 3),
+                }
+                if in_process_ms
+                else {}
+            ),
             **over_http(rate, lg),
+            **floor(rate),
             "cpu_ms_per_request": lg["cpu_ms_per_request"],
             "connections_per_worker": lg["connections_per_worker"],
             "p90_ms": round(lg["p90_ms"], 3),
             "max_ms": round(lg["max_ms"], 3),
+            "send_lag_p99_ms": round(lg["send_lag_p99_ms"], 3),
             "requests": lg["n"],
             "errors": lg["errors"],
             "other_rates": [
@@ -541,8 +737,10 @@ def main() -> None:
                     "achieved_rps": round(x["achieved_rps"], 1),
                     "p50_ms": round(x["p50_ms"], 3),
                     "p99_ms": round(x["p99_ms"], 3),
+                    "send_lag_p99_ms": round(x["send_lag_p99_ms"], 3),
                     "ratio_p99": round(x["p99_ms"] / feast_p99, 3),
                     **over_http(r, x),
+                    **floor(r),
                     "cpu_ms_per_request": x["cpu_ms_per_request"],
                     "connections_per_worker": x["connections_per_worker"],
                     "errors": x["errors"],
