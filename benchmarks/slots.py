@@ -60,6 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -494,6 +495,23 @@ def _phase(
     return lg
 
 
+def _baseline_phases(
+    args: argparse.Namespace,
+    rates: list[float],
+    start: Callable[[int], subprocess.Popen[bytes]],
+    target: str,
+    name: str | None = None,
+) -> dict[float, dict[str, Any]]:
+    """A baseline server started by ``start(port)``, driven at each of ``rates`` (load generator
+    ``target``; its CPU counted as ``name``, default ``target``), then stopped."""
+    port = _free_port()
+    proc = start(port)
+    try:
+        return {rate: _phase(args, port, rate, {name or target: proc.pid}, target) for rate in rates}
+    finally:
+        _stop(proc)
+
+
 def _saturated(rate: float, phase: dict[str, Any]) -> bool:
     """A phase that fell behind its offered rate (its latencies then measure the queue, not the server)."""
     return bool(phase["achieved_rps"] < 0.98 * rate)
@@ -640,8 +658,6 @@ def main() -> None:
         rates = args.rates if args.rates else [args.rate, *args.extra_rates]
         pids = {"api": server.pid, "broker": broker.pid if broker is not None else None}
         runs = [(rate, _phase(args, port, rate, pids, "slots")) for rate in rates]
-        fs_runs: list[tuple[float, dict[str, Any]]] = []
-        floor_runs: list[tuple[float, dict[str, Any]]] = []
         if args.feature_server or args.floor:
             # the API and the broker stop first: each baseline gets the machine to itself
             _stop(server)
@@ -649,30 +665,16 @@ def main() -> None:
             if broker is not None:
                 broker.stop()
                 broker = None
-        if args.floor:
-            floor_port = _free_port()
-            floor_proc = _start_floor_server(floor_port)
-            try:
-                floor_runs = [
-                    (rate, _phase(args, floor_port, rate, {"floor": floor_proc.pid}, "floor"))
-                    for rate in rates
-                ]
-            finally:
-                _stop(floor_proc)
-        if args.feature_server:
-            fs_port = _free_port()
-            fs_proc = _start_feature_server(tmp, fs_port, args.workers)
-            try:
-                fs_runs = [
-                    (rate, _phase(args, fs_port, rate, {"feature_server": fs_proc.pid}, "feast"))
-                    for rate in rates
-                ]
-            finally:
-                _stop(fs_proc)
+        floors = _baseline_phases(args, rates, _start_floor_server, "floor") if args.floor else {}
+        fs = (
+            _baseline_phases(
+                args, rates, lambda p: _start_feature_server(tmp, p, args.workers), "feast", "feature_server"
+            )
+            if args.feature_server
+            else {}
+        )
         feast_p99 = _pct(feast_ms, 99)
         rate, lg = runs[0]
-        fs = dict(fs_runs)
-        floors = dict(floor_runs)
 
         def baseline(f: dict[str, Any]) -> dict[str, Any]:
             """The summary of a baseline's phase."""
