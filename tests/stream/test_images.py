@@ -67,9 +67,15 @@ def faulty() -> Iterator[str]:
     server.server_close()
 
 
+def _fetcher(timeout_s: float) -> ImageFetcher:
+    return ImageFetcher(
+        ImageFetchSettings(timeout_s=timeout_s, max_bytes=CAP, concurrency=4, path_roots=[POSTERS])
+    )
+
+
 @pytest.fixture
 def fetcher(tmp_path: Path) -> Iterator[ImageFetcher]:
-    f = ImageFetcher(ImageFetchSettings(timeout_s=0.5, max_bytes=CAP, concurrency=4, path_roots=[POSTERS]))
+    f = _fetcher(0.5)
     yield f
     f.close()
 
@@ -78,9 +84,7 @@ def fetcher(tmp_path: Path) -> Iterator[ImageFetcher]:
 def test_real_posters_over_http(process: bool) -> None:
     # not the 0.5 s fixture: a just-spawned server process on a busy 2-core machine (CI) can take
     # longer than that to answer its first connections, and this test is about the bytes, not timing
-    fetcher = ImageFetcher(
-        ImageFetchSettings(timeout_s=10.0, max_bytes=CAP, concurrency=4, path_roots=[POSTERS])
-    )
+    fetcher = _fetcher(10.0)
     posters = poster_paths(6)
     try:
         with ImageServer(POSTERS, process=process) as server:
