@@ -6,7 +6,12 @@ translates them into HTTP responses (see ``api/errors.py``); the CLI prints them
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
+
+# Bounded repr of rejected values: hostile input can be megabytes long or nested thousands deep.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 200, 200, 60
 
 
 class ColdstartError(Exception):
@@ -34,7 +39,7 @@ class InvalidInputError(ColdstartError, ValueError):
         self.param = param
         self.value = value
         self.reason = reason
-        shown = repr(value)
+        shown = _REPR.repr(value)
         if len(shown) > 200:
             shown = shown[:197] + "..."
         super().__init__(f"{param}={shown}: {reason}")

@@ -310,6 +310,9 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
                 envelopes.append(Envelope(rec, self._parse(rec)))
             except InvalidInputError as exc:
                 rejected.append(Rejection(rec, getattr(exc, "error", "invalid_event"), str(exc)))
+            except Exception as exc:  # whatever a record holds, it must not stop the partition
+                log.exception("parsing %s[%d]@%d failed", rec.topic, rec.partition, rec.offset)
+                rejected.append(Rejection(rec, "parse_failed", f"{type(exc).__name__}: {exc}"))
         self.metrics.add(records=len(records), batches=1)
         prepared = self._prepare(envelopes)
         computed = self._compute_pool.submit(self._compute, prepared)
@@ -363,7 +366,7 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
                     self.metrics.add(dead_lettered=1)
                 else:
                     self.metrics.add(dead_letters_deduplicated=1)
-            self.dlq.flush()
+            self.dlq.flush(self._stop)  # retries while the DLQ is unreachable; the partition waits
             self._commit(head.offsets)
             block = False
 

@@ -24,13 +24,14 @@ import binascii
 import json
 import math
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -44,6 +45,25 @@ SCHEMA_VERSION: Literal[1] = 1
 InteractionKind = Literal["impression", "click", "add_to_cart", "purchase", "rating"]
 
 _MAX_ID = 256
+#: No C0 control characters (NUL included) and no DEL; pydantic itself rejects lone surrogates.
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+
+#: An id (item, user, seller, event, decision): 1-256 characters, no control characters.
+Id = Annotated[str, StringConstraints(min_length=1, max_length=_MAX_ID, pattern=NO_CONTROL)]
+
+#: Largest record value a consumer parses; a larger one is dead-lettered unread. Kafka's default
+#: ``message.max.bytes`` is about 1 MB, so a legitimate event never comes near it.
+MAX_EVENT_BYTES = 1024 * 1024
+#: Most entries of ``ItemListed.attributes``, and the longest key and value.
+MAX_ATTRIBUTES = 64
+MAX_ATTRIBUTE_KEY = 128
+MAX_ATTRIBUTE_VALUE = 1_000
+
+#: An attribute key or value: bounded, without control characters.
+AttributeKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ATTRIBUTE_KEY, pattern=NO_CONTROL)
+]
+AttributeValue = Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_VALUE)]
 
 
 class Event(BaseModel):
@@ -125,13 +145,13 @@ class ItemListed(Event):
         the feature store, so re-delivering the event rewrites the same row.
     """
 
-    item_id: str = Field(min_length=1, max_length=_MAX_ID)
+    item_id: Id
     title: str = Field(max_length=2_000)
     description: str = Field(default="", max_length=100_000)
     category: str = Field(default="", max_length=1_000)
-    attributes: dict[str, str] = Field(default_factory=dict)
+    attributes: dict[AttributeKey, AttributeValue] = Field(default_factory=dict, max_length=MAX_ATTRIBUTES)
     image: ImageRef | None = None
-    seller_id: str = Field(min_length=1, max_length=_MAX_ID)
+    seller_id: Id
     listed_at: AwareDatetime
 
     @model_validator(mode="after")
@@ -169,13 +189,13 @@ class Interaction(Event):
         The exploration decision and slot (0-based) that showed the item, when it was explored.
     """
 
-    event_id: str = Field(min_length=1, max_length=_MAX_ID)
-    user_id: str = Field(min_length=1, max_length=_MAX_ID)
-    item_id: str = Field(min_length=1, max_length=_MAX_ID)
+    event_id: Id
+    user_id: Id
+    item_id: Id
     kind: InteractionKind
     value: float | None = None
     ts: AwareDatetime
-    decision_id: str | None = Field(default=None, max_length=_MAX_ID)
+    decision_id: Id | None = None
     position: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
@@ -195,7 +215,7 @@ class ItemStored(Event):
     ``(shared_dim,)`` unit norm; ``item_vector``: ``(item_dim,)``).
     """
 
-    item_id: str = Field(min_length=1, max_length=_MAX_ID)
+    item_id: Id
     listed_at: AwareDatetime
     stored_at: AwareDatetime
     encoder_version: str
@@ -211,8 +231,9 @@ class ItemStored(Event):
 class DeadLetter(Event):
     """A record a consumer could not process, on ``<topic>.dlq`` (same key and partition as the source).
 
-    Nothing is lost: ``payload_b64`` holds the original value bytes, ``key_b64`` the original key,
-    and the source coordinates identify the record (consumers of the DLQ may deduplicate on them).
+    ``payload_b64`` holds the original value bytes, ``key_b64`` the original key, and the source
+    coordinates identify the record (consumers of the DLQ may deduplicate on them). A record too large
+    to be dead-lettered whole keeps its first 64 KiB, its length and its SHA-256 (``truncated``).
 
     Parameters
     ----------
@@ -223,6 +244,12 @@ class DeadLetter(Event):
         ``encode_failed``.
     consumer
         The consumer group that gave up on the record.
+    payload_bytes, payload_sha256
+        Length and SHA-256 (hex) of the original value.
+    truncated
+        The letter would not fit the broker's message size: ``payload_b64`` (and ``key_b64``) hold
+        only the first :data:`DLQ_KEEP_BYTES` bytes of the original; ``payload_bytes`` and
+        ``payload_sha256`` still describe the whole.
     """
 
     reason: str
@@ -235,6 +262,9 @@ class DeadLetter(Event):
     key_b64: str | None = None
     payload_b64: str
     failed_at: AwareDatetime
+    payload_bytes: int | None = Field(default=None, ge=0)
+    payload_sha256: str | None = None
+    truncated: bool = False
 
     def payload(self) -> bytes:
         """The original record value, byte for byte."""
@@ -261,21 +291,28 @@ class EventDecodeError(InvalidInputError):
         self.error = error
 
 
-def decode_event(raw: bytes | None, contract: type[E]) -> E:
-    """Parse wire bytes into ``contract``.
+def decode_event(raw: bytes | None, contract: type[E], *, max_bytes: int = MAX_EVENT_BYTES) -> E:
+    """Parse wire bytes into ``contract`` (at most ``max_bytes``; any bytes never raise anything else).
 
     Raises
     ------
     EventDecodeError
         The message names the offending field (dotted path) and its value; ``error`` is
-        ``invalid_json``, ``unsupported_version`` or ``invalid_event``.
+        ``too_large``, ``invalid_json``, ``unsupported_version`` or ``invalid_event``.
     """
     if raw is None:
         raise EventDecodeError("value", None, "empty record (tombstone)", error="invalid_json")
+    if len(raw) > max_bytes:
+        raise EventDecodeError(
+            "value", f"<{len(raw)} bytes>", f"record larger than {max_bytes} bytes", error="too_large"
+        )
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # strict UTF-8 first: json.loads(bytes) would also guess UTF-16/32
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:  # bad UTF-8, bad JSON, an integer of over 4300 digits
         raise EventDecodeError("value", raw[:80], f"not UTF-8 JSON ({exc})", error="invalid_json") from None
+    except RecursionError:
+        raise EventDecodeError("value", raw[:80], "JSON nested too deeply", error="invalid_json") from None
     if not isinstance(data, dict):
         raise EventDecodeError("value", data, "a JSON object is required", error="invalid_json")
     version = data.get("schema_version", SCHEMA_VERSION)

@@ -17,24 +17,63 @@ DLQ is large.
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
+
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
 
 from coldstart.errors import BrokerError
 from stream.contracts import DeadLetter, EventDecodeError, decode_event, encode_event, now_utc
 from stream.producer import EventProducer
-from stream.topics import dlq_topic
+from stream.topics import dlq_topic, partition_count
 
 log = logging.getLogger(__name__)
 
 _META_KEY = "dlq_next"
+#: Bytes of the original key and value a truncated dead letter keeps.
+DLQ_KEEP_BYTES = 64 * 1024
+_MAX_REASON = 4096
+#: A source key longer than this is not reused as the dead letter's record key (it stays in the letter).
+_MAX_KEY = 4096
+
+
+@dataclass
+class _Pending:
+    """A dead letter on its way: what to (re)send and the producer's future once sent."""
+
+    source_partition: int
+    key: bytes | None
+    value: bytes
+    dlq_partition: int
+    future: Any = None
+    error: BaseException | None = None
+
+
+def _too_large(exc: BaseException | None) -> bool:
+    return exc is not None and ("TooLarge" in type(exc).__name__ or "too large" in str(exc).lower())
+
+
+def _metadata_only(value: bytes) -> bytes:
+    """A dead letter without its key and payload bytes (the broker refused even the truncated one)."""
+    letter = decode_event(value, DeadLetter, max_bytes=len(value))
+    return encode_event(letter.model_copy(update={"payload_b64": "", "key_b64": None, "truncated": True}))
 
 
 class DeadLetterQueue:
     """The dead-letter side of one consumer of ``source_topic``.
+
+    :meth:`send` never raises: a letter that would be larger than ``max_letter_bytes`` is truncated
+    (the first ``keep_bytes`` of the original, its length and SHA-256, ``truncated=true``), and a send
+    the producer refuses is kept for :meth:`flush`, which retries every unacknowledged letter with
+    exponential backoff until the broker takes it (the source partition waits meanwhile).
 
     Parameters
     ----------
@@ -46,82 +85,162 @@ class DeadLetterQueue:
         Name of the consumer (its group id), recorded in every dead letter.
     source_topic
         The topic this consumer reads; dead letters go to ``source_topic + ".dlq"``.
+    max_letter_bytes
+        Largest encoded letter sent whole; below the producer's ``max_request_size`` (1 MiB) and a
+        broker's default ``message.max.bytes``.
+    keep_bytes
+        Bytes of the original key and value a truncated letter keeps.
+    backoff_s
+        First and longest wait between two attempts of :meth:`flush`.
     """
 
     def __init__(
-        self, producer: EventProducer, bootstrap_servers: str, consumer: str, source_topic: str
+        self,
+        producer: EventProducer,
+        bootstrap_servers: str,
+        consumer: str,
+        source_topic: str,
+        *,
+        max_letter_bytes: int = 768 * 1024,
+        keep_bytes: int = DLQ_KEEP_BYTES,
+        backoff_s: tuple[float, float] = (0.2, 10.0),
     ) -> None:
-        from stream.topics import partition_count
-
         self._producer = producer
         self._bootstrap = bootstrap_servers
         self.consumer = consumer
         self.source_topic = source_topic
         self.topic = dlq_topic(source_topic)
+        self.max_letter_bytes = max_letter_bytes
+        self.keep_bytes = keep_bytes
+        self.backoff_s = backoff_s
         self._partitions = partition_count(bootstrap_servers, self.topic)
         self._lock = threading.Lock()
-        self._pending: list[tuple[int, Any]] = []
+        self._pending: list[_Pending] = []
         self._next: dict[int, int] = {}  # source partition -> next DLQ offset known to hold its letters
         self._already: set[tuple[int, int]] = set()  # (source partition, offset) dead-lettered, uncommitted
         self.sent = 0
         self.skipped = 0
+        self.truncated = 0
+        self.retries = 0
 
     def _dlq_partition(self, source_partition: int) -> int:
         return source_partition % self._partitions
 
+    def letter(self, record: Any, error: str, reason: str, *, keep: int | None = None) -> DeadLetter:
+        """The dead letter of ``record``, whole, or its first ``keep`` bytes when given."""
+        value: bytes = record.value or b""
+        key: bytes | None = record.key
+        cut = keep is not None and (len(value) > keep or (key is not None and len(key) > keep))
+        if keep is not None:
+            value = value[:keep]
+            key = None if key is None else key[:keep]
+        return DeadLetter(
+            reason=reason[:_MAX_REASON],
+            error=error,
+            consumer=self.consumer,
+            source_topic=str(record.topic),
+            source_partition=int(record.partition),
+            source_offset=int(record.offset),
+            source_timestamp_ms=getattr(record, "timestamp", None),
+            key_b64=None if key is None else base64.b64encode(key).decode("ascii"),
+            payload_b64=base64.b64encode(value).decode("ascii"),
+            failed_at=now_utc(),
+            payload_bytes=len(record.value or b""),
+            payload_sha256=hashlib.sha256(record.value or b"").hexdigest(),
+            truncated=cut,
+        )
+
     def send(self, record: Any, error: str, reason: str) -> bool:
-        """Dead-letter one source record (a kafka-python ``ConsumerRecord``).
+        """Dead-letter one source record (a kafka-python ``ConsumerRecord``); never raises.
 
         Returns ``False`` when it was already dead-lettered before a crash (nothing is sent again).
         """
         coords = (int(record.partition), int(record.offset))
-        letter = DeadLetter(
-            reason=reason,
-            error=error,
-            consumer=self.consumer,
-            source_topic=str(record.topic),
-            source_partition=coords[0],
-            source_offset=coords[1],
-            source_timestamp_ms=getattr(record, "timestamp", None),
-            key_b64=None if record.key is None else base64.b64encode(record.key).decode("ascii"),
-            payload_b64=base64.b64encode(record.value or b"").decode("ascii"),
-            failed_at=now_utc(),
-        )
         with self._lock:
             if coords in self._already:
                 self.skipped += 1
                 return False
-            fut = self._producer.send(
-                self.topic, record.key, encode_event(letter), partition=self._dlq_partition(coords[0])
-            )
-            self._pending.append((coords[0], fut))
+        value = encode_event(self.letter(record, error, reason))
+        if len(value) > self.max_letter_bytes:
+            value = encode_event(self.letter(record, error, reason, keep=self.keep_bytes))
+            self.truncated += 1
+        key = record.key if record.key is None or len(record.key) <= _MAX_KEY else None
+        pending = _Pending(coords[0], key, value, self._dlq_partition(coords[0]))
+        self._try_send(pending)
+        with self._lock:
+            self._pending.append(pending)
             self._already.add(coords)
             self.sent += 1
-        log.warning("dead-lettered %s[%d]@%d: %s", record.topic, coords[0], coords[1], reason)
+        log.warning("dead-lettered %s[%d]@%d: %s", record.topic, coords[0], coords[1], reason[:500])
         return True
 
-    def flush(self) -> None:
+    def _try_send(self, pending: _Pending) -> None:
+        try:
+            pending.future = self._producer.send(
+                self.topic, pending.key, pending.value, partition=pending.dlq_partition
+            )
+        except Exception as exc:  # e.g. no metadata while the broker is away: flush() retries it
+            pending.future = None
+            pending.error = exc
+
+    def flush(self, stop: threading.Event | None = None) -> None:
         """Wait until every dead letter sent so far is acknowledged (call before committing).
+
+        A letter the broker does not take is sent again after a backoff (doubling up to
+        ``backoff_s[1]``) until it is taken; a letter refused for its size is sent again without
+        its payload (metadata only). Only ``stop`` ends the retries.
 
         Raises
         ------
         BrokerError
-            A dead letter could not be written; the caller must not commit.
+            ``stop`` was set while letters were still unacknowledged; the caller must not commit.
         """
         with self._lock:
             pending, self._pending = self._pending, []
-        if not pending:
-            return
-        self._producer.flush()
-        for source_partition, fut in pending:
-            try:
-                meta = fut.get(timeout=30)
-            except Exception as exc:
-                raise BrokerError(f"dead letter not written to {self.topic}: {exc}") from exc
-            with self._lock:
-                nxt = int(meta.offset) + 1
-                if nxt > self._next.get(source_partition, -1):
-                    self._next[source_partition] = nxt
+        delay = self.backoff_s[0]
+        while pending:
+            with contextlib.suppress(Exception):
+                self._producer.flush(timeout_s=max(delay, 1.0))
+            failed: list[_Pending] = []
+            for p in pending:
+                if p.future is not None:
+                    try:
+                        meta = p.future.get(timeout=max(delay, 1.0))
+                    except Exception as exc:
+                        p.error = exc
+                    else:
+                        with self._lock:
+                            nxt = int(meta.offset) + 1
+                            if nxt > self._next.get(p.source_partition, -1):
+                                self._next[p.source_partition] = nxt
+                        continue
+                failed.append(p)
+            if not failed:
+                return
+            if stop is not None and stop.is_set():
+                with self._lock:
+                    self._pending = failed + self._pending
+                raise BrokerError(
+                    f"{len(failed)} dead letters not written to {self.topic}: {failed[0].error}"
+                )
+            log.warning(
+                "%d dead letters not written to %s (%s); retrying in %.1fs",
+                len(failed),
+                self.topic,
+                failed[0].error,
+                delay,
+            )
+            if stop is not None:
+                stop.wait(delay)
+            else:
+                time.sleep(delay)
+            delay = min(delay * 2, self.backoff_s[1])
+            for p in failed:
+                if _too_large(p.error):
+                    p.value = _metadata_only(p.value)
+                self.retries += 1
+                self._try_send(p)
+            pending = failed
 
     def commit_metadata(self, source_partition: int) -> str:
         """Metadata to store with the offset commit of ``source_partition`` (call after :meth:`flush`)."""
@@ -149,9 +268,6 @@ class DeadLetterQueue:
         int
             How many already-dead-lettered records were found.
         """
-        from kafka import KafkaConsumer
-        from kafka.structs import TopicPartition
-
         wanted: dict[int, int] = {}  # source partition -> committed offset
         starts: dict[int, int] = {}  # dlq partition -> first offset to read
         for source_partition, committed, metadata in assigned:
@@ -215,8 +331,6 @@ def read_dead_letters(bootstrap_servers: str, source_topic: str, *, idle_ms: int
 
     Undecodable DLQ records (not written by coldstart) are skipped.
     """
-    from kafka import KafkaConsumer
-
     reader = KafkaConsumer(
         dlq_topic(source_topic),
         bootstrap_servers=bootstrap_servers,

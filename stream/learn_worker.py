@@ -252,6 +252,10 @@ class LearnWorker:
             self.learner.stats.malformed += 1
             self._dlq.send(record, getattr(exc, "error", "invalid_event"), str(exc))
             return
+        except Exception as exc:  # whatever a record holds, it must not stop the partition
+            self.learner.stats.malformed += 1
+            self._dlq.send(record, "parse_failed", f"{type(exc).__name__}: {exc}")
+            return
         if interaction.decision_id is not None:
             self._open.setdefault(interaction.decision_id, []).append((tp, int(record.offset)))
         self.learner.on_interaction(interaction)
@@ -261,7 +265,7 @@ class LearnWorker:
         from kafka.errors import KafkaError
         from kafka.structs import OffsetAndMetadata
 
-        self._dlq.flush()
+        self._dlq.flush(self._stop)
         open_ids = self.learner.joiner.open_decision_ids()
         hold: dict[Any, int] = {}
         for did, recs in self._open.items():
