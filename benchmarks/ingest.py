@@ -47,8 +47,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from coldstart.settings import Settings  # noqa: E402
-from stream.config import EncodeWorkerSettings, KafkaSettings  # noqa: E402
+from stream.config import EncodeWorkerSettings, ImageFetchSettings, KafkaSettings  # noqa: E402
 from stream.contracts import ImageRef, ItemListed  # noqa: E402
+from stream.egress import EgressPolicy  # noqa: E402
 
 
 def load_encoder(args: argparse.Namespace, tmp: Path) -> tuple[Any, str]:
@@ -170,6 +171,7 @@ def main() -> None:
         with TansuBroker(partitions=4) as broker, ImageServer(cat.root, process=True) as server:
             kafka = KafkaSettings(
                 bootstrap_servers=broker.bootstrap_servers,
+                images=ImageFetchSettings(egress=EgressPolicy(allow_hosts=[server.host_port])),
                 encode=EncodeWorkerSettings(
                     group_id="bench",
                     max_batch_size=args.batch_size,

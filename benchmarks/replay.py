@@ -285,6 +285,7 @@ class Stack:
                 "COLDSTART_KAFKA__PARTITIONS": "2",
                 "COLDSTART_KAFKA__ENCODE__VECTOR_CACHE_DIR": str(args.vector_cache.absolute()),
                 "COLDSTART_KAFKA__ENCODE__LINGER_MS": "10",
+                "COLDSTART_KAFKA__IMAGES__PATH_ROOTS": json.dumps([str(args.catalog.absolute())]),
                 "COLDSTART_WARMUP__ENABLED": "false",
                 "COLDSTART_API__API_KEYS": json.dumps([API_KEY]),
                 "COLDSTART_API__SEARCH_INDEX": "false",

@@ -98,10 +98,16 @@ def ensure_encoder(settings: Settings, catalog: Path, *, tiny: bool) -> Path:
     return resolve_artifact(settings.models.artifact, settings.models.artifacts_dir)
 
 
-def _start_worker(settings: Settings, bootstrap: str, artifact: Path, log: Path) -> subprocess.Popen[bytes]:
+def _start_worker(
+    settings: Settings, bootstrap: str, artifact: Path, log: Path, image_host: str, catalog_dir: Path
+) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env["COLDSTART_KAFKA__BOOTSTRAP_SERVERS"] = bootstrap
     env["COLDSTART_DATA_DIR"] = str(settings.data_dir.absolute())
+    # the worker may fetch from the demo's own loopback image server (that host:port only) and read
+    # the catalog's files; every other internal address and path stays refused
+    env["COLDSTART_KAFKA__IMAGES__EGRESS__ALLOW_HOSTS"] = json.dumps([image_host])
+    env["COLDSTART_KAFKA__IMAGES__PATH_ROOTS"] = json.dumps([str(catalog_dir.absolute())])
     cmd = [
         sys.executable,
         "-m",
@@ -167,7 +173,8 @@ def run_demo(
     with ensure_broker(settings.kafka, log_path=logs / "tansu.log") as bootstrap:
         _say(f"Kafka: {bootstrap}")
         worker_log = logs / "encode-worker.log"
-        proc = _start_worker(settings, bootstrap, artifact, worker_log)
+        server = ImageServer(catalog_dir).start()
+        proc = _start_worker(settings, bootstrap, artifact, worker_log, server.host_port, catalog_dir)
         try:
             _say("opening the feature store (embedded: SQLite online + parquet offline)")
             store = open_store(settings)
@@ -182,10 +189,7 @@ def run_demo(
             pools.rebuild_from_store(store)
             _say(f"waiting for the encoder worker to join its group (log: {worker_log})")
             _wait_worker_ready(proc, worker_log)
-            with (
-                ImageServer(catalog_dir) as server,
-                FreshnessProbe(store, content_pool, contains=content_pool.__contains__) as probe,
-            ):
+            with FreshnessProbe(store, content_pool, contains=content_pool.__contains__) as probe:
                 producer = EventProducer(bootstrap, settings.kafka)
                 events = list(
                     catalog_events(catalog_dir, limit=n_items, image_mode="url", image_url=server.url)
@@ -227,6 +231,7 @@ def run_demo(
             dlq = len(read_dead_letters(bootstrap, ITEMS_LISTED))
             api_stats = _exercise_api(settings, bootstrap, artifact, logs / "api.log")
         finally:
+            server.stop()
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.warmup.shrinkage import ShrinkageConfig
+from stream.egress import EgressPolicy
 
 #: ``model_version`` prefix of every row the warm-up stage writes (rows with another version are external).
 MODEL_VERSION_PREFIX = "warmup-"
@@ -31,9 +32,11 @@ class ImageFetchSettings(BaseModel):
     concurrency
         Images fetched at the same time (threads).
     path_roots
-        Local image paths must resolve inside one of these directories; ``None`` allows any readable
-        path (the embedded default). Set it in production: event producers should not name arbitrary
-        files on the worker's disk.
+        Local image paths must resolve inside one of these directories; empty (the default) refuses
+        every ``image.path``: event producers must not name arbitrary files on the worker's disk.
+    egress
+        Where image URLs may connect (:class:`stream.egress.EgressPolicy`): by default only globally
+        routable addresses, at most 3 redirects.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -41,7 +44,8 @@ class ImageFetchSettings(BaseModel):
     timeout_s: float = Field(default=3.0, gt=0.0, le=120.0)
     max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     concurrency: int = Field(default=8, ge=1, le=256)
-    path_roots: list[Path] | None = None
+    path_roots: list[Path] = Field(default_factory=list)
+    egress: EgressPolicy = Field(default_factory=EgressPolicy)
 
 
 class EncodeWorkerSettings(BaseModel):

@@ -92,6 +92,11 @@ class ImageServer:
         """``http://127.0.0.1:PORT``."""
         return f"http://127.0.0.1:{self._port}"
 
+    @property
+    def host_port(self) -> str:
+        """``127.0.0.1:PORT``: the entry that allowlists this server alone in an egress policy."""
+        return f"127.0.0.1:{self._port}"
+
     def url(self, path: Path) -> str:
         """The URL of ``path`` (a file under ``root``)."""
         rel = Path(os.path.abspath(path)).relative_to(self.root) if Path(path).is_absolute() else Path(path)

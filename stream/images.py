@@ -21,9 +21,18 @@ import httpx
 
 from stream.config import ImageFetchSettings
 from stream.contracts import ImageRef
+from stream.egress import EgressRefused, RedirectRefused, get_following_redirects, guarded_client
 
 FetchError = Literal[
-    "http_status", "content_type", "too_large", "timeout", "network", "not_found", "forbidden_path", "invalid"
+    "http_status",
+    "content_type",
+    "too_large",
+    "timeout",
+    "network",
+    "not_found",
+    "forbidden_path",
+    "forbidden_url",
+    "invalid",
 ]
 
 
@@ -45,6 +54,9 @@ class FetchResult:
 class ImageFetcher:
     """Fetches images concurrently with a per-image deadline, a byte cap and a content-type check.
 
+    URLs go through the egress policy (``settings.egress``, :mod:`stream.egress`); local paths are
+    read only inside ``settings.path_roots`` (none by default: every path is refused).
+
     Parameters
     ----------
     settings
@@ -53,12 +65,14 @@ class ImageFetcher:
 
     def __init__(self, settings: ImageFetchSettings | None = None) -> None:
         self.settings = settings or ImageFetchSettings()
-        timeout = httpx.Timeout(self.settings.timeout_s)
-        limits = httpx.Limits(max_connections=self.settings.concurrency * 2)
-        self._client = httpx.Client(timeout=timeout, limits=limits, follow_redirects=True, trust_env=False)
+        self._client = guarded_client(
+            self.settings.egress,
+            timeout_s=self.settings.timeout_s,
+            max_connections=self.settings.concurrency * 2,
+        )
         self._pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="image-fetch")
-        roots = self.settings.path_roots
-        self._roots = None if roots is None else [Path(r).resolve() for r in roots]
+        self._roots = [Path(r).resolve() for r in self.settings.path_roots]
+        self._lexical_roots = [Path(os.path.abspath(r)) for r in self.settings.path_roots]
 
     def submit(self, refs: Sequence[ImageRef | None]) -> list[Future[FetchResult]]:
         """Start fetching ``refs`` (``None`` = no image) in the background; one future per ref."""
@@ -85,7 +99,9 @@ class ImageFetcher:
         cap = self.settings.max_bytes
         deadline = time.monotonic() + self.settings.timeout_s
         try:
-            with self._client.stream("GET", url, headers={"Accept": "image/*"}) as resp:
+            with get_following_redirects(
+                self._client, url, self.settings.egress, headers={"Accept": "image/*"}
+            ) as resp:
                 if resp.status_code != 200:
                     return FetchResult(None, "http_status", f"HTTP {resp.status_code} for {url}")
                 ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -104,19 +120,35 @@ class ImageFetcher:
                         return FetchResult(None, "timeout", f"slower than {self.settings.timeout_s}s: {url}")
                     chunks.append(chunk)
                 return FetchResult(b"".join(chunks))
+        except (EgressRefused, RedirectRefused) as exc:
+            return FetchResult(None, "forbidden_url", f"{exc} for {url}")
+        except httpx.ConnectError as exc:
+            kind: FetchError = "forbidden_url" if isinstance(exc.__context__, EgressRefused) else "network"
+            return FetchResult(None, kind, f"{exc} for {url}")
         except httpx.TimeoutException:
             return FetchResult(None, "timeout", f"no answer within {self.settings.timeout_s}s: {url}")
         except (httpx.HTTPError, OSError, ValueError) as exc:
             return FetchResult(None, "network", f"{type(exc).__name__}: {exc} for {url}")
 
     def _read_path(self, raw: str) -> FetchResult:
-        path = Path(os.path.expanduser(raw))
+        # inside a root once resolved, or as written (symlinks an operator placed under a root are
+        # followed) when it has no "..": a written path cannot climb out through such a symlink
+        if "\x00" in raw:
+            return FetchResult(None, "forbidden_path", "a path with NUL is refused")
+        path = Path(os.path.abspath(raw))
         try:
             resolved = path.resolve()
         except (OSError, RuntimeError) as exc:
             return FetchResult(None, "not_found", f"{raw}: {exc}")
-        if self._roots is not None and not any(resolved.is_relative_to(r) for r in self._roots):
-            return FetchResult(None, "forbidden_path", f"{raw} is outside the allowed image roots")
+        lexical = ".." not in Path(raw).parts and any(path.is_relative_to(r) for r in self._lexical_roots)
+        inside = lexical or any(resolved.is_relative_to(r) for r in self._roots)
+        if not inside:
+            why = (
+                "outside the allowed image roots"
+                if self._roots
+                else "refused: no image path roots configured"
+            )
+            return FetchResult(None, "forbidden_path", f"{raw} is {why}")
         try:
             size = resolved.stat().st_size
             if size > self.settings.max_bytes:

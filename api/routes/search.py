@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 from typing import Annotated, Any
 
 import numpy as np
@@ -18,6 +19,8 @@ from api.deps import Authorized, State
 from api.schemas import ErrorOut, SearchHit, SearchImageRequest, SearchResponse
 from coldstart.errors import ConfigError, InvalidInputError
 from exploration.pool.base import PoolFilter
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
 
@@ -56,7 +59,10 @@ async def search(
         finally:
             fetcher.close()
         if result.data is None:
-            raise InvalidInputError("query.image_url", image_url, f"cannot fetch the image: {result.detail}")
+            # what answered (refused, closed, HTTP 401...) stays in the log: telling the client would
+            # make this endpoint a port scanner of the network the API runs in
+            log.info("search image_url not fetched: %s (%s)", result.error, result.detail)
+            raise InvalidInputError("query.image_url", image_url, "image could not be fetched")
         return result.data
 
     data = await asyncio.to_thread(fetch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ import pytest
 
 from stream.broker import TansuBroker
 from stream.config import EncodeWorkerSettings, ImageFetchSettings, KafkaSettings
+from stream.egress import EgressPolicy
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "movielens"
 POSTERS = SHARED / "ml1m_posters"
@@ -37,7 +39,10 @@ def kafka(broker: TansuBroker) -> KafkaSettings:
         bootstrap_servers=broker.bootstrap_servers,
         partitions=4,
         encode=EncodeWorkerSettings(group_id=f"enc-{uuid.uuid4().hex[:8]}", max_batch_size=32, linger_ms=20),
-        images=ImageFetchSettings(timeout_s=2.0, concurrency=4),
+        # the tests' own loopback image servers and poster folder, allowlisted explicitly
+        images=ImageFetchSettings(
+            timeout_s=2.0, concurrency=4, path_roots=[POSTERS], egress=EgressPolicy(allow_hosts=["127.0.0.1"])
+        ),
     )
 
 
@@ -79,5 +84,7 @@ def subprocess_env(store_dir: Path, kafka: KafkaSettings) -> dict[str, str]:
     env["COLDSTART_KAFKA__BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers or ""
     env["COLDSTART_KAFKA__ENCODE__GROUP_ID"] = kafka.encode.group_id
     env["COLDSTART_KAFKA__ENCODE__LINGER_MS"] = str(kafka.encode.linger_ms)
+    env["COLDSTART_KAFKA__IMAGES__PATH_ROOTS"] = json.dumps([str(p) for p in kafka.images.path_roots])
+    env["COLDSTART_KAFKA__IMAGES__EGRESS__ALLOW_HOSTS"] = json.dumps(kafka.images.egress.allow_hosts)
     env["OMP_NUM_THREADS"] = "1"
     return env

@@ -13,6 +13,7 @@ import pytest
 
 from stream.config import ImageFetchSettings
 from stream.contracts import ImageRef
+from stream.egress import EgressPolicy
 from stream.image_server import ImageServer
 from stream.images import ImageFetcher
 from tests.stream.conftest import POSTERS, poster_paths
@@ -69,7 +70,13 @@ def faulty() -> Iterator[str]:
 
 def _fetcher(timeout_s: float) -> ImageFetcher:
     return ImageFetcher(
-        ImageFetchSettings(timeout_s=timeout_s, max_bytes=CAP, concurrency=4, path_roots=[POSTERS])
+        ImageFetchSettings(
+            timeout_s=timeout_s,
+            max_bytes=CAP,
+            concurrency=4,
+            path_roots=[POSTERS],
+            egress=EgressPolicy(allow_hosts=["127.0.0.1"]),  # the test's own loopback servers
+        )
     )
 
 

@@ -23,8 +23,8 @@ from tests.stream.helpers import WorkerThread, good_event, publish_mixed, read_d
 pytestmark = pytest.mark.integration
 
 
-def expected_vectors(encoder: Any, events: list[ItemListed]) -> dict[str, np.ndarray]:
-    fetcher = ImageFetcher()
+def expected_vectors(encoder: Any, events: list[ItemListed], kafka: KafkaSettings) -> dict[str, np.ndarray]:
+    fetcher = ImageFetcher(kafka.images)
     try:
         images = fetcher.fetch_many([e.image for e in events])
     finally:
@@ -46,7 +46,7 @@ def test_worker_stores_good_items_and_dead_letters_poison(
         producer.flush()
         worker = EncodeWorker(kafka.bootstrap_servers or "", kafka, encoder, store)
         worker.run(idle_exit_s=2.0)
-        want = expected_vectors(encoder, list(pub.good.values()))
+        want = expected_vectors(encoder, list(pub.good.values()), kafka)
     snap = worker.metrics.snapshot()
     assert snap["records"] == 61 and snap["dead_lettered"] == 6 and snap["written"] == 55
     assert snap["image_failures"] == {"http_status": 1}
