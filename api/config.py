@@ -61,6 +61,8 @@ class ApiSettings(BaseModel):
         Run the decision-log process in the OS's ``SCHED_IDLE`` class (Linux) instead of at nice 10:
         it then gets only the CPU the request handlers leave (see
         :class:`~exploration.sinks.ProcessKafkaDecisionSink`).
+    max_body_bytes
+        Largest request body; a larger one is answered 413 before it is parsed (:mod:`api.limits`).
     gil_switch_interval_s
         ``sys.setswitchinterval`` of the serving process: the longest a request waits for the GIL
         while a background thread (decision sinks, Kafka client) runs Python.
@@ -87,3 +89,4 @@ class ApiSettings(BaseModel):
     decision_log_idle_class: bool = True
     gil_switch_interval_s: float = Field(default=0.0005, gt=0.0, le=0.1)
     max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)

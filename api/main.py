@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from api.direct import DirectRoutes
 from api.errors import install_error_handlers
+from api.limits import RequestGuard
 from api.metrics import ApiMetrics, LatencyMiddleware
 from api.routes import exploration, health, interactions, items, search
 from api.state import AppState, build_state
@@ -94,7 +95,14 @@ def create_app(
         return state if state is not None and state.settings.api.direct_routes else None
 
     # each direct route is also a FastAPI route (OpenAPI, errors, the fallback): tests/api/test_direct.py
-    app.add_middleware(DirectRoutes, routes=DIRECT_ROUTES, state_of=direct_state)  # outermost of ours
+    app.add_middleware(DirectRoutes, routes=DIRECT_ROUTES, state_of=direct_state)
+
+    def any_state() -> AppState | None:
+        state: AppState | None = getattr(app.state, "coldstart", None)
+        return state
+
+    # outermost of ours: the key and the body limit are checked before anything reads the body
+    app.add_middleware(RequestGuard, state_of=any_state)
     return app
 
 

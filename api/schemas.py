@@ -5,10 +5,39 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-ContextValue = float | int | bool | str
+from stream.contracts import MAX_ATTRIBUTES, NO_CONTROL, AttributeKey, AttributeValue, Id
+
+#: A short label (category, context key or value): no control characters.
+Label = Annotated[str, StringConstraints(max_length=1000, pattern=NO_CONTROL)]
+ContextKey = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_CONTROL)]
+# a bool is checked first: in strict mode true is not 1
+ContextValue = StrictBool | StrictInt | StrictFloat | Label
+#: http or https only (the scheme is checked again at fetch time, with the egress policy).
+HttpUrl = Annotated[
+    str, StringConstraints(min_length=8, max_length=4096, pattern=r"^[hH][tT][tT][pP][sS]?://\S+$")
+]
+#: Standard base64 with padding (what ``base64.b64decode(validate=True)`` accepts).
+Base64 = Annotated[
+    str,
+    StringConstraints(
+        min_length=4,
+        max_length=1_000_000,  # below api.max_body_bytes' default
+        pattern=r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+    ),
+]
 
 
 class _Request(BaseModel):
@@ -19,9 +48,7 @@ class _Request(BaseModel):
 class SlotFilters(_Request):
     """Candidate restrictions (empty = none)."""
 
-    category: list[Annotated[str, StringConstraints(max_length=1000)]] = Field(
-        default_factory=list, max_length=100
-    )
+    category: list[Label] = Field(default_factory=list, max_length=100)
     seller: list[Id] = Field(default_factory=list, max_length=100)
 
 
@@ -29,13 +56,13 @@ class SlotsRequest(_Request):
     """Ask for ``k`` exploration slots for one user."""
 
     user_id: Id
-    context: dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], ContextValue] = Field(
+    context: dict[ContextKey, ContextValue] = Field(
         default_factory=dict,
         max_length=64,
         description="Free-form request features: numbers, booleans or categorical strings.",
         examples=[{"device": "mobile", "hour": 21, "page": "home"}],
     )
-    k: int = Field(ge=1, le=50, description="Number of slots, 1..50.")
+    k: StrictInt = Field(ge=1, le=50, description="Number of slots, 1..50 (an integer, not a string).")
     exclude_item_ids: list[Id] = Field(default_factory=list, max_length=1000)
     filters: SlotFilters = Field(default_factory=SlotFilters)
 
@@ -59,25 +86,68 @@ class SlotsResponse(BaseModel):
 
 # --------------------------------------------------------------------------- items
 class ImageIn(_Request):
-    """Exactly one of ``url`` (http/https), ``path`` (a file the encoder worker can read) or
-    ``base64`` (the encoded image bytes)."""
+    """Exactly one of ``url`` (http/https), ``path`` (a file under the encoder worker's configured
+    image roots) or ``base64`` (the encoded image bytes)."""
 
-    url: str | None = None
-    path: str | None = None
-    base64: str | None = None
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [{"required": ["url"]}, {"required": ["path"]}, {"required": ["base64"]}],
+        },
+    )
+
+    # null is accepted but not advertised: the schema says "exactly one of the three keys"
+    url: HttpUrl | SkipJsonSchema[None] = None
+    path: (
+        Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=NO_CONTROL)]
+        | SkipJsonSchema[None]
+    ) = None
+    base64: Base64 | SkipJsonSchema[None] = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ImageIn:
+        given = [n for n in ("url", "path", "base64") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(f"exactly one of url / path / base64 must be given, got {given or 'none'}")
+        return self
+
+
+_HAS_TEXT = r"\S"
 
 
 class ItemIn(_Request):
-    """A newly listed item (published as an ``ItemListed`` event on ``items.listed``)."""
+    """A newly listed item (published as an ``ItemListed`` event on ``items.listed``).
+
+    It needs an ``image`` or some text: a ``title``, ``description`` or ``category`` with a
+    non-blank character.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["image"], "properties": {"image": {"type": "object"}}},
+                {"properties": {"title": {"pattern": _HAS_TEXT}}},
+                {"required": ["description"], "properties": {"description": {"pattern": _HAS_TEXT}}},
+                {"required": ["category"], "properties": {"category": {"pattern": _HAS_TEXT}}},
+            ]
+        },
+    )
 
     item_id: Id
     title: str = Field(max_length=2000)
     description: str = Field(default="", max_length=100_000)
     category: str = Field(default="", max_length=1000)
-    attributes: dict[str, str] = Field(default_factory=dict)
+    attributes: dict[AttributeKey, AttributeValue] = Field(default_factory=dict, max_length=MAX_ATTRIBUTES)
     image: ImageIn | None = None
     seller_id: Id
     listed_at: AwareDatetime | None = Field(default=None, description="Default: now.")
+
+    @model_validator(mode="after")
+    def _has_content(self) -> ItemIn:
+        if self.image is None and not any(t.strip() for t in (self.title, self.description, self.category)):
+            raise ValueError("give an image or a non-blank title, description or category")
+        return self
 
 
 class Accepted(BaseModel):
@@ -115,20 +185,36 @@ class InteractionIn(_Request):
     user_id: Id
     item_id: Id
     kind: Literal["impression", "click", "add_to_cart", "purchase", "rating"]
-    value: float | None = None
+    value: StrictInt | StrictFloat | None = Field(
+        default=None, ge=-1e12, le=1e12, description="Required for kind=rating."
+    )
     ts: AwareDatetime | None = Field(default=None, description="Default: now.")
     decision_id: Id | None = None
-    position: int | None = Field(default=None, ge=0)
+    position: StrictInt | None = Field(default=None, ge=0, le=10_000)
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"kind": {"const": "rating"}}, "required": ["kind"]},
+            "then": {"required": ["value"], "properties": {"value": {"type": "number"}}},
+        },
+    )
+
+    @model_validator(mode="after")
+    def _rating_value(self) -> InteractionIn:
+        if self.kind == "rating" and self.value is None:
+            raise ValueError("kind='rating' needs a value")
+        return self
 
 
 # --------------------------------------------------------------------------- search
 class SearchImageRequest(_Request):
     """Search cold items by an image (base64 of the encoded bytes)."""
 
-    image_base64: str = Field(min_length=1)
-    k: int = Field(default=10, ge=1, le=100)
-    category: list[str] = Field(default_factory=list)
-    seller: list[str] = Field(default_factory=list)
+    image_base64: Base64
+    k: StrictInt = Field(default=10, ge=1, le=100)
+    category: list[Label] = Field(default_factory=list, max_length=100)
+    seller: list[Id] = Field(default_factory=list, max_length=100)
 
 
 class SearchHit(BaseModel):

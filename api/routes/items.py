@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, status
 from pydantic import ValidationError
 
 from api.deps import Authorized, State
 from api.schemas import Accepted, ErrorOut, ItemIn, ItemOut
 from coldstart.errors import BrokerError, InvalidInputError, NotFoundError
+from stream.contracts import NO_CONTROL
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
@@ -44,7 +45,7 @@ async def publish_item(body: ItemIn, state: Authorized) -> Accepted:
     "/{item_id}", response_model=ItemOut, responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}}
 )
 async def get_item(
-    item_id: str,
+    item_id: Annotated[str, Path(min_length=1, max_length=256, pattern=NO_CONTROL)],
     state: Authorized,
     vectors: bool = Query(default=True, description="Include content_vector and item_vector."),
 ) -> ItemOut:

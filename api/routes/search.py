@@ -14,11 +14,13 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query
+from pydantic import StringConstraints
 
 from api.deps import Authorized, State
 from api.schemas import ErrorOut, SearchHit, SearchImageRequest, SearchResponse
 from coldstart.errors import ConfigError, InvalidInputError
 from exploration.pool.base import PoolFilter
+from stream.contracts import NO_CONTROL
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +36,25 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 @router.get("", response_model=SearchResponse, responses=_ERRORS)
 async def search(
     state: Authorized,
-    text: str | None = Query(default=None, min_length=1, max_length=2000, description="Free-text query."),
-    image_url: str | None = Query(default=None, max_length=4096, description="http(s) URL of a query image."),
+    text: str | None = Query(
+        default=None, min_length=1, max_length=2000, pattern=r"\S", description="Free-text query."
+    ),
+    image_url: str | None = Query(
+        default=None,
+        min_length=8,
+        max_length=4096,
+        pattern=r"^[hH][tT][tT][pP][sS]?://\S+$",
+        description="http(s) URL of a query image.",
+    ),
     k: int = Query(default=10, ge=1, le=100),
-    category: Annotated[list[str] | None, Query()] = None,
-    seller: Annotated[list[str] | None, Query()] = None,
+    category: Annotated[
+        list[Annotated[str, StringConstraints(max_length=1000, pattern=NO_CONTROL)]] | None,
+        Query(max_length=100),
+    ] = None,
+    seller: Annotated[
+        list[Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=NO_CONTROL)]] | None,
+        Query(max_length=100),
+    ] = None,
 ) -> SearchResponse:
     """Cold items nearest to a text or an image (exactly one of ``text`` / ``image_url``)."""
     if (text is None) == (image_url is None):
