@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -24,7 +24,8 @@ from stream.contracts import MAX_ATTRIBUTES, NO_CONTROL, AttributeKey, Attribute
 Label = Annotated[str, StringConstraints(max_length=1000, pattern=NO_CONTROL)]
 ContextKey = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NO_CONTROL)]
 # a bool is checked first: in strict mode true is not 1
-ContextValue = StrictBool | StrictInt | StrictFloat | Label
+ContextNumber = Annotated[float, Field(strict=True, ge=-1e9, le=1e9)]
+ContextValue = StrictBool | ContextNumber | Label
 #: http or https only (the scheme is checked again at fetch time, with the egress policy).
 HttpUrl = Annotated[
     str, StringConstraints(min_length=8, max_length=4096, pattern=r"^[hH][tT][tT][pP][sS]?://\S+$")
@@ -38,6 +39,17 @@ Base64 = Annotated[
         pattern=r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
     ),
 ]
+
+
+def _keys_by_property_names(schema: dict[str, Any]) -> None:
+    """State a map's key pattern as ``propertyNames`` (pydantic writes ``patternProperties``, which
+    leaves keys that do not match unconstrained) and its values as ``additionalProperties``."""
+    patterns = schema.pop("patternProperties", None)
+    if not patterns:
+        return
+    (pattern, values), *_ = patterns.items()
+    schema.setdefault("propertyNames", {})["pattern"] = pattern
+    schema["additionalProperties"] = values
 
 
 class _Request(BaseModel):
@@ -60,6 +72,7 @@ class SlotsRequest(_Request):
         default_factory=dict,
         max_length=64,
         description="Free-form request features: numbers, booleans or categorical strings.",
+        json_schema_extra=_keys_by_property_names,
         examples=[{"device": "mobile", "hour": 21, "page": "home"}],
     )
     k: StrictInt = Field(ge=1, le=50, description="Number of slots, 1..50 (an integer, not a string).")
@@ -138,7 +151,9 @@ class ItemIn(_Request):
     title: str = Field(max_length=2000)
     description: str = Field(default="", max_length=100_000)
     category: str = Field(default="", max_length=1000)
-    attributes: dict[AttributeKey, AttributeValue] = Field(default_factory=dict, max_length=MAX_ATTRIBUTES)
+    attributes: dict[AttributeKey, AttributeValue] = Field(
+        default_factory=dict, max_length=MAX_ATTRIBUTES, json_schema_extra=_keys_by_property_names
+    )
     image: ImageIn | None = None
     seller_id: Id
     listed_at: AwareDatetime | None = Field(default=None, description="Default: now.")
@@ -185,7 +200,7 @@ class InteractionIn(_Request):
     user_id: Id
     item_id: Id
     kind: Literal["impression", "click", "add_to_cart", "purchase", "rating"]
-    value: StrictInt | StrictFloat | None = Field(
+    value: StrictFloat | None = Field(
         default=None, ge=-1e12, le=1e12, description="Required for kind=rating."
     )
     ts: AwareDatetime | None = Field(default=None, description="Default: now.")

@@ -127,8 +127,10 @@ class ImageFetcher:
             return FetchResult(None, kind, f"{exc} for {url}")
         except httpx.TimeoutException:
             return FetchResult(None, "timeout", f"no answer within {self.settings.timeout_s}s: {url}")
-        except (httpx.HTTPError, OSError, ValueError) as exc:
+        except (httpx.HTTPError, OSError) as exc:
             return FetchResult(None, "network", f"{type(exc).__name__}: {exc} for {url}")
+        except Exception as exc:  # a URL httpx cannot parse (bad host, port...): never the caller's crash
+            return FetchResult(None, "invalid", f"{type(exc).__name__}: {exc} for {url[:200]!r}")
 
     def _read_path(self, raw: str) -> FetchResult:
         # inside a root once resolved, or as written (symlinks an operator placed under a root are

@@ -39,6 +39,11 @@ def _num(v: float) -> str:
     return f"{v:.6g}"
 
 
+#: Largest magnitude of a numeric context feature (the API refuses larger ones; stored decisions and
+#: other callers are clipped here).
+CONTEXT_CLIP = 1e9
+
+
 def shared_line(context: Context) -> str:
     """``shared |C ... |U ...`` line of one request. Strings become ``key=value`` indicator features."""
     parts: list[str] = []
@@ -50,7 +55,9 @@ def shared_line(context: Context) -> str:
         if isinstance(value, str):
             parts.append(f"{_token(key)}={_token(value)}")
         elif value != 0.0 and np.isfinite(value):
-            parts.append(f"{_token(key)}:{_num(float(value))}")
+            # clipped: one request's 1e308 would otherwise make every score (and, learned, the model) NaN
+            clipped = min(max(float(value), -CONTEXT_CLIP), CONTEXT_CLIP)
+            parts.append(f"{_token(key)}:{_num(clipped)}")
     return f"shared |C {' '.join(parts)} |U user:{_num(has_user)} nouser:{_num(1.0 - has_user)}"
 
 
