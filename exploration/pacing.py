@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,6 +73,10 @@ HORIZON_FLOOR = 0.05
 #: The adaptive strength is recomputed at most once per this fraction of the window (one sort of the
 #: tracked items: ~0.05 ms for 3,000 items, ~0.3 ms for 10,000).
 STRENGTH_REFRESH = 0.001
+
+
+#: Click count keys remembered to count a repeated click once (a bounded, most-recent window).
+_COUNTED_KEYS = 100_000
 
 
 @dataclass
@@ -162,6 +167,7 @@ class ExposurePacer:
         self._rng = np.random.default_rng(seed)
         self._rng_lock = threading.Lock()
         self._lock = threading.Lock()
+        self._counted: OrderedDict[str, None] = OrderedDict()  # recent click count keys
         self._ids: list[str] = []
         self._index: dict[str, int] = {}
         self._sellers: list[str] = []
@@ -318,9 +324,19 @@ class ExposurePacer:
         tau = h / np.log(2.0)
         return float(acc / (tau * (1.0 - 0.5 ** (elapsed / h)))) * 3600.0
 
-    def record_click(self, item_id: str, count: int = 1) -> None:
-        """Count clicks (or any positive interaction) of an item."""
+    def record_click(self, item_id: str, count: int = 1, *, key: str | None = None) -> None:
+        """Count clicks (or any positive interaction) of an item.
+
+        ``key`` (``Interaction.count_key()``): a click whose key was already counted among the last
+        ``_COUNTED_KEYS`` keys is not counted again (ten clicks on one slot are one click).
+        """
         with self._lock:
+            if key is not None:
+                if key in self._counted:
+                    return
+                self._counted[key] = None
+                if len(self._counted) > _COUNTED_KEYS:
+                    self._counted.popitem(last=False)
             i = self._index.get(item_id)
             if i is not None:
                 self._clicks[i] += count

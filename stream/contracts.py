@@ -198,6 +198,15 @@ class Interaction(Event):
     decision_id: Id | None = None
     position: int | None = Field(default=None, ge=0)
 
+    def count_key(self) -> str:
+        """What counts once: an interaction that came from a decision counts once per
+        ``(decision_id, item_id)`` and class (impression, engagement = click / add_to_cart / purchase,
+        rating), however often it is sent; any other interaction once per ``event_id``."""
+        if self.decision_id is None:
+            return self.event_id
+        cls = self.kind if self.kind in ("impression", "rating") else "engagement"
+        return f"{cls}@{self.decision_id}/{self.item_id}"
+
     @model_validator(mode="after")
     def _value(self) -> Interaction:
         if self.kind == "rating" and self.value is None:

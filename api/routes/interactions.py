@@ -41,5 +41,5 @@ async def publish_interaction(body: InteractionIn, state: Authorized) -> Accepte
         raise _invalid(exc, "body") from None
     await _publish(state, lambda p: p.publish_interaction(event))
     if state.settings.exploration.rewards.by_kind.get(event.kind, 0.0) > 0:
-        state.service.pacer.record_click(event.item_id)
+        state.service.pacer.record_click(event.item_id, key=event.count_key())
     return Accepted(topic=INTERACTIONS, key=event.user_id)

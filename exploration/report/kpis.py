@@ -144,6 +144,11 @@ def _events(data: ReportData, cfg: ReportConfig) -> pd.DataFrame:
     ev["ts"] = pd.to_datetime(ev["ts"], utc=True)
     ev["is_imp"] = ev["kind"] == "impression"
     ev["is_click"] = ev["kind"].isin(cfg.click_kinds)
+    # an explored slot counts one impression and one click, however often either was sent (the raw
+    # events stay in the log); organic events have no slot to count them by
+    ev = ev.sort_values("ts", kind="stable")
+    dup = ev.decision_id.notna() & ev.duplicated(["decision_id", "item_id", "is_imp", "is_click"])
+    ev = ev[~(dup & (ev.is_imp | ev.is_click))].reset_index(drop=True)
     ev["explored"] = ev["decision_id"].notna()
     return ev
 

@@ -166,3 +166,27 @@ def test_window_validation_names_the_parameter():
         src.load(DAY, datetime(2026, 1, 6))
     with pytest.raises(ValueError, match="cohort_edges_hours"):
         ReportConfig(cohort_edges_hours=(6.0, 1.0))
+
+
+def test_repeated_slot_events_count_once(kpis):
+    """Ten clicks and three impressions on one explored slot change nothing: each (decision, item)
+    counts one impression and one click (the raw events stay in the log)."""
+    repeats = [ev("A", "click", at(1) + timedelta(minutes=3 + n), "d1", 0) for n in range(9)]
+    repeats += [ev("A", "impression", at(1) + timedelta(seconds=n + 1), "d1", 0) for n in range(2)]
+    data = InMemorySource(ITEMS, DECISIONS, INTERACTIONS + repeats).load(DAY, at(24), timedelta(minutes=5))
+    again = compute_kpis(data, CFG)
+    assert again.summary == kpis.summary
+    base = InMemorySource(ITEMS, DECISIONS, INTERACTIONS).load(DAY, at(24), timedelta(minutes=5))
+    assert len(data.interactions) == len(base.interactions) + len(repeats)  # the raw log keeps them
+
+
+def test_pacer_counts_one_click_per_slot() -> None:
+    from exploration.pacing import ExposurePacer
+
+    pacer = ExposurePacer()
+    pacer.register("A", listed_at_s=DAY.timestamp())
+    for _ in range(10):
+        pacer.record_click("A", key="engagement@d1/A")
+    pacer.record_click("A", key="engagement@d2/A")
+    exposure = pacer.get("A")
+    assert exposure is not None and exposure.clicks == 2

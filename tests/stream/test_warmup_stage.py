@@ -246,3 +246,32 @@ def test_negative_ratings_push_away_and_zero_users_carry_no_weight(
     assert newbie.interactions == 1
     hater = store.users().get_users([f"{prefix}-hater"])[f"{prefix}-hater"]
     assert float(hater.vector @ c) < float(x @ c)  # and the rater moved away from what it disliked
+
+
+def test_one_slot_counts_one_impression_and_one_click(
+    store: FeastFeatureStore, prefix: str, tmp_path: Path
+) -> None:
+    """Ten clicks (and two impressions) on one (decision, item) count once: status, counters and the
+    vector see one click; another decision's click on the same item counts again."""
+    items = make_items(prefix, 1, seed=7)
+    store.write_items(items)
+    user = f"{prefix}-u"
+    x = np.ones(DIM, dtype=np.float32)
+    store.users().write_users([StoredUser(user, x, 0, "trained-1", T0)])
+    stage = new_stage(store, tmp_path / "c.sqlite3", warm_after=2)
+    item = items[0].item_id
+
+    def on_slot(n: int, kind: str, decision: str) -> Delivery:
+        ev = click(prefix, n, user, item, kind=kind)
+        return Delivery(ev.model_copy(update={"decision_id": decision, "position": 0}))
+
+    batch = [on_slot(0, "impression", "d1"), on_slot(1, "impression", "d1")]
+    batch += [on_slot(2 + n, "click", "d1") for n in range(10)]
+    stage.process(batch[:6])
+    stage.process(batch[6:])  # the repeats span batches too
+    row = store.get_items([item])[item]
+    assert (row.impressions, row.clicks) == (1, 1)
+    assert row.status != "warm"  # warm_after=2: one slot's ten clicks do not warm an item
+    stage.process([on_slot(20, "click", "d2")])
+    row = store.get_items([item])[item]
+    assert (row.impressions, row.clicks) == (1, 2) and row.status == "warm"
