@@ -591,11 +591,11 @@ class WarmupStage:
                 continue
             seen = seen_batch.setdefault(it.item_id, set(slot.state.seen_event_ids))
             # the same event sent twice, or ten clicks on one slot: counted (and learned) once
-            key = it.count_key()
-            if it.event_id in seen or key in seen:
+            count_key = it.count_key()
+            if it.event_id in seen or count_key in seen:
                 st.duplicates += 1
                 continue
-            seen.add(key)
+            seen.add(count_key)
             weight, positive = self._classify(it)
             user = users[it.user_id]
             if user.state.prior.shape != slot.state.prior.shape:  # item_dim changed since the user's state
@@ -609,13 +609,13 @@ class WarmupStage:
             x_user = user.state.vector
             # an uninformative (all-zero) user vector carries no evidence about the item's location
             w_item = weight if bool(np.any(x_user)) else 0.0
-            evidence.setdefault(it.item_id, []).append(Evidence(key, x_user, w_item, positive))
+            evidence.setdefault(it.item_id, []).append(Evidence(count_key, x_user, w_item, positive))
             if it.kind == "impression":
                 slot.impressions += 1
             x_item = (
                 slot.state.prior if self.config.user_counterpart == "content" else served_at_start[it.item_id]
             )
-            user.state = self.model.update_user(user.state, [Evidence(key, x_item, weight, positive)])
+            user.state = self.model.update_user(user.state, [Evidence(count_key, x_item, weight, positive)])
             touched_users.add(it.user_id)
             ts = _us(it.ts)
             max_ts[it.item_id] = max(max_ts.get(it.item_id, 0), ts)
