@@ -61,6 +61,9 @@ class ApiSettings(BaseModel):
         Run the decision-log process in the OS's ``SCHED_IDLE`` class (Linux) instead of at nice 10:
         it then gets only the CPU the request handlers leave (see
         :class:`~exploration.sinks.ProcessKafkaDecisionSink`).
+    publish_timeout_ms
+        Longest ``POST /v1/items`` and ``POST /v1/interactions`` wait for the broker before answering
+        503 (while the broker probe says it is away they answer 503 at once).
     max_body_bytes
         Largest request body; a larger one is answered 413 before it is parsed (:mod:`api.limits`).
     gil_switch_interval_s
@@ -90,3 +93,4 @@ class ApiSettings(BaseModel):
     gil_switch_interval_s: float = Field(default=0.0005, gt=0.0, le=0.1)
     max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    publish_timeout_ms: int = Field(default=1000, ge=100, le=60_000)

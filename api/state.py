@@ -35,6 +35,11 @@ from exploration.sinks import (
 )
 from feature_repo.base import FeatureStore
 from feature_repo.records import StoredItem
+from stream.broker import embedded_address
+from stream.link import BrokerLink
+from stream.pool_feed import PoolFeed
+from stream.producer import EventProducer
+from stream.topics import DECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +68,7 @@ class AppState:
     holder: PolicyHolder
     store: FeatureStore | None = None
     search_pool: CandidatePool | None = None
-    producer: Any = None
-    producer_error: str = ""
+    broker: BrokerLink | None = None
     model_store: ModelStore | None = None
     pool_synced: bool = False
     pool_feed: Any = None
@@ -87,11 +91,28 @@ class AppState:
                         raise ArtifactError(f"search needs an encoder artifact: {exc}") from exc
         return self._encoder
 
-    def require_producer(self) -> Any:
-        """The Kafka producer, or a 503-mapped :class:`BrokerError`."""
-        if self.producer is None:
-            raise BrokerError(f"no Kafka producer: {self.producer_error or 'disabled (api.kafka=false)'}")
-        return self.producer
+    def publish(self, send: Callable[[Any], Any]) -> Any:
+        """``send(producer)`` and its acknowledgement, or a 503-mapped :class:`BrokerError` within
+        ``api.publish_timeout_ms`` (at once while the broker probe says it is away)."""
+        if self.broker is None:
+            raise BrokerError("no Kafka producer: disabled (api.kafka=false)")
+        return self.broker.publish(send, self.settings.api.publish_timeout_ms / 1000.0)
+
+    def follow_stored(self) -> None:
+        """(Re)start following ``items.stored`` (at start, and after the broker came back)."""
+        if self.broker is None or not self.settings.api.follow_stored:
+            return
+        old, self.pool_feed = self.pool_feed, None
+        if old is not None:
+            old.stop()
+        try:
+            self.pool_feed = PoolFeed(
+                self.broker.bootstrap_servers,
+                self.apply_stored,
+                fetch_max_wait_ms=self.settings.kafka.follow_fetch_wait_ms,
+            ).start()
+        except Exception as exc:  # the periodic store sync still keeps the pool up to date
+            log.warning("API pool does not follow items.stored: %s", exc)
 
     # ------------------------------------------------------------------ maintenance
     def sync_pool(self, full: bool = True) -> tuple[int, int]:
@@ -202,9 +223,9 @@ class AppState:
         if self.pool_feed is not None:
             await asyncio.to_thread(self.pool_feed.stop)
         await asyncio.to_thread(self.service.close)
-        if self.producer is not None:
+        if self.broker is not None:
             with contextlib.suppress(Exception):
-                self.producer.close(timeout_s=5.0)
+                self.broker.close(timeout_s=5.0)
         close = getattr(self.store, "close", None)
         if close is not None:
             with contextlib.suppress(Exception):
@@ -239,37 +260,32 @@ def build_state(
     holder.maybe_reload()
     metrics.set_model_version(holder.current.version)
 
-    producer_error = ""
-    own_producer = producer is None
-    bootstrap = ""
-    if producer is None and settings.api.kafka:
-        try:
-            from stream.broker import resolve_bootstrap
-            from stream.producer import EventProducer
-
-            bootstrap = resolve_bootstrap(settings.kafka)
-            producer = EventProducer(bootstrap, settings.kafka)
-        except BrokerError as exc:
-            producer_error = str(exc)
-            log.warning("API without Kafka: %s", exc)
+    broker: BrokerLink | None = None
     sinks: list[DecisionSink] = []
-    if producer is not None and own_producer and settings.api.decision_log_process:
-        # the decisions topic gets its own producer in a child process (off the serving GIL)
-        from stream.producer import EventProducer
-        from stream.topics import DECISIONS
-
-        make_producer = functools.partial(EventProducer, bootstrap, settings.kafka)
-        sinks.append(
-            ProcessKafkaDecisionSink(
-                make_producer,
-                DECISIONS,
-                max_batch=settings.api.decision_log_max_batch,
-                linger_s=settings.api.decision_log_linger_ms / 1000.0,
-                idle_class=settings.api.decision_log_idle_class,
-            )
+    if settings.api.kafka:
+        bootstrap = settings.kafka.bootstrap_servers or embedded_address(settings.kafka)
+        # a write waits at most publish_timeout_ms for the broker, a send never blocks longer
+        api_kafka = settings.kafka.model_copy(
+            update={"producer_max_block_ms": settings.api.publish_timeout_ms}
         )
-    elif producer is not None:
-        sinks.append(KafkaDecisionSink(producer))
+        broker = BrokerLink(
+            bootstrap, api_kafka, make_producer=None if producer is None else (lambda: producer)
+        )
+        if not broker.healthy:
+            log.warning("Kafka at %s does not answer yet: writes answer 503 until it does", bootstrap)
+        if producer is None and settings.api.decision_log_process:
+            # the decisions topic gets its own producer in a child process (off the serving GIL)
+            sinks.append(
+                ProcessKafkaDecisionSink(
+                    functools.partial(EventProducer, bootstrap, api_kafka),
+                    DECISIONS,
+                    max_batch=settings.api.decision_log_max_batch,
+                    linger_s=settings.api.decision_log_linger_ms / 1000.0,
+                    idle_class=settings.api.decision_log_idle_class,
+                )
+            )
+        else:
+            sinks.append(KafkaDecisionSink(_LinkProducer(broker)))
     offline = getattr(store, "offline", None)
     if settings.api.offline_decisions and offline is not None:
         sinks.append(OfflineDecisionSink(offline))
@@ -291,22 +307,26 @@ def build_state(
         holder=holder,
         store=store,
         search_pool=factory() if settings.api.search_index else None,
-        producer=producer,
-        producer_error=producer_error,
+        broker=broker,
         model_store=mstore,
     )
     service.graduation_hooks.append(state.on_graduation)
-    if producer is not None and settings.api.follow_stored:
-        try:
-            from stream.broker import resolve_bootstrap
-            from stream.pool_feed import PoolFeed
-
-            state.pool_feed = PoolFeed(
-                resolve_bootstrap(settings.kafka),
-                state.apply_stored,
-                fetch_max_wait_ms=settings.kafka.follow_fetch_wait_ms,
-            ).start()
-        except Exception as exc:  # the periodic store sync still keeps the pool up to date
-            log.warning("API pool does not follow items.stored: %s", exc)
+    state.follow_stored()
+    if broker is not None:
+        broker.on_recover.append(state.follow_stored)  # a restarted broker: follow its new topic
     state.sync_pool()
     return state
+
+
+class _LinkProducer:
+    """The broker link's current producer, as the in-process decision sink needs it."""
+
+    def __init__(self, link: BrokerLink) -> None:
+        self.link = link
+
+    def publish_decision(self, decision: Any) -> Any:
+        return self.link.producer().publish_decision(decision)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        if self.link.healthy:
+            self.link.producer().flush(timeout_s)

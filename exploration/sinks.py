@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from coldstart.errors import InvalidInputError
+from coldstart.process import die_with_parent
 from exploration.records import Decision, LoggedDecision, as_decision, decision_json
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,9 @@ def _produce_loop(
     acks: Any,
     niceness: int = 0,
     idle_class: bool = False,
+    parent_pid: int | None = None,
 ) -> None:  # pragma: no cover - runs in the child process (covered through the sink's tests)
+    die_with_parent(parent_pid)  # a SIGKILLed API leaves no decision-log process behind
     _lower_priority(niceness, idle_class)  # before the producer starts its network thread
     producer = factory()
     errors = [0]
@@ -289,7 +292,7 @@ class ProcessKafkaDecisionSink(DecisionSink):
         self._closed = False
         self._proc = ctx.Process(
             target=_produce_loop,
-            args=(producer_factory, topic, self._inbox, self._acks, niceness, idle_class),
+            args=(producer_factory, topic, self._inbox, self._acks, niceness, idle_class, os.getpid()),
             name="kafka-decisions",
             daemon=True,
         )

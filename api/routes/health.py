@@ -29,7 +29,7 @@ async def readyz(state: State) -> JSONResponse:
         "store": state.store is not None,
         "pool_synced": state.pool_synced,
         "policy": state.holder.current is not None,
-        "kafka": state.producer is not None,
+        "kafka": state.broker is not None and state.broker.healthy,
     }
     ready = checks["store"] and checks["pool_synced"] and checks["policy"]
     body = Readiness(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, status
@@ -10,7 +11,7 @@ from pydantic import ValidationError
 
 from api.deps import Authorized, State
 from api.schemas import Accepted, ErrorOut, ItemIn, ItemOut
-from coldstart.errors import BrokerError, InvalidInputError, NotFoundError
+from coldstart.errors import InvalidInputError, NotFoundError
 from stream.contracts import NO_CONTROL
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
@@ -80,13 +81,5 @@ def _invalid(exc: ValidationError, prefix: str) -> InvalidInputError:
     return InvalidInputError(loc, first.get("input"), str(first["msg"]))
 
 
-async def _publish(state: State, send: object) -> None:
-    producer = state.require_producer()
-
-    def run() -> None:
-        try:
-            send(producer).get(timeout=10.0)  # type: ignore[operator]
-        except Exception as exc:
-            raise BrokerError(f"publish failed: {exc}") from exc
-
-    await asyncio.to_thread(run)
+async def _publish(state: State, send: Callable[[Any], Any]) -> None:
+    await asyncio.to_thread(state.publish, send)  # BrokerError (503) within api.publish_timeout_ms

@@ -1,0 +1,176 @@
+"""A process's link to the broker: a health probe that tells the truth within a second, and a
+producer that is rebuilt after the broker comes back.
+
+:class:`BrokerLink` probes the bootstrap addresses every ``probe_interval_s`` (a TCP connect; the
+first probe that succeeds after an outage also creates the missing topics). Writers ask it first:
+while the broker is away, :meth:`BrokerLink.producer` raises :class:`BrokerError` at once instead
+of blocking in the Kafka client (``api`` answers 503 within the probe interval). When the probe sees
+the broker again after an outage it recreates the topics the process owns (a restarted embedded
+broker is empty) and replaces the producer, so no state of the dead broker's session (producer ids,
+metadata of deleted topics) survives. ``on_recover`` callbacks then run (e.g. re-seeking followers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from coldstart.errors import BrokerError
+from stream.config import KafkaSettings
+from stream.producer import EventProducer
+from stream.topics import TOPICS, TopicSpec, ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+def broker_reachable(bootstrap_servers: str, timeout_s: float) -> bool:
+    """Whether any bootstrap address accepts a TCP connection within ``timeout_s``."""
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+class BrokerLink:
+    """The broker as one process sees it (thread-safe).
+
+    Parameters
+    ----------
+    bootstrap_servers
+        Kafka address.
+    settings
+        Producer settings.
+    topics
+        Topics this process owns: created when missing at start and after every outage.
+    partitions
+        Partitions of a topic it creates.
+    probe_interval_s
+        Seconds between probes; :attr:`healthy` is never older than twice that.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        settings: KafkaSettings,
+        *,
+        topics: Sequence[TopicSpec] = TOPICS,
+        partitions: int | None = None,
+        probe_interval_s: float = 0.5,
+        make_producer: Callable[[], Any] | None = None,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.settings = settings
+        self.topics = tuple(topics)
+        self.partitions = partitions or settings.partitions
+        self.probe_interval_s = probe_interval_s
+        self._make_producer = make_producer or (lambda: EventProducer(bootstrap_servers, settings))
+        self._lock = threading.Lock()
+        self._producer: Any = None
+        self._up = False
+        self._checked = 0.0
+        self._needs_topics = True
+        self.outages = 0
+        self.recoveries = 0
+        self.on_recover: list[Callable[[], None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="broker-probe", daemon=True)
+        self._probe()
+        self._thread.start()
+
+    @property
+    def healthy(self) -> bool:
+        """The broker answered the last probe, and that probe is recent."""
+        return self._up and time.monotonic() - self._checked <= 2 * self.probe_interval_s + 1.0
+
+    def producer(self) -> Any:
+        """The current producer, or :class:`BrokerError` at once while the broker is away."""
+        if not self.healthy:
+            raise BrokerError(f"Kafka at {self.bootstrap_servers} is unreachable")
+        with self._lock:
+            if self._producer is None:
+                try:
+                    self._producer = self._make_producer()
+                except BrokerError:
+                    self._up = False
+                    raise
+            return self._producer
+
+    def publish(self, send: Callable[[Any], Any], timeout_s: float) -> Any:
+        """``send(producer)`` and wait for the broker's acknowledgement at most ``timeout_s``.
+
+        Raises
+        ------
+        BrokerError
+            The broker is away, or did not acknowledge in time (the producer is then replaced).
+        """
+        producer = self.producer()
+        try:
+            return send(producer).get(timeout=timeout_s)
+        except Exception as exc:
+            self._discard(producer)
+            raise BrokerError(f"publish failed: {type(exc).__name__}: {exc}") from exc
+
+    def _discard(self, producer: Any) -> None:
+        with self._lock:
+            if self._producer is producer:
+                self._producer = None
+        threading.Thread(target=_close_quietly, args=(producer,), daemon=True).start()
+
+    def _probe(self) -> None:
+        up = broker_reachable(self.bootstrap_servers, timeout_s=min(1.0, self.probe_interval_s * 2))
+        was = self._up
+        if up and self._needs_topics:
+            try:
+                ensure_topics(self.bootstrap_servers, self.partitions, self.topics, timeout_s=5.0)
+                self._needs_topics = False
+            except BrokerError as exc:
+                log.warning("broker answers but topics could not be created yet: %s", exc)
+                up = False
+        self._up, self._checked = up, time.monotonic()
+        if was and not up:
+            self.outages += 1
+            self._needs_topics = True
+            log.warning("Kafka at %s is unreachable", self.bootstrap_servers)
+        if up and not was and self.outages:
+            self.recoveries += 1
+            with self._lock:
+                old, self._producer = self._producer, None
+            if old is not None:
+                threading.Thread(target=_close_quietly, args=(old,), daemon=True).start()
+            log.warning("Kafka at %s is back (recovery %d)", self.bootstrap_servers, self.recoveries)
+            for callback in list(self.on_recover):
+                try:
+                    callback()
+                except Exception:
+                    log.exception("on_recover callback failed")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.probe_interval_s):
+            try:
+                self._probe()
+            except Exception:  # the probe must outlive anything
+                log.exception("broker probe failed")
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop probing and close the producer."""
+        self._stop.set()
+        self._thread.join(timeout_s)
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                producer.close(timeout_s=timeout_s)
+
+
+def _close_quietly(producer: Any) -> None:
+    with contextlib.suppress(Exception):
+        producer.close(timeout_s=1.0)
