@@ -61,6 +61,10 @@ class ApiSettings(BaseModel):
         Run the decision-log process in the OS's ``SCHED_IDLE`` class (Linux) instead of at nice 10:
         it then gets only the CPU the request handlers leave (see
         :class:`~exploration.sinks.ProcessKafkaDecisionSink`).
+    store_timeout_ms
+        Longest one online-store call of this process may take (production profile: Redis connect
+        and read timeouts, no retries). A slot request whose user read fails is answered as for an
+        unknown user with ``degraded`` set, and the store is not asked again for a second.
     publish_timeout_ms
         Longest ``POST /v1/items`` and ``POST /v1/interactions`` wait for the broker before answering
         503 (while the broker probe says it is away they answer 503 at once).
@@ -94,3 +98,4 @@ class ApiSettings(BaseModel):
     max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     publish_timeout_ms: int = Field(default=1000, ge=100, le=60_000)
+    store_timeout_ms: int = Field(default=50, ge=1, le=10_000)

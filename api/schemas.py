@@ -95,6 +95,11 @@ class SlotsResponse(BaseModel):
     decision_id: str
     model_version: str
     slots: list[SlotOut]
+    degraded: Literal["user_store_unavailable"] | None = Field(
+        default=None,
+        description="Present when the answer is degraded: user_store_unavailable = the online store "
+        "did not answer, the slots were chosen as for an unknown user.",
+    )
 
 
 # --------------------------------------------------------------------------- items
@@ -258,6 +263,7 @@ class Readiness(BaseModel):
 
     ready: bool
     checks: dict[str, bool]
+    degraded: list[str] = Field(default_factory=list, description="Dependencies that are down now.")
     model_version: str
     pool_size: int
 

@@ -76,6 +76,8 @@ class AppState:
     _encoder_lock: threading.Lock = field(default_factory=threading.Lock)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set)
+    _store_ok: bool = True
+    _store_checked: float = 0.0
 
     # ------------------------------------------------------------------ encoder (lazy)
     def encoder(self) -> Any:
@@ -90,6 +92,20 @@ class AppState:
                     except NotFoundError as exc:
                         raise ArtifactError(f"search needs an encoder artifact: {exc}") from exc
         return self._encoder
+
+    def store_healthy(self) -> bool:
+        """The online store answered a read within the last half second (and slots read users)."""
+        if self.store is None:
+            return False
+        now = time.monotonic()
+        if now - self._store_checked > 0.5:
+            try:
+                self.store.users().get_users(["__readyz__"])
+                ok = True
+            except ColdstartError:
+                ok = False
+            self._store_ok, self._store_checked = ok, now
+        return self._store_ok and self.service.users_available
 
     def publish(self, send: Callable[[Any], Any]) -> Any:
         """``send(producer)`` and its acknowledgement, or a 503-mapped :class:`BrokerError` within
@@ -253,7 +269,9 @@ def build_state(
     if store is None:
         from feature_repo import open_store
 
-        store = open_store(settings)
+        # no request may wait for a lost online store: bounded calls without retries
+        feast = settings.feast.model_copy(update={"online_timeout_ms": settings.api.store_timeout_ms})
+        store = open_store(settings.model_copy(update={"feast": feast}))
     cfg = settings.exploration
     mstore = LocalModelStore(model_store_dir(settings))
     holder = PolicyHolder(build_policy(cfg.policy, seed=settings.seed), mstore)

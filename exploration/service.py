@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 import numpy as np
 from numpy.typing import NDArray
 
-from coldstart.errors import InvalidInputError
+from coldstart.errors import ColdstartError, InvalidInputError
 from exploration.model_store import PolicyHolder
 from exploration.pacing import ExposurePacer, GraduationEvent, PacingView
 from exploration.policies import ArmBatch
@@ -87,6 +87,9 @@ class SlotResult:
     explored: int
     """Slots whose item was not the policy's best-scored remaining candidate."""
     known_user: bool
+    degraded: str | None = None
+    """Why the answer is less than it should be (``user_store_unavailable``: served as for an
+    unknown user because the user read failed or the store is marked down)."""
 
     @functools.cached_property
     def decision(self) -> Decision:
@@ -125,6 +128,9 @@ class SlotService:
         Max slots per seller in one response.
     clock
         Epoch seconds.
+    users_retry_s
+        After a failed user read the store is not asked again for this long: requests are served as
+        for unknown users (``degraded``) without waiting for it.
     """
 
     def __init__(
@@ -139,6 +145,7 @@ class SlotService:
         starving_candidates: int = 10,
         per_seller_cap: int | None = None,
         clock: Callable[[], float] = time.time,
+        users_retry_s: float = 1.0,
     ) -> None:
         if candidates_m < 1:
             raise InvalidInputError("candidates_m", candidates_m, "must be >= 1")
@@ -151,6 +158,8 @@ class SlotService:
         self.starving_candidates = max(0, min(starving_candidates, candidates_m))
         self.per_seller_cap = per_seller_cap
         self.clock = clock
+        self.users_retry_s = users_retry_s
+        self._users_down_until = 0.0  # time.monotonic() before which the user store is not asked
         self._entries: dict[str, PoolEntry] = {}
         self._dim: int | None = None
         self._lock = threading.Lock()
@@ -247,16 +256,13 @@ class SlotService:
             raise InvalidInputError("user_id", request.user_id, "must be a non-empty string")
         now = self.clock()
         loaded = self.holder.current
-        user_vec: NDArray[np.float32] | None = None
-        if self.users is not None:
-            user = self.users.get_users([request.user_id]).get(request.user_id)
-            user_vec = None if user is None else np.asarray(user.vector, dtype=np.float32).reshape(-1)
-            if user_vec is not None and self._dim is not None and user_vec.shape[0] != self._dim:
-                # e.g. user vectors of another model version: serve context-only rather than fail
-                log.warning(
-                    "user %s: vector dim %d != pool dim %d", request.user_id, user_vec.shape[0], self._dim
-                )
-                user_vec = None
+        user_vec, degraded = self._user_vector(request.user_id)
+        if user_vec is not None and self._dim is not None and user_vec.shape[0] != self._dim:
+            # e.g. user vectors of another model version: serve context-only rather than fail
+            log.warning(
+                "user %s: vector dim %d != pool dim %d", request.user_id, user_vec.shape[0], self._dim
+            )
+            user_vec = None
 
         ids, sims = self._candidates(request, user_vec, now)
         entries = [self._entries.get(i) for i in ids]
@@ -315,7 +321,31 @@ class SlotService:
         self.decisions += 1
         self.slots_served += len(choice.slots)
         self.slots_explored += explored
-        return SlotResult(draft=decision, explored=explored, known_user=user_vec is not None)
+        return SlotResult(
+            draft=decision, explored=explored, known_user=user_vec is not None, degraded=degraded
+        )
+
+    @property
+    def users_available(self) -> bool:
+        """Whether user reads are attempted (no recent failure)."""
+        return time.monotonic() >= self._users_down_until
+
+    def _user_vector(self, user_id: str) -> tuple[NDArray[np.float32] | None, str | None]:
+        """The user's vector (``None`` if unknown), and why not when the store failed."""
+        if self.users is None:
+            return None, None
+        if not self.users_available:
+            return None, "user_store_unavailable"
+        try:
+            user = self.users.get_users([user_id]).get(user_id)
+        except ColdstartError as exc:  # an outage of the online store: serve, do not wait for it
+            if self.users_available:
+                log.warning(
+                    "user store unavailable (%s): unknown-user slots for %.1fs", exc, self.users_retry_s
+                )
+            self._users_down_until = time.monotonic() + self.users_retry_s
+            return None, "user_store_unavailable"
+        return (None if user is None else np.asarray(user.vector, dtype=np.float32).reshape(-1)), None
 
     def _candidates(
         self, request: SlotRequest, user_vec: NDArray[np.float32] | None, now: float

@@ -39,6 +39,11 @@ class FeastSettings(BaseModel):
         ``<settings.data_dir>/feast``. Relative paths are resolved against the working directory.
     registry_cache_ttl_s
         How long a process trusts its cached copy of the registry.
+    online_timeout_ms
+        Production profile: connect and read timeout of each Redis call, without retries (a call
+        then fails within this bound when Redis is away). ``None``: the client's defaults (no
+        timeout, retries with backoff: a write waits out a short outage). The API sets it to
+        ``api.store_timeout_ms`` so that no request waits for a lost store.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -51,6 +56,7 @@ class FeastSettings(BaseModel):
     pg_schema: str = "coldstart"
     repo_path: Path | None = None
     registry_cache_ttl_s: int = Field(default=60, ge=0)
+    online_timeout_ms: int | None = Field(default=None, ge=1, le=60_000)
 
     @field_validator("project", "pg_schema")
     @classmethod
@@ -82,4 +88,7 @@ class FeastSettings(BaseModel):
             out.append(f"password={parts.password}")
         if parts.scheme == "rediss":
             out.append("ssl=true")
+        if self.online_timeout_ms is not None:
+            t = self.online_timeout_ms / 1000.0
+            out += [f"socket_timeout={t}", f"socket_connect_timeout={t}", "retry=null"]
         return ",".join(out)

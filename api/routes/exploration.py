@@ -49,9 +49,10 @@ def slots_json(state: AppState, body: SlotsRequest) -> bytes:
             SlotOut(item_id=s.item_id, position=s.position, propensity=s.propensity, score=s.score)
             for s in d.slots
         ],
+        degraded=result.degraded,  # type: ignore[arg-type]
     )
     # serialised here: a returned model would be validated again against response_model by FastAPI
-    return out.model_dump_json().encode("utf-8")
+    return out.model_dump_json(exclude_none=True).encode("utf-8")
 
 
 #: Well-formed, authorised slot requests are served by :class:`api.direct.DirectRoutes` with the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -20,20 +22,30 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(state: State) -> JSONResponse:
-    """Ready when the store is open, the pool synced and a policy loaded; 503 otherwise (no auth).
+    """Ready when the pool is synced and a policy loaded; 503 otherwise (no auth).
 
-    A configured but unreachable Kafka is reported (``kafka: false``) without failing readiness:
-    slots are still served, the decision log then relies on the offline store.
+    ``checks`` are probed, never older than a second: ``store`` = the online store answered a read,
+    ``kafka`` = the broker accepts connections. Either one down does not fail readiness: slots are
+    still served (as for unknown users while the store is away; ``degraded`` lists what is down)
+    and writes answer 503 fast. Readiness fails only where this replica cannot serve slots at all.
     """
+    store_ok = await asyncio.to_thread(state.store_healthy)
     checks = {
-        "store": state.store is not None,
+        "store": store_ok,
         "pool_synced": state.pool_synced,
         "policy": state.holder.current is not None,
         "kafka": state.broker is not None and state.broker.healthy,
     }
-    ready = checks["store"] and checks["pool_synced"] and checks["policy"]
+    ready = checks["pool_synced"] and checks["policy"]
+    degraded = [name for name in ("store", "kafka") if not checks[name]]
+    if state.broker is None:
+        degraded.remove("kafka")  # switched off, not down
     body = Readiness(
-        ready=ready, checks=checks, model_version=state.holder.current.version, pool_size=len(state.service)
+        ready=ready,
+        checks=checks,
+        degraded=degraded,
+        model_version=state.holder.current.version,
+        pool_size=len(state.service),
     )
     return JSONResponse(status_code=200 if ready else 503, content=body.model_dump())
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -99,8 +100,8 @@ def test_every_error_is_fastapis_own_answer(apps, case: str, headers: dict[str, 
     assert on.state.coldstart.service.decisions == 0
 
 
-def test_a_store_failure_is_a_503_on_both_paths(apps) -> None:  # type: ignore[no-untyped-def]
-    """An error raised by the handler (after validation) gets the response api/errors.py gives it."""
+def test_a_user_store_failure_degrades_on_both_paths(apps) -> None:  # type: ignore[no-untyped-def]
+    """A failing user read is served as for an unknown user, flagged ``degraded``, on both paths."""
     answers = []
     for app, client in apps:
         store = app.state.coldstart.store
@@ -109,6 +110,19 @@ def test_a_store_failure_is_a_503_on_both_paths(apps) -> None:  # type: ignore[n
             for t in tables:
                 if "user" in t:
                     db.execute(f'drop table "{t}"')
+        r = client.post(SLOTS, json={"user_id": "user-0", "k": 2}, headers=KEY)
+        answers.append((r.status_code, r.json().get("degraded"), len(r.json()["slots"])))
+    assert answers[0] == answers[1] == (200, "user_store_unavailable", 2)
+    assert _direct(apps[0][0]).served == 1
+
+
+def test_a_handler_error_gets_the_same_answer_on_both_paths(apps) -> None:  # type: ignore[no-untyped-def]
+    """An error raised by the handler (after validation) gets the response api/errors.py gives it:
+    here a policy whose pmf is not a distribution (a corrupt model)."""
+    answers = []
+    for app, client in apps:
+        policy = app.state.coldstart.holder.current.policy
+        policy._predict = lambda context, arms: (np.full(len(arms), np.nan), np.zeros(len(arms)))
         r = client.post(SLOTS, json={"user_id": "user-0", "k": 2}, headers=KEY)
         answers.append((r.status_code, r.headers.get("retry-after"), r.json()["error"]))
     assert answers[0] == answers[1] == (503, "5", "unavailable")
