@@ -23,7 +23,9 @@ class ApiSettings(BaseModel):
         Connect a producer (``POST /v1/items``, ``POST /v1/interactions`` and the decisions topic);
         when no broker answers the API still serves slots and those endpoints answer 503.
     offline_decisions
-        Also write every decision to the offline store (micro-batched background writer).
+        Without Kafka (``kafka=false``): write every decision to the offline store from this process
+        (micro-batched background writer). With Kafka the archive consumer (``coldstart stream
+        archive``, run by ``coldstart stream learn``) writes them from the decisions topic instead.
     search_index
         Keep a content-space index of cold items for ``GET /v1/search`` (needs an encoder artifact
         for queries).

@@ -305,7 +305,9 @@ def build_state(
         else:
             sinks.append(KafkaDecisionSink(_LinkProducer(broker)))
     offline = getattr(store, "offline", None)
-    if settings.api.offline_decisions and offline is not None:
+    # with Kafka the archive consumer writes the offline decision log from the decisions topic
+    # (committed after its write, so a crash of this process loses nothing the topic has)
+    if settings.api.offline_decisions and offline is not None and broker is None:
         sinks.append(OfflineDecisionSink(offline))
 
     service = SlotService(

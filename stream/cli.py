@@ -199,3 +199,30 @@ def learn_cli(
 
     stats = learn_command(idle_exit_s=idle_exit_s)
     typer.echo(f"learner stopped: {stats}")
+
+
+@app.command("archive")
+def archive_command(
+    idle_exit: Annotated[
+        float | None, typer.Option(help="Exit after this many seconds without records (scripted runs).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose/--quiet")] = True,
+) -> None:
+    """Copy the decisions and interactions topics into the offline store (committed after each write).
+
+    ``coldstart stream learn`` runs the same archive unless ``kafka.archive.with_learner`` is off.
+    """
+    from coldstart.settings import get_settings
+    from feature_repo import open_offline_log
+    from stream.archive_worker import run_archive
+    from stream.broker import resolve_bootstrap
+    from stream.topics import ensure_topics
+
+    _logging(verbose)
+    settings = get_settings()
+    bootstrap = resolve_bootstrap(settings.kafka)
+    ensure_topics(bootstrap, settings.kafka.partitions)
+    stop = threading.Event()
+    _on_signals(stop.set)
+    metrics = run_archive(bootstrap, settings.kafka, open_offline_log(settings), stop, idle_exit_s=idle_exit)
+    typer.echo(json.dumps({topic: m.snapshot() for topic, m in metrics.items()}))

@@ -91,6 +91,31 @@ class EncodeWorkerSettings(BaseModel):
     vector_cache_dir: Path | None = None
 
 
+class ArchiveSettings(BaseModel):
+    """The archive consumers (``decisions`` and ``interactions`` into the offline store).
+
+    Parameters
+    ----------
+    group_id
+        Prefix of the archive workers' consumer groups (``<group_id>-decisions``, ``-interactions``).
+    max_batch_size
+        Most records per offline write (one parquet part or one INSERT, one commit).
+    linger_ms
+        How long a batch waits for more records after its first one, ms: with the API's decision-log
+        linger it bounds how long a decision takes to reach the offline store.
+    with_learner
+        ``coldstart stream learn`` also runs the archive (``False``: run ``coldstart stream
+        archive`` on its own).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    group_id: str = "coldstart-archive"
+    max_batch_size: int = Field(default=512, ge=1, le=100_000)
+    linger_ms: int = Field(default=1000, ge=0, le=60_000)
+    with_learner: bool = True
+
+
 class KafkaSettings(BaseModel):
     """Kafka connection. ``bootstrap_servers=None`` uses the embedded Tansu broker on 127.0.0.1."""
 
@@ -123,6 +148,7 @@ class KafkaSettings(BaseModel):
     # Longest a send may block for metadata or buffer space while the broker is away.
     producer_max_block_ms: int = Field(default=10_000, ge=100, le=300_000)
     encode: EncodeWorkerSettings = Field(default_factory=EncodeWorkerSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     images: ImageFetchSettings = Field(default_factory=ImageFetchSettings)
 
 

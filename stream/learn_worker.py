@@ -306,10 +306,29 @@ def learn_command(
     from stream.warmup_stage import build_warmup_stage
 
     worker.warmup = build_warmup_stage(settings, producer=EventProducer(bootstrap, settings.kafka))
+    archive_stop = threading.Event()
+    archive: threading.Thread | None = None
+    if settings.kafka.archive.with_learner:
+        # decisions and interactions into the offline store, each batch committed after its write
+        from feature_repo import open_offline_log
+        from stream.archive_worker import run_archive
+
+        offline = open_offline_log(settings)
+        archive = threading.Thread(
+            target=run_archive,
+            args=(bootstrap, settings.kafka, offline, archive_stop),
+            kwargs={"idle_exit_s": idle_exit_s},
+            name="archive",
+            daemon=True,
+        )
+        archive.start()
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     try:
         return worker.run(idle_exit_s=idle_exit_s, max_s=max_s)
     finally:
+        archive_stop.set()
+        if archive is not None:
+            archive.join(60)
         if worker.warmup is not None:
             worker.warmup.close()

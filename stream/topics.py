@@ -36,6 +36,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(ITEMS_STORED, "item_id", "ItemStored notifications (feed of in-process pool indexes)"),
     TopicSpec(dlq_topic(ITEMS_LISTED), "source key", "DeadLetter records of the encoder worker"),
     TopicSpec(dlq_topic(INTERACTIONS), "source key", "DeadLetter records of the interaction consumers"),
+    TopicSpec(dlq_topic(DECISIONS), "source key", "DeadLetter records of the decisions archive"),
 )
 
 
