@@ -64,7 +64,14 @@ def test_broker_outage_degrades_and_recovers_without_restart(tmp_path: Path) -> 
     settings = seeded_settings(
         tmp_path,
         kafka={"bootstrap_servers": broker.bootstrap_servers, "partitions": 2},
-        api={"api_keys": ["test-key"], "kafka": True, "decision_log_linger_ms": 50},
+        # the child at normal priority: an idle-class child gets no CPU while other work saturates the
+        # machine, and this test is about reconnecting, not scheduling
+        api={
+            "api_keys": ["test-key"],
+            "kafka": True,
+            "decision_log_linger_ms": 50,
+            "decision_log_idle_class": False,
+        },
     )
     try:
         with TestClient(create_app(settings)) as client:
