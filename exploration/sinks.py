@@ -184,14 +184,27 @@ def _produce_loop(
     _lower_priority(niceness, idle_class)  # before the producer starts its network thread
     producer = factory()
     errors = [0]
+    broken = threading.Event()  # a send failed: the next burst gets a new producer (see below)
+    rebuilt_at = 0.0
 
     def failed(exc: BaseException) -> None:
         errors[0] += 1
+        broken.set()
         log.error("decision not published: %s", exc)
 
     while True:
         msg = inbox.get()
         kind = msg[0]
+        if broken.is_set() and time.monotonic() - rebuilt_at >= 1.0:
+            # a broker that restarted keeps refusing a producer of the old session (seen: UnknownError
+            # for every batch after an empty embedded broker came back): start a new one, at most 1/s
+            broken.clear()
+            rebuilt_at = time.monotonic()
+            try:
+                old, producer = producer, factory()
+                threading.Thread(target=old.close, args=(1.0,), daemon=True).start()
+            except Exception as exc:
+                failed(exc)
         if kind == "d":  # a burst of (key, decision): one produce request carries them all
             for key, decision in msg[1]:
                 try:

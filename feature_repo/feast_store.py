@@ -57,6 +57,9 @@ _READ_CHUNK = 500
 _EPOCH = datetime.fromtimestamp(0, tz=UTC)
 
 
+_ROW = "__coldstart_row"
+
+
 def _f32(value: Any) -> NDArray[np.float32]:
     return np.asarray(value, dtype=np.float32)
 
@@ -329,11 +332,20 @@ class FeastFeatureStore(FeatureStore):
         """
         if "event_timestamp" not in entity_df.columns:
             raise InvalidInputError("entity_df.columns", list(entity_df.columns), "needs 'event_timestamp'")
+        if _ROW in entity_df.columns:
+            raise InvalidInputError("entity_df.columns", list(entity_df.columns), f"{_ROW!r} is reserved")
+        tagged = entity_df.reset_index(drop=True).assign(**{_ROW: np.arange(len(entity_df), dtype=np.int64)})
         try:
-            job = self.feast.get_historical_features(entity_df=entity_df, features=list(features))
-            return job.to_df()
+            job = self.feast.get_historical_features(entity_df=tagged, features=list(features))
+            found = job.to_df()
         except Exception as exc:
             raise StoreError(f"cannot build the historical feature frame: {exc}") from exc
+        # one row per entity row, in the entity frame's order: a row with no earlier feature row gets
+        # nulls (the file offline store drops it, PostgreSQL keeps it)
+        values = found.drop(columns=[c for c in entity_df.columns if c in found.columns])
+        values = values.drop_duplicates(_ROW, keep="last")
+        out = tagged.merge(values, on=_ROW, how="left").sort_values(_ROW, kind="stable")
+        return out.drop(columns=[_ROW]).reset_index(drop=True)
 
     def close(self) -> None:
         """Release connections (offline pool; Feast's online clients are per-process)."""

@@ -167,12 +167,13 @@ def test_point_in_time_training_frame(store: FeastFeatureStore, uid: str) -> Non
             "item_content:encoder_version",
         ],
     )
-    df["event_timestamp"] = pd.to_datetime(df["event_timestamp"], utc=True)
-    df = df.set_index("event_timestamp").sort_index()
-    rows = [df.loc[pd.Timestamp(w)] if pd.Timestamp(w) in df.index else None for w in when]
-    # before the first write: no features (the file offline store drops the row, PostgreSQL returns nulls)
-    assert rows[0] is None or not isinstance(rows[0]["item_vector"], list | np.ndarray)
-    assert all(r is not None for r in rows[1:])
+    # one row per entity row, in order, on both profiles
+    assert len(df) == len(when)
+    assert list(pd.to_datetime(df["event_timestamp"], utc=True)) == [pd.Timestamp(w) for w in when]
+    rows = [df.iloc[n] for n in range(len(when))]
+    # before the first write: the row is there, with nulls
+    assert rows[0]["item_id"] == item.item_id
+    assert not isinstance(rows[0]["item_vector"], list | np.ndarray) and pd.isna(rows[0]["encoder_version"])
     np.testing.assert_allclose(np.asarray(rows[1]["item_vector"], np.float32), item.item_vector)
     np.testing.assert_allclose(np.asarray(rows[2]["item_vector"], np.float32), item.item_vector)
     np.testing.assert_allclose(np.asarray(rows[3]["item_vector"], np.float32), v2)
