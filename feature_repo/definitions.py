@@ -23,6 +23,7 @@ writes one small state row instead of re-writing the content embedding.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Literal
 
 from feast import Entity, FeatureView, Field, FileSource, PushSource
@@ -108,6 +109,11 @@ def _batch_source(profile: Literal["embedded", "production"], table: str, pg_sch
     )
 
 
+#: No expiry. Spelled as the registry stores it (a zero duration): a view declared with ``ttl=None``
+#: never equals its registry copy, and ``feast plan`` then reports every view as changed.
+NO_TTL = timedelta(0)
+
+
 def build_definitions(
     profile: Literal["embedded", "production"], pg_schema: str = "coldstart"
 ) -> Definitions:
@@ -128,7 +134,7 @@ def build_definitions(
     item_content = FeatureView(
         name=ITEM_CONTENT,
         entities=[item],
-        ttl=None,
+        ttl=NO_TTL,
         schema=[
             Field(name="content_vector", dtype=vec, description="shared image/text space, unit norm"),
             Field(name="content_item_vector", dtype=vec, description="item-tower output of the content"),
@@ -147,7 +153,7 @@ def build_definitions(
     item_state = FeatureView(
         name=ITEM_STATE,
         entities=[item],
-        ttl=None,
+        ttl=NO_TTL,
         schema=[
             Field(name="item_vector", dtype=vec, description="recommendation space (blended after warm-up)"),
             Field(name="status", dtype=String, description="cold | warming | warm | graduated"),
@@ -163,7 +169,7 @@ def build_definitions(
     user_vector = FeatureView(
         name=USER_VECTOR,
         entities=[user],
-        ttl=None,
+        ttl=NO_TTL,
         schema=[
             Field(name="user_vector", dtype=vec, description="recommendation space"),
             Field(name="interactions", dtype=Int64),
