@@ -287,7 +287,10 @@ def build_state(
             update={"producer_max_block_ms": settings.api.publish_timeout_ms}
         )
         broker = BrokerLink(
-            bootstrap, api_kafka, make_producer=None if producer is None else (lambda: producer)
+            bootstrap,
+            api_kafka,
+            make_producer=None if producer is None else (lambda: producer),
+            owns_producers=producer is None,  # an injected producer is its owner's to close
         )
         if not broker.healthy:
             log.warning("Kafka at %s does not answer yet: writes answer 503 until it does", bootstrap)

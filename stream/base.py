@@ -30,6 +30,7 @@ from typing import Any, Generic, TypeVar
 from coldstart.errors import BrokerError, InvalidInputError
 from stream.config import KafkaSettings
 from stream.dlq import DeadLetterQueue
+from stream.link import TopicKeeper
 from stream.metrics import ConsumerMetrics
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,8 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
         self._error: BaseException | None = None
         self._joined = False
         self._assigned: frozenset[int] = frozenset()
+        # a broker that came back empty has none of our topics: the keeper recreates them
+        self._keeper = TopicKeeper(bootstrap_servers, kafka.partitions)
         self._compute_pool = ThreadPoolExecutor(
             batch.compute_threads, thread_name_prefix=f"{type(self).__name__}-compute"
         )
@@ -206,6 +209,7 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
                 group_id=self.batch.group_id,
                 client_id=f"{self.kafka.client_id}-{self.batch.group_id}",
                 enable_auto_commit=False,
+                allow_auto_create_topics=False,  # the TopicKeeper creates them with kafka.partitions
                 auto_offset_reset="earliest",
                 session_timeout_ms=self.kafka.session_timeout_ms,
                 heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
@@ -225,6 +229,7 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
         try:
             while not self._stop.is_set():
                 records = self._poll_batch()
+                self._keeper.tick()
                 if self._error is not None:
                     raise self._error
                 self._complete(block=False)

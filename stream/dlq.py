@@ -288,6 +288,7 @@ class DeadLetterQueue:
             bootstrap_servers=self._bootstrap,
             client_id=f"{self.consumer}-dlq-recover",
             enable_auto_commit=False,
+            allow_auto_create_topics=False,
             fetch_max_wait_ms=50,
         )
         found = 0
@@ -337,6 +338,7 @@ def read_dead_letters(bootstrap_servers: str, source_topic: str, *, idle_ms: int
         client_id="coldstart-dlq-reader",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        allow_auto_create_topics=False,
         group_id=None,
         fetch_max_wait_ms=100,
     )

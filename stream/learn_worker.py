@@ -32,6 +32,7 @@ from exploration.records import Decision
 from exploration.rewards import RewardJoiner, SlotReward
 from stream.config import KafkaSettings
 from stream.contracts import Interaction, decode_event
+from stream.link import TopicKeeper
 from stream.topics import DECISIONS, INTERACTIONS
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,7 @@ class LearnWorker:
                 group_id=self.group_id,
                 client_id=f"{self.kafka.client_id}-{self.group_id}",
                 enable_auto_commit=False,
+                allow_auto_create_topics=False,  # the TopicKeeper creates them with kafka.partitions
                 auto_offset_reset="earliest",
                 session_timeout_ms=self.kafka.session_timeout_ms,
                 heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
@@ -202,10 +204,13 @@ class LearnWorker:
         except KafkaError as exc:
             raise BrokerError(f"learner cannot connect to {self.bootstrap_servers}: {exc}") from exc
         consumer.subscribe([DECISIONS, INTERACTIONS])
+        # a broker that came back empty has none of our topics: the keeper recreates them
+        keeper = TopicKeeper(self.bootstrap_servers, self.kafka.partitions)
         start = last_data = time.monotonic()
         try:
             while not self._stop.is_set():
                 polled = consumer.poll(timeout_ms=200, max_records=1000)
+                keeper.tick()
                 now = time.monotonic()
                 for tp, records in polled.items():
                     for record in records:

@@ -55,6 +55,10 @@ class BrokerLink:
         Partitions of a topic it creates.
     probe_interval_s
         Seconds between probes; :attr:`healthy` is never older than twice that.
+    make_producer
+        Builds a producer (default: an :class:`EventProducer` with ``settings``).
+    owns_producers
+        Whether the producers ``make_producer`` returns are this link's to close.
     """
 
     def __init__(
@@ -66,6 +70,7 @@ class BrokerLink:
         partitions: int | None = None,
         probe_interval_s: float = 0.5,
         make_producer: Callable[[], Any] | None = None,
+        owns_producers: bool = True,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.settings = settings
@@ -73,6 +78,9 @@ class BrokerLink:
         self.partitions = partitions or settings.partitions
         self.probe_interval_s = probe_interval_s
         self._make_producer = make_producer or (lambda: EventProducer(bootstrap_servers, settings))
+        # False when the factory hands out a producer someone else owns (and closes): it is then
+        # dropped, never closed, when replaced
+        self.owns_producers = owns_producers
         self._lock = threading.Lock()
         self._producer: Any = None
         self._up = False
@@ -123,7 +131,8 @@ class BrokerLink:
         with self._lock:
             if self._producer is producer:
                 self._producer = None
-        threading.Thread(target=_close_quietly, args=(producer,), daemon=True).start()
+        if self.owns_producers:
+            threading.Thread(target=_close_quietly, args=(producer,), daemon=True).start()
 
     def _probe(self) -> None:
         up = broker_reachable(self.bootstrap_servers, timeout_s=min(1.0, self.probe_interval_s * 2))
@@ -144,7 +153,7 @@ class BrokerLink:
             self.recoveries += 1
             with self._lock:
                 old, self._producer = self._producer, None
-            if old is not None:
+            if old is not None and self.owns_producers:
                 threading.Thread(target=_close_quietly, args=(old,), daemon=True).start()
             log.warning("Kafka at %s is back (recovery %d)", self.bootstrap_servers, self.recoveries)
             for callback in list(self.on_recover):
@@ -166,9 +175,80 @@ class BrokerLink:
         self._thread.join(timeout_s)
         with self._lock:
             producer, self._producer = self._producer, None
-        if producer is not None:
+        if producer is not None and self.owns_producers:
             with contextlib.suppress(Exception):
                 producer.close(timeout_s=timeout_s)
+
+
+class TopicKeeper:
+    """Recreates the topics a consumer process owns after its broker comes back empty.
+
+    coldstart's clients ask the broker not to auto-create topics (one made that way gets the
+    broker's default partition count, not ``kafka.partitions``; an external Kafka often has
+    auto-creation off), so after a broker restart that lost its topics they exist again only when
+    someone creates them. A consumer calls :meth:`tick` from its poll loop: at most every
+    ``probe_every_s`` it probes the broker (a TCP connect); the first probe that succeeds after a
+    failed one creates the missing topics, and so does a check every ``check_every_s`` (a restart
+    faster than the probe interval is seen there). The embedded broker ignores the no-auto-create
+    request and may recreate a topic first, with its own partition count.
+
+    Parameters
+    ----------
+    bootstrap_servers
+        Kafka address.
+    partitions
+        Partitions of a topic it creates.
+    topics
+        The topics the process owns.
+    probe_every_s
+        Seconds between broker probes.
+    check_every_s
+        Seconds between topic checks while the broker stays up.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        partitions: int,
+        topics: Sequence[TopicSpec] = TOPICS,
+        *,
+        probe_every_s: float = 1.0,
+        check_every_s: float = 30.0,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.partitions = partitions
+        self.topics = tuple(topics)
+        self.probe_every_s = probe_every_s
+        self.check_every_s = check_every_s
+        self.outages = 0
+        self.created: list[str] = []
+        self._up = True
+        self._last_probe = self._last_check = time.monotonic()
+
+    def tick(self) -> list[str]:
+        """Probe and create missing topics when due (cheap when not). Returns the names created."""
+        now = time.monotonic()
+        if now - self._last_probe < self.probe_every_s:
+            return []
+        self._last_probe = now
+        was, self._up = self._up, broker_reachable(self.bootstrap_servers, timeout_s=0.5)
+        if not self._up:
+            if was:
+                self.outages += 1
+            return []
+        if was and now - self._last_check < self.check_every_s:
+            return []
+        self._last_check = now
+        try:
+            created = ensure_topics(self.bootstrap_servers, self.partitions, self.topics, timeout_s=5.0)
+        except BrokerError as exc:
+            log.warning("topics could not be checked: %s", exc)
+            self._up = False  # try again at the next probe
+            return []
+        if created:
+            self.created.extend(created)
+            log.warning("recreated missing topics %s on %s", created, self.bootstrap_servers)
+        return created
 
 
 def _close_quietly(producer: Any) -> None:

@@ -123,6 +123,7 @@ class PoolFeed:
             client_id="coldstart-pool-feed",
             group_id=None,
             enable_auto_commit=False,
+            allow_auto_create_topics=False,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
         parts = self._consumer.partitions_for_topic(ITEMS_STORED) or set()

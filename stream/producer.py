@@ -59,6 +59,7 @@ class EventProducer:
                 # restarted); consumers de-duplicate by event id and idempotent writes instead
                 enable_idempotence=False,
                 reconnect_backoff_max_ms=1000,
+                allow_auto_create_topics=False,  # topics are created with kafka.partitions (ensure_topics)
                 max_block_ms=cfg.producer_max_block_ms,
                 compression_type=None if cfg.producer_compression == "none" else cfg.producer_compression,
             )

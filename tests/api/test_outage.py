@@ -17,45 +17,15 @@ from api.main import create_app
 from stream.broker import TansuBroker, free_port
 from stream.topics import DECISIONS, ITEMS_LISTED
 from tests.api.conftest import KEY, seeded_settings
+from tests.faults import kill_broker, topic_values, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 ITEM = {"item_id": "outage-1", "title": "a kettle", "seller_id": "s"}
 
 
-def _kill(broker: TansuBroker) -> None:
-    proc = broker._proc
-    assert proc is not None
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    broker._proc = None
-
-
-def _wait(predicate, timeout_s: float, step_s: float = 0.1) -> float:  # type: ignore[no-untyped-def]
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(step_s)
-    raise AssertionError(f"not within {timeout_s}s")
-
-
 def _decision_ids(bootstrap: str) -> set[str]:
-    import json
-
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(
-        DECISIONS, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    ids: set[str] = set()
-    try:
-        while polled := consumer.poll(timeout_ms=1500):
-            for records in polled.values():
-                ids.update(json.loads(r.value)["decision_id"] for r in records)
-    finally:
-        consumer.close()
-    return ids
+    return topic_values(bootstrap, DECISIONS, "decision_id")
 
 
 def test_broker_outage_degrades_and_recovers_without_restart(tmp_path: Path) -> None:
@@ -78,8 +48,8 @@ def test_broker_outage_degrades_and_recovers_without_restart(tmp_path: Path) -> 
             assert client.post("/v1/items", json=ITEM, headers=KEY).status_code == 202
             assert client.get("/readyz").json()["checks"]["kafka"] is True
 
-            _kill(broker)
-            _wait(lambda: client.get("/readyz").json()["checks"]["kafka"] is False, 1.5)
+            kill_broker(broker)
+            wait_for(lambda: client.get("/readyz").json()["checks"]["kafka"] is False, 1.5)
             start = time.monotonic()
             r = client.post("/v1/items", json=ITEM, headers=KEY)
             assert r.status_code == 503 and time.monotonic() - start < 1.0
@@ -98,7 +68,7 @@ def test_broker_outage_degrades_and_recovers_without_restart(tmp_path: Path) -> 
 
             # a fresh embedded broker: same address, no topics, no producer ids, no offsets
             broker = TansuBroker(port, partitions=2).start(create_topics=False)
-            took = _wait(
+            took = wait_for(
                 lambda: client.post("/v1/items", json=ITEM, headers=KEY).status_code == 202, 30.0, 0.5
             )
             assert took < 30.0
@@ -118,7 +88,7 @@ def test_broker_outage_degrades_and_recovers_without_restart(tmp_path: Path) -> 
                 return str(r.json()["decision_id"])
 
             sent: set[str] = set()
-            _wait(
+            wait_for(
                 lambda: bool(
                     sent.update({slots(), slots()}) or sent & _decision_ids(broker.bootstrap_servers)
                 ),
@@ -126,7 +96,7 @@ def test_broker_outage_degrades_and_recovers_without_restart(tmp_path: Path) -> 
                 1.0,
             )
             later = {slots() for _ in range(5)}
-            _wait(lambda: later <= _decision_ids(broker.bootstrap_servers), 15.0, 1.0)
+            wait_for(lambda: later <= _decision_ids(broker.bootstrap_servers), 15.0, 1.0)
     finally:
         broker.stop()
 
@@ -153,11 +123,11 @@ def test_decision_log_child_dies_with_a_sigkilled_api(tmp_path: Path) -> None:
         )
         try:
             parent = psutil.Process(api.pid)
-            _wait(lambda: len(parent.children(recursive=True)) >= 1, 120.0, 0.5)
+            wait_for(lambda: len(parent.children(recursive=True)) >= 1, 120.0, 0.5)
             children = parent.children(recursive=True)
             api.send_signal(signal.SIGKILL)
             api.wait()
-            _wait(
+            wait_for(
                 lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children), 10.0
             )
         finally:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
 
 from api.main import create_app
 from coldstart.settings import get_settings
@@ -21,10 +20,10 @@ from feature_repo import open_store
 from stream.broker import free_port
 from tests.api.conftest import KEY
 from tests.exploration.slot_env import make_items, make_users
+from tests.faults import pg_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SLOTS = "/v1/exploration/slots"
 
 
@@ -63,16 +62,8 @@ class RedisServer:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A PostgreSQL database of this test's own (offline store and registry), dropped afterwards."""
-    name = f"cs_outage_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with pg_database("cs_outage") as url:
+        yield url
 
 
 @pytest.fixture

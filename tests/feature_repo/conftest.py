@@ -16,8 +16,8 @@ import redis
 from sqlalchemy import create_engine, text
 
 from coldstart.settings import Settings, get_settings
+from tests.faults import PG_ADMIN_URL, pg_database
 
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -40,16 +40,8 @@ def pg_database_url() -> Iterator[str]:
     reason = _services_up()
     if reason:
         pytest.fail(reason)
-    name = f"cs_h4_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with pg_database("cs_h4") as url:
+        yield url
 
 
 def embedded_settings(tmp_path: Path) -> Settings:

@@ -3,7 +3,6 @@ the API SIGKILLed under 20 requests/s, the archive consumer committing after its
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from kafka import KafkaConsumer
 
 from coldstart.settings import Settings
 from feature_repo import open_offline_log
@@ -23,22 +21,11 @@ from stream.broker import TansuBroker, free_port
 from stream.config import ArchiveSettings, KafkaSettings
 from stream.topics import DECISIONS, INTERACTIONS
 from tests.api.conftest import KEY, seeded_settings
+from tests.faults import topic_values
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 LINGER_MS = 250
-
-
-def _topic_ids(bootstrap: str, topic: str, field: str) -> set[str]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
-    ids: set[str] = set()
-    try:
-        while polled := consumer.poll(timeout_ms=1500):
-            for records in polled.values():
-                ids.update(json.loads(r.value)[field] for r in records)
-    finally:
-        consumer.close()
-    return ids
 
 
 def test_offline_store_converges_to_the_topics_after_an_api_sigkill(tmp_path: Path) -> None:
@@ -101,7 +88,7 @@ def test_offline_store_converges_to_the_topics_after_an_api_sigkill(tmp_path: Pa
             if api.poll() is None:
                 api.kill()
 
-        on_topic = _topic_ids(broker.bootstrap_servers, DECISIONS, "decision_id")
+        on_topic = topic_values(broker.bootstrap_servers, DECISIONS, "decision_id")
         lost = {d for d, t in answered if d not in on_topic}
         # what a SIGKILL can lose: the decisions of the last linger window (and the hand-over)
         assert all(killed_at - t <= LINGER_MS / 1000.0 + 0.5 for d, t in answered if d in lost)
@@ -128,7 +115,7 @@ def test_offline_store_converges_to_the_topics_after_an_api_sigkill(tmp_path: Pa
             assert stored == on_topic  # every decision on the topic, nothing else
             events = {i.event_id for i in offline.read_interactions()}
             assert set(accepted) <= events
-            assert set(accepted) <= _topic_ids(broker.bootstrap_servers, INTERACTIONS, "event_id")
+            assert set(accepted) <= topic_values(broker.bootstrap_servers, INTERACTIONS, "event_id")
         finally:
             stop.set()
             thread.join(60)
