@@ -14,7 +14,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add the evaluation commands (``adapt-movielens``, ``evaluate``) to ``app``."""
+    """Add the evaluation commands (``adapt-movielens``, ``thin-catalog``, ``evaluate``) to ``app``."""
 
     @app.command("adapt-movielens")
     def adapt_movielens_command(
@@ -31,6 +31,28 @@ def register(app: typer.Typer) -> None:
         from models.catalog import adapt_movielens
 
         report = adapt_movielens(src, out, require_image=require_image, require_plot=require_plot)
+        typer.echo(
+            f"wrote {report.out_dir}: {report.n_items} items, {report.n_interactions} interactions, "
+            f"{report.n_users} users"
+        )
+
+    @app.command("thin-catalog")
+    def thin_catalog_command(
+        src: Annotated[Path, typer.Option(help="Catalog directory to thin.")] = Path(
+            ".coldstart/catalogs/movielens"
+        ),
+        out: Annotated[Path, typer.Option(help="Catalog directory to write.")] = Path(
+            ".coldstart/catalogs/movielens_thin"
+        ),
+        keep: Annotated[float, typer.Option(help="Fraction of the positives kept (0, 1].")] = 0.25,
+        threshold: Annotated[float, typer.Option(help="value >= threshold is a positive.")] = 4.0,
+        binary: Annotated[bool, typer.Option(help="Kept interactions get value 1 (a purchase log).")] = True,
+        seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
+    ) -> None:
+        """Keep a seeded fraction of a catalog's positives (MovieLens at purchase-log density)."""
+        from models.derived import thin_catalog
+
+        report = thin_catalog(src, out, keep=keep, threshold=threshold, binary=binary, seed=seed)
         typer.echo(
             f"wrote {report.out_dir}: {report.n_items} items, {report.n_interactions} interactions, "
             f"{report.n_users} users"

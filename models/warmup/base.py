@@ -52,7 +52,7 @@ class _WarmState:
 
     prior: Vector  # (d,) the frozen prior vector (content vector c for items)
     delta: Vector  # (d,) current bounded correction; served vector = prior + delta
-    weighted_sum: Vector  # (d,) Σ w_j x_j over the evidence
+    weighted_sum: Vector  # (d,) Σ_j of the model's per-event statistic (w_j x_j for shrinkage)
     evidence: float = 0.0  # Σ |w_j|
     positives: int = 0
     interactions: int = 0
@@ -112,9 +112,18 @@ class WarmupModel(ABC):
         Positive interactions after which an item's status becomes ``warm``.
     max_tracked_events
         How many recent event ids each state remembers for de-duplication of re-deliveries.
+    min_positives
+        The gate: an item's vector stays its content vector until it has this many positives (the
+        evidence level below which behaviour did not beat content on validation); 0 or 1 = no gate.
     """
 
-    def __init__(self, delta_max: float = 1.0, warm_after: int = 20, max_tracked_events: int = 256) -> None:
+    def __init__(
+        self,
+        delta_max: float = 1.0,
+        warm_after: int = 20,
+        max_tracked_events: int = 256,
+        min_positives: int = 0,
+    ) -> None:
         if not delta_max > 0:
             raise InvalidInputError("delta_max", delta_max, "must be > 0")
         if warm_after < 1:
@@ -124,6 +133,9 @@ class WarmupModel(ABC):
         self.delta_max = float(delta_max)
         self.warm_after = int(warm_after)
         self.max_tracked_events = int(max_tracked_events)
+        if min_positives < 0:
+            raise InvalidInputError("min_positives", min_positives, "must be >= 0")
+        self.min_positives = int(min_positives)
 
     def update_item(self, state: ItemWarmState, evidence: Sequence[Evidence]) -> ItemWarmState:
         """Apply new evidence to an item; duplicates (seen event ids) are ignored."""
@@ -159,7 +171,7 @@ class WarmupModel(ABC):
                 raise InvalidInputError("evidence.weight", ev.weight, "must be finite")
             seen.add(ev.event_id)
             order.append(ev.event_id)
-            total += ev.weight * x
+            total += self._statistic(state.prior, x, float(ev.weight), side)
             weight_sum += abs(ev.weight)
             interactions += 1
             positives += int(ev.positive)
@@ -168,6 +180,8 @@ class WarmupModel(ABC):
         # The bound protects an item's content semantics; a user's prior is only the trained embedding
         # (zeros for a new user), so the user side is the plain posterior mean.
         delta = self._bound(state.prior, raw) if side == "item" else raw
+        if side == "item" and positives < self.min_positives:
+            delta = np.zeros_like(delta)  # gated: too little evidence to beat the content vector
         return replace(
             state,
             delta=delta,
@@ -184,6 +198,11 @@ class WarmupModel(ABC):
         if norm > limit:
             delta = delta * (limit / norm)
         return np.asarray(delta, dtype=np.float32)
+
+    def _statistic(self, prior: Vector, counterpart: NDArray[np.float64], weight: float, side: str) -> Vector:
+        """What one event adds to ``weighted_sum`` (default ``w·x``); it may depend on the prior,
+        which is fixed for the life of a state."""
+        return np.asarray(weight * counterpart)
 
     @abstractmethod
     def _delta(self, prior: Vector, weighted_sum: Vector, evidence: float, side: str) -> Vector:

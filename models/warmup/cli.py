@@ -20,7 +20,8 @@ def register(app: typer.Typer) -> None:
         ] = Path(".coldstart/catalogs/movielens"),
         seeds: Annotated[int, typer.Option(min=1, help="Number of item splits (mean ± std).")] = 3,
         threshold: Annotated[float, typer.Option(help="value >= threshold is a positive.")] = 4.0,
-        out: Annotated[Path, typer.Option(help="Where warmup.json / warmup.md go.")] = Path("docs/results"),
+        out: Annotated[Path, typer.Option(help="Where <name>.json / <name>.md go.")] = Path("docs/results"),
+        name: Annotated[str, typer.Option(help="File stem of the report.")] = "warmup",
     ) -> None:
         """Rank held-out items after their first k = 0, 1, 5, 20 positives: content / behaviour / blended."""
         from models.catalog import Catalog
@@ -28,6 +29,6 @@ def register(app: typer.Typer) -> None:
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         result = evaluate_warmup(Catalog.load(catalog), seeds=seeds, threshold=threshold)
-        json_path, md_path = write_results(result, out)
+        json_path, md_path = write_results(result, out, stem=name)
         typer.echo(json.dumps(result["rows"], indent=2))
         typer.echo(f"wrote {json_path} and {md_path}")

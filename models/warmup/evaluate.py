@@ -13,16 +13,25 @@ Protocol (time-ordered, item-side):
    the user's positives on held-out items that were NOT observed (i.e. came later); the items this
    user appears in the observed window of are removed from the user's ranking. NDCG@10 / Recall@20
    averaged over users with at least one relevant item. (We rank items for each later user.)
-4. Vectors: ``content_only`` = ``c``; ``behavior_only`` = ``ρ·m`` from the same observed evidence and
-   no content (random order when an item has no evidence); ``blended`` = the shrinkage warm-up
-   ``c + δ``. ``ρ`` is fitted on training items, ``κ`` chosen on the validation items (mean NDCG@10
-   over k ≥ 1). User vectors stay fixed at their trained values for the evaluation.
+4. Vectors: ``content_only`` = ``c``; ``behavior_only`` = the posterior warm-up from the same observed
+   evidence with a zero prior (random order when an item has no evidence); ``blended`` = the posterior
+   warm-up ``c + δ`` (:mod:`models.warmup.posterior`); ``blended_shrinkage`` = the earlier
+   mean-of-users shrinkage (:mod:`models.warmup.shrinkage`), for comparison. The calibration (``S``,
+   target scores; ρ for shrinkage) is fitted on training pairs. User vectors stay fixed.
+5. Selection on the validation items only: κ from :data:`KAPPA_GRID` including ``inf`` (no
+   behaviour), by mean NDCG@10 over the k ≥ 1 that have at least :data:`MIN_QUALIFYING` qualifying
+   items; then the gate: behaviour counts only from the smallest evidence level L (positives) such
+   that blended ≥ content_only on validation at every validated k ≥ L (none: κ = inf).
+6. Per k the report counts users scored and qualifying items (held-out items with a positive after
+   the observed window); a k with fewer than :data:`MIN_QUALIFYING` qualifying items (mean over
+   seeds) is reported n/a.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +45,19 @@ from models.baselines import Features
 from models.catalog import Catalog
 from models.evaluate import extract_catalog_features, ranking_metrics, split_items
 from models.item_tower import ItemTowerConfig, train_item_tower
-from models.warmup.base import Evidence, ItemWarmState
+from models.warmup.base import Evidence, ItemWarmState, WarmupModel
+from models.warmup.posterior import PosteriorCalibration, PosteriorWarmup, fit_posterior_calibration
 from models.warmup.shrinkage import ShrinkageWarmup, fit_behavior_scale
 
 log = logging.getLogger(__name__)
 
 DEFAULT_KS: tuple[int, ...] = (0, 1, 5, 20)
-METHODS: tuple[str, ...] = ("content_only", "behavior_only", "blended")
-KAPPA_GRID: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
+METHODS: tuple[str, ...] = ("content_only", "behavior_only", "blended", "blended_shrinkage")
+KAPPA_GRID: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, math.inf)
+"""Relative prior strengths of the posterior warm-up (units: the mean eigenvalue of ``S``)."""
+SHRINKAGE_KAPPA_GRID: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
+MIN_QUALIFYING = 30
+"""A k with fewer qualifying held-out items than this is too thin to report (or to select on)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,14 @@ class _Fold:
     item_ids: list[str]  # held-out (or validation) items, row order of content
     content: NDArray[np.float32]  # (n, d)
     events: pd.DataFrame  # the items' interactions: user_id, item_id, value, ts, positive
+
+
+@dataclass(frozen=True)
+class _Scored:
+    ndcg10: float
+    recall20: float
+    users: int  # users with a relevant item
+    items: int  # qualifying items: held-out items with a positive after the observed window
 
 
 def _observed_masks(events: pd.DataFrame, k: int) -> pd.Series:
@@ -71,7 +93,7 @@ def _vectors(
     method: str,
     fold: _Fold,
     observed: pd.DataFrame,
-    model: ShrinkageWarmup,
+    model: WarmupModel,
     weights: tuple[float, float],
     rng: np.random.Generator,
 ) -> NDArray[np.float32]:
@@ -93,19 +115,20 @@ def _vectors(
                 ev.append(
                     Evidence(str(eid), fold.user_vectors[j], weights[0] if pos else weights[1], bool(pos))
                 )
-        state = model.update_item(ItemWarmState.new(iid, fold.content[row]), ev)
-        if method == "blended":
-            out[row] = state.vector
-        elif state.evidence > 0:
-            out[row] = model.behavior_vector(state.weighted_sum, state.evidence)
-        else:  # no evidence at all: behaviour alone knows nothing -> random order
-            out[row] = np.asarray(rng.normal(scale=1e-6, size=d), dtype=np.float32)
+        if method == "behavior_only":
+            if not ev:  # no evidence at all: behaviour alone knows nothing -> random order
+                out[row] = np.asarray(rng.normal(scale=1e-6, size=d), dtype=np.float32)
+                continue
+            prior = np.zeros(d, dtype=np.float32)
+        else:
+            prior = fold.content[row]
+        out[row] = model.update_item(ItemWarmState.new(iid, prior), ev).vector
     return out
 
 
 def _score_fold(
-    fold: _Fold, k: int, method: str, model: ShrinkageWarmup, weights: tuple[float, float], seed: int
-) -> dict[str, float]:
+    fold: _Fold, k: int, method: str, model: WarmupModel, weights: tuple[float, float], seed: int
+) -> _Scored:
     events = fold.events
     observed_mask = _observed_masks(events, k)
     observed = events[observed_mask]
@@ -116,7 +139,7 @@ def _score_fold(
     uidx = {u: i for i, u in enumerate(fold.user_ids)}
     users = sorted(set(later["user_id"]) & set(uidx))
     if not users:
-        return ranking_metrics(np.zeros((0, len(col))), np.zeros((0, len(col)), dtype=bool))
+        return _Scored(0.0, 0.0, 0, 0)
     urow = {u: i for i, u in enumerate(users)}
     relevant = np.zeros((len(users), len(col)), dtype=bool)
     for u, iid in zip(later["user_id"], later["item_id"], strict=True):
@@ -128,7 +151,8 @@ def _score_fold(
         if u in urow:
             scores[urow[u], col[iid]] = -np.inf
             relevant[urow[u], col[iid]] = False
-    return ranking_metrics(scores, relevant, ks=(10, 20))
+    m = ranking_metrics(scores, relevant, ks=(10, 20))
+    return _Scored(m["ndcg@10"], m["recall@20"], int(m["users"]), int(relevant.any(axis=0).sum()))
 
 
 def _events_for(interactions: pd.DataFrame, item_ids: Sequence[str], threshold: float) -> pd.DataFrame:
@@ -136,6 +160,74 @@ def _events_for(interactions: pd.DataFrame, item_ids: Sequence[str], threshold: 
     ev["positive"] = ev["value"] >= threshold
     ev["event_id"] = [f"{u}:{i}:{t}" for u, i, t in zip(ev["user_id"], ev["item_id"], ev["ts"], strict=True)]
     return ev.reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class WarmupChoice:
+    """What validation chose for one catalog split."""
+
+    prior_strength: float  # relative κ; inf = no behaviour
+    min_positives: int  # the gate
+    behavior_prior_strength: float  # κ of the behaviour-only diagnostic row (finite)
+    validation: dict[str, dict[str, float]]  # per k: content / blended NDCG@10 and qualifying items
+
+
+def _best_kappa(
+    val: _Fold,
+    method: str,
+    calibration: PosteriorCalibration,
+    levels: Sequence[int],
+    weights: tuple[float, float],
+    seed: int,
+    grid: Sequence[float],
+    baseline: float,
+) -> tuple[float, dict[int, _Scored]]:
+    """The finite κ of ``grid`` with the best mean validation NDCG@10 over ``levels`` if it beats
+    ``baseline`` (inf and an empty table otherwise); ties keep the stronger prior."""
+    best_kappa, best_score, best_table = math.inf, baseline, {}
+    for kappa in sorted((g for g in grid if not math.isinf(g)), reverse=True):
+        model = PosteriorWarmup(calibration, prior_strength=kappa, min_positives=0)
+        table = {k: _score_fold(val, k, method, model, weights, seed) for k in levels}
+        score = float(np.mean([table[k].ndcg10 for k in levels]))
+        if score > best_score:
+            best_kappa, best_score, best_table = kappa, score, table
+    return best_kappa, best_table
+
+
+def select_warmup(
+    val: _Fold,
+    calibration: PosteriorCalibration,
+    ks: Sequence[int],
+    weights: tuple[float, float],
+    seed: int,
+    grid: Sequence[float] = KAPPA_GRID,
+) -> WarmupChoice:
+    """κ and the gate from the validation items only (see the module docstring, step 5)."""
+    levels = [k for k in ks if k > 0]
+    plain = PosteriorWarmup(calibration)
+    content = {k: _score_fold(val, k, "content_only", plain, weights, seed) for k in levels}
+    validated = [k for k in levels if content[k].items >= MIN_QUALIFYING] or levels
+    baseline = float(np.mean([content[k].ndcg10 for k in validated]))
+    kappa, table = _best_kappa(val, "blended", calibration, validated, weights, seed, grid, baseline)
+    blended = {**content, **table}
+    # the gate: the smallest level from which behaviour is at least as good at every validated level
+    gate = math.inf
+    for level in sorted(validated, reverse=True):
+        if blended[level].ndcg10 < content[level].ndcg10:
+            break
+        gate = level
+    if math.isinf(gate):
+        kappa = math.inf
+    behavior_kappa, _ = _best_kappa(val, "behavior_only", calibration, validated, weights, seed, grid, -1.0)
+    summary = {
+        f"k={k}": {
+            "content_ndcg@10": content[k].ndcg10,
+            "blended_ndcg@10": blended[k].ndcg10,
+            "qualifying_items": float(content[k].items),
+        }
+        for k in levels
+    }
+    return WarmupChoice(kappa, 0 if math.isinf(gate) else int(gate), behavior_kappa, summary)
 
 
 MEASURED_TOWER = ItemTowerConfig(
@@ -151,10 +243,23 @@ MEASURED_TOWER = ItemTowerConfig(
     patience=4,
     short_text_rate=0.0,
 )
-"""The item tower this protocol was measured with (docs/results/warmup.md): one training stage, full
-softmax, 30 epochs without early stopping. The later default tower (text-anchored two-stage fusion,
-``ItemTowerConfig()``) is tuned with cold-validation early stopping, which this protocol does not run;
-trained for a fixed 30 epochs per stage its user vectors blend worse (see docs/warmup.md)."""
+"""The item tower of this protocol: one training stage, full softmax, 30 epochs without early
+stopping (the default two-stage tower is tuned with cold-validation early stopping, which this
+protocol does not run)."""
+
+
+def _shrinkage_model(
+    val: _Fold, rho: float, ks: Sequence[int], weights: tuple[float, float], seed: int
+) -> tuple[ShrinkageWarmup, float]:
+    best_kappa, best = SHRINKAGE_KAPPA_GRID[0], -1.0
+    for kappa in SHRINKAGE_KAPPA_GRID:
+        model = ShrinkageWarmup(prior_strength=kappa, behavior_scale=rho, delta_max=1e6)
+        score = float(
+            np.mean([_score_fold(val, k, "blended", model, weights, seed).ndcg10 for k in ks if k > 0])
+        )
+        if score > best:
+            best_kappa, best = kappa, score
+    return ShrinkageWarmup(prior_strength=best_kappa, behavior_scale=rho, delta_max=1e6), best_kappa
 
 
 def evaluate_warmup(
@@ -168,9 +273,10 @@ def evaluate_warmup(
     features: Features | None = None,
     progress: bool = True,
 ) -> dict[str, object]:
-    """Run the warm-up protocol; returns ``{"dataset", "seeds", "ks", "rows", "std", "params"}``.
+    """Run the warm-up protocol; returns ``{"dataset", "seeds", "ks", "rows", "std", "counts", "params"}``.
 
-    ``rows[method]["k=K"] = {"ndcg@10": float, "recall@20": float}`` (mean over seeds).
+    ``rows[method]["k=K"] = {"ndcg@10": float, "recall@20": float}`` (mean over seeds);
+    ``counts["k=K"] = {"users": float, "items": float, "reported": bool}`` (test fold, mean over seeds).
     """
     if seeds < 1:
         raise InvalidInputError("seeds", seeds, "must be >= 1")
@@ -178,8 +284,8 @@ def evaluate_warmup(
         raise InvalidInputError("ks", list(ks), "must be >= 0")
     feats = features if features is not None else extract_catalog_features(catalog, progress=progress)
     inter = catalog.interactions
-    per_seed: dict[str, dict[str, list[dict[str, float]]]] = {m: {f"k={k}": [] for k in ks} for m in METHODS}
-    params: list[dict[str, float]] = []
+    per_seed: dict[str, dict[str, list[_Scored]]] = {m: {f"k={k}": [] for k in ks} for m in METHODS}
+    params: list[dict[str, object]] = []
     weights = (1.0, float(negative_weight))
     for seed in range(seeds):
         split = split_items(feats.item_ids, seed)
@@ -195,17 +301,21 @@ def evaluate_warmup(
         )
         all_vecs = trained.encode(feats)
         uidx = trained.user_index()
-        # ρ: least squares between training items' content vectors and their positive users' mean
+        pairs = [
+            (uidx[u], row_of[i])
+            for u, i in zip(positives["user_id"], positives["item_id"], strict=True)
+            if u in uidx
+        ]
+        pu = np.array([p[0] for p in pairs], dtype=np.int64)
+        pi = np.array([p[1] for p in pairs], dtype=np.int64)
+        calibration = fit_posterior_calibration(trained.user_embeddings, all_vecs, pu, pi, seed=seed)
+        # ρ of the shrinkage row: least squares between content vectors and their positive users' mean
         sums = np.zeros_like(all_vecs)
         counts = np.zeros(len(feats.item_ids))
-        for u, iid in zip(positives["user_id"], positives["item_id"], strict=True):
-            j = uidx.get(u)
-            if j is not None:
-                sums[row_of[iid]] += trained.user_embeddings[j]
-                counts[row_of[iid]] += 1
+        np.add.at(sums, pi, trained.user_embeddings[pu])
+        np.add.at(counts, pi, 1.0)
         has = counts > 0
         rho = fit_behavior_scale(all_vecs[has], (sums[has] / counts[has, None]).astype(np.float32))
-
         val, test = (
             _Fold(
                 trained.user_ids,
@@ -216,54 +326,83 @@ def evaluate_warmup(
             )
             for ids in (split.val, split.test)
         )
-        best_kappa, best = KAPPA_GRID[0], -1.0
-        for kappa in KAPPA_GRID:
-            model = ShrinkageWarmup(prior_strength=kappa, behavior_scale=rho, delta_max=1e6)
-            score = float(
-                np.mean(
-                    [_score_fold(val, k, "blended", model, weights, seed)["ndcg@10"] for k in ks if k > 0]
-                )
-            )
-            if score > best:
-                best_kappa, best = kappa, score
-        model = ShrinkageWarmup(prior_strength=best_kappa, behavior_scale=rho, delta_max=1e6)
-        params.append({"seed": float(seed), "kappa": best_kappa, "rho": rho})
-        log.info("seed %d: kappa=%.2f rho=%.3f", seed, best_kappa, rho)
+        choice = select_warmup(val, calibration, ks, weights, seed)
+        blended = PosteriorWarmup(
+            calibration, prior_strength=choice.prior_strength, min_positives=choice.min_positives
+        )
+        behavior = PosteriorWarmup(
+            calibration, prior_strength=choice.behavior_prior_strength, min_positives=0
+        )
+        shrinkage, shrink_kappa = _shrinkage_model(val, rho, ks, weights, seed)
+        models: dict[str, WarmupModel] = {
+            "content_only": blended,
+            "behavior_only": behavior,
+            "blended": blended,
+            "blended_shrinkage": shrinkage,
+        }
+        params.append(
+            {
+                "seed": seed,
+                "prior_strength": choice.prior_strength if not math.isinf(choice.prior_strength) else "inf",
+                "min_positives": choice.min_positives,
+                "behavior_prior_strength": choice.behavior_prior_strength,
+                "target_positive": calibration.item.target_positive,
+                "target_negative": calibration.item.target_negative,
+                "shrinkage_kappa": shrink_kappa,
+                "shrinkage_rho": rho,
+                "validation": choice.validation,
+            }
+        )
+        log.info("seed %d: prior_strength=%s gate=%d", seed, choice.prior_strength, choice.min_positives)
         for method in METHODS:
             for k in ks:
-                m = _score_fold(test, k, method, model, weights, seed)
-                per_seed[method][f"k={k}"].append({"ndcg@10": m["ndcg@10"], "recall@20": m["recall@20"]})
+                per_seed[method][f"k={k}"].append(_score_fold(test, k, method, models[method], weights, seed))
     rows: dict[str, dict[str, dict[str, float]]] = {}
     std: dict[str, dict[str, dict[str, float]]] = {}
     for method, by_k in per_seed.items():
         rows[method], std[method] = {}, {}
         for key, vals in by_k.items():
-            rows[method][key] = {mk: float(np.mean([v[mk] for v in vals])) for mk in ("ndcg@10", "recall@20")}
-            std[method][key] = {mk: float(np.std([v[mk] for v in vals])) for mk in ("ndcg@10", "recall@20")}
+            ndcg = [v.ndcg10 for v in vals]
+            recall = [v.recall20 for v in vals]
+            rows[method][key] = {"ndcg@10": float(np.mean(ndcg)), "recall@20": float(np.mean(recall))}
+            std[method][key] = {"ndcg@10": float(np.std(ndcg)), "recall@20": float(np.std(recall))}
+    counts_by_k: dict[str, dict[str, float | bool]] = {}
+    for key, vals in per_seed["content_only"].items():
+        items = float(np.mean([v.items for v in vals]))
+        counts_by_k[key] = {
+            "users": float(np.mean([v.users for v in vals])),
+            "items": items,
+            "min_items": float(min(v.items for v in vals)),
+            "reported": items >= MIN_QUALIFYING,
+        }
     return {
         "dataset": catalog.root.name if hasattr(catalog, "root") else "catalog",
         "seeds": seeds,
         "ks": list(ks),
         "rows": rows,
         "std": std,
+        "counts": counts_by_k,
         "params": params,
     }
 
 
-def write_results(result: dict[str, object], out_dir: Path) -> tuple[Path, Path]:
-    """Write ``warmup.json`` and ``warmup.md`` (a table of mean ± std over seeds) into ``out_dir``."""
+def write_results(result: dict[str, object], out_dir: Path, stem: str = "warmup") -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.md`` (a table of mean ± std over seeds) into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / "warmup.json", out_dir / "warmup.md"
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     rows = result["rows"]
     std = result["std"]
     ks = result["ks"]
+    counts = result["counts"]
     assert isinstance(rows, dict) and isinstance(std, dict) and isinstance(ks, list)
+    assert isinstance(counts, dict)
     lines = [
         "# Warm-up: content-only vs behaviour-only vs blended",
         "",
         f"Dataset `{result['dataset']}`, {result['seeds']} seeds (mean ± std). Protocol and math: "
-        "`models/warmup/evaluate.py`, `docs/warmup.md`.",
+        "`models/warmup/evaluate.py`, `docs/warmup.md`. n/a: fewer than "
+        f"{MIN_QUALIFYING} qualifying held-out items at that k.",
         "",
         "| method | " + " | ".join(f"k={k} NDCG@10 | k={k} Recall@20" for k in ks) + " |",
         "|---|" + "---|---|" * len(ks),
@@ -272,10 +411,21 @@ def write_results(result: dict[str, object], out_dir: Path) -> tuple[Path, Path]
         cells = []
         for k in ks:
             r, s = rows[method][f"k={k}"], std[method][f"k={k}"]
+            if not counts[f"k={k}"]["reported"]:
+                cells.append("n/a | n/a")
+                continue
             cells.append(
                 f"{r['ndcg@10']:.4f} ± {s['ndcg@10']:.4f} | {r['recall@20']:.4f} ± {s['recall@20']:.4f}"
             )
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| k | users scored | qualifying items (mean; min over seeds) |",
+        "|---|---|---|",
+    ]
+    for k in ks:
+        c = counts[f"k={k}"]
+        lines.append(f"| {k} | {c['users']:.0f} | {c['items']:.0f}; {c['min_items']:.0f} |")
     lines.append("")
     md_path.write_text("\n".join(lines))
     return json_path, md_path

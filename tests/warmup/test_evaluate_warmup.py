@@ -17,7 +17,7 @@ from models.warmup.evaluate import _observed_masks, evaluate_warmup, write_resul
 def _synthetic_catalog(root: Path, seed: int = 0) -> tuple[Catalog, Features]:
     """120 items in 6 taste clusters; content features see the cluster only through heavy noise."""
     rng = np.random.default_rng(seed)
-    n_items, n_users, n_clusters = 120, 80, 6
+    n_items, n_users, n_clusters = 400, 150, 6
     cluster = rng.integers(0, n_clusters, size=n_items)
     likes = [set(rng.choice(n_clusters, size=2, replace=False).tolist()) for _ in range(n_users)]
     items = pd.DataFrame(
@@ -80,5 +80,15 @@ def test_blended_uses_behaviour_and_keeps_content_at_k0(tmp_path: Path) -> None:
     # with 5 observed positives per item the planted cluster structure is visible to behaviour
     assert rows["blended"]["k=5"]["ndcg@10"] > rows["content_only"]["k=5"]["ndcg@10"]
     assert rows["behavior_only"]["k=5"]["ndcg@10"] > rows["behavior_only"]["k=0"]["ndcg@10"]
-    json_path, md_path = write_results(result, tmp_path / "out")
-    assert json_path.is_file() and "blended" in md_path.read_text()
+    # the choice was made on validation only, and behaviour is gated where it did not beat content
+    (params,) = result["params"]  # type: ignore[misc]
+    gate = params["min_positives"]
+    for key, v in params["validation"].items():
+        if int(key[2:]) >= gate > 0:
+            assert v["blended_ndcg@10"] >= v["content_ndcg@10"]
+    counts = result["counts"]
+    assert isinstance(counts, dict) and counts["k=0"]["items"] >= 30 and counts["k=0"]["reported"]
+    assert not counts["k=5"]["reported"]  # 23 qualifying items: too thin to report
+    json_path, md_path = write_results(result, tmp_path / "out", stem="warmup_x")
+    text = md_path.read_text()
+    assert json_path.name == "warmup_x.json" and "blended" in text and "n/a" in text
