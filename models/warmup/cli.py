@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Rank held-out items after their first k = 0, 1, 5, 20 positives: content / behaviour / blended."""
         from models.catalog import Catalog
-        from models.warmup.evaluate import evaluate_warmup, write_results
+        from models.warmup.evaluate import evaluate_warmup
+        from models.warmup.report import write_results
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         result = evaluate_warmup(Catalog.load(catalog), seeds=seeds, threshold=threshold)

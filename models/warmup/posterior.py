@@ -29,11 +29,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
 
 from coldstart.errors import InvalidInputError
 from models.warmup.base import Vector, WarmupModel
@@ -120,19 +118,6 @@ def fit_posterior_calibration(
         item=SideCalibration.fit(users[positive_users], y_pos, y_neg),
         user=SideCalibration.fit(items[positive_items], y_pos, y_neg),
     )
-
-
-class PosteriorConfig(BaseModel):
-    """Hyperparameters of :class:`PosteriorWarmup` (the calibration comes from the trained model)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["posterior"] = "posterior"
-    prior_strength: float = Field(default=100.0, gt=0, description="κ relative to the mean eigenvalue of S")
-    user_prior_strength: float = Field(default=100.0, gt=0, description="κ for users, same units")
-    min_positives: int = Field(default=1, ge=0, description="gate: positives before behaviour counts")
-    delta_max: float = Field(default=1e6, gt=0, description="bound on ‖δ‖ relative to ‖c‖")
-    warm_after: int = Field(default=20, ge=1, description="positives after which an item is 'warm'")
 
 
 class PosteriorWarmup(WarmupModel):

@@ -11,7 +11,8 @@ import pytest
 from models.baselines import Features
 from models.catalog import Catalog
 from models.item_tower import ItemTowerConfig
-from models.warmup.evaluate import _observed_masks, evaluate_warmup, write_results
+from models.warmup.evaluate import _observed_masks, evaluate_warmup
+from models.warmup.report import write_results
 
 
 def _synthetic_catalog(root: Path, seed: int = 0) -> tuple[Catalog, Features]:
