@@ -9,6 +9,9 @@ Layout of one artifact (``<artifacts_dir>/<version>/``)::
     tokenizer.json       HF tokenizers file (serving tokenizes with it, no torch)
     checkpoint.pt        torch state for re-export (heads, item tower, random backbones)
     users.npz            optional: learned user vectors (user_ids, vectors (U, item_dim))
+    representation.npz   optional: the served blocks (models/representation.py); without it the
+                         served item vector is the item tower's output (item_dim = T)
+    warmup.npz           optional: the learner's warm-up calibration (models/warmup/served.py)
 
 The version is ``<kind>-<UTC timestamp>-<content hash prefix>``; every vector the artifact produces
 carries it. This module never imports torch.
@@ -76,6 +79,12 @@ class Manifest(BaseModel):
         Training/evaluation metrics (floats), e.g. contrastive loss, retrieval recall, NDCG.
     item_tower
         Where the item tower came from and its config (``source`` names the class).
+    representation
+        The served blocks, their weights and the validation scores that chose them (the model card's
+        selection record); empty when the tower output is served as is.
+    warmup
+        The warm-up calibrated and validated on the training catalog (``warmup.npz`` holds its
+        calibration, see ``models/warmup/served.py``); empty when trained without one.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -95,6 +104,8 @@ class Manifest(BaseModel):
     training_data: TrainingData | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     item_tower: dict[str, Any] = Field(default_factory=dict)
+    representation: dict[str, Any] = Field(default_factory=dict)
+    warmup: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
     notes: str = ""
 

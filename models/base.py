@@ -108,6 +108,11 @@ class ItemEncoder(ABC):
     def _encode_items(self, image_feat: F32, text_feat: F32, image_ok: F32, text_ok: F32) -> F32:
         """Item tower: features and float 0/1 flags ``(B,)`` -> ``(B, item_dim)``."""
 
+    def _serve(self, tower: F32, features: FeatureBatch, rows: NDArray[np.int64], texts: list[str]) -> F32:
+        """The served item vectors of ``rows`` from their item-tower output (the tower output itself
+        unless the artifact ships a :class:`~models.representation.Representation`)."""
+        return tower
+
     # -- properties -------------------------------------------------------------------------------------
     @property
     def version(self) -> str:
@@ -280,12 +285,13 @@ class ItemEncoder(ABC):
         rows = np.flatnonzero(ok)
         item_vecs = np.zeros((len(items), self.item_dim), dtype=np.float32)
         if rows.size:
-            item_vecs[rows] = self._encode_items(
+            tower = self._encode_items(
                 fb.image_feat[rows],
                 fb.text_feat[rows],
                 fb.image_ok[rows].astype(np.float32),
                 fb.text_ok[rows].astype(np.float32),
             )
+            item_vecs[rows] = self._serve(tower, fb, rows, [items[int(r)].text for r in rows])
         content = l2_normalize(fb.image_emb + fb.text_emb)
         out: list[ItemEmbedding | ModalityError] = []
         for i, item in enumerate(items):

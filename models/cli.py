@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,9 +20,12 @@ from models.warmup import cli as warmup_cli
 if TYPE_CHECKING:
     import pandas as pd
 
+    from models.blend import BlendRanker
+    from models.catalog import Catalog
     from models.config import EncoderConfig
     from models.features import FeatureTable
     from models.item_tower import ItemTowerConfig, TrainedItemTower
+    from models.warmup.served import ServedWarmup
 
 app = typer.Typer(no_args_is_help=True)
 log = logging.getLogger(__name__)
@@ -157,6 +161,12 @@ def train_command(
     tower_cfg = ItemTowerConfig(item_dim=item_dim, max_epochs=tower_epochs)
     trained = _train_tower(features, titles, inter[["user_id", "item_id"]], tower_cfg, seed, val_fraction)
     metrics = {**proj.metrics, **{f"item_tower/{k}": float(v) for k, v in trained.metrics.items()}}
+    selected = _select_representation(features, cat, inter, trained, seed, val_fraction)
+    representation, warmup = (selected[0].representation(), selected[1]) if selected else (None, None)
+    users = selected[0].user_vectors() if selected else (trained.user_ids, trained.user_embeddings)
+    if representation is not None:
+        shown = ", ".join(f"{k} {v:g}" for k, v in representation.weights().items())
+        typer.echo(f"served representation (block weights): {shown}")
     path = build_artifact(
         towers,
         trained.module,
@@ -168,8 +178,10 @@ def train_command(
             n_interactions=len(inter),
         ),
         metrics=metrics,
-        users=(trained.user_ids, trained.user_embeddings),
+        users=users,
         seed=seed,
+        representation=representation,
+        warmup=warmup,
     )
     typer.echo(json.dumps({"artifact": str(path), "version": path.name, "metrics": metrics}, indent=2))
 
@@ -214,6 +226,63 @@ def _train_tower(
     )
 
 
+def _select_representation(
+    features: FeatureTable,
+    catalog: Catalog,
+    interactions: pd.DataFrame,
+    trained: TrainedItemTower,
+    seed: int,
+    val_fraction: float,
+) -> tuple[BlendRanker, ServedWarmup | None] | None:
+    """Choose the served representation (models/blend.py) and the warm-up (models/warmup/served.py)
+    on the same cold-validation items as the tower's early stopping; ``None`` when there is no
+    validation (``val_fraction`` 0 or no user with positives on both sides): the tower output is
+    served as is, with no calibrated warm-up. ``interactions`` are the positives (already filtered
+    by ``--positive-threshold``)."""
+    from coldstart.errors import InvalidInputError
+    from models.baselines import ItemSet, TrainSet
+    from models.blend import BlendRanker
+    from models.evaluate import as_features, relevance_matrix, split_items, validation_score
+    from models.warmup.fit import fit_served_warmup
+
+    if val_fraction == 0.0:
+        return None
+    split = split_items(features.item_ids, seed, (1.0 - val_fraction, val_fraction, 0.0))
+    train_ids = sorted([*split.train, *split.test])
+    pos = interactions[["user_id", "item_id"]].astype(str).drop_duplicates()
+    val_pos = pos[pos["item_id"].isin(set(split.val))]
+    train_pos = pos[pos["item_id"].isin(set(train_ids))].reset_index(drop=True)
+    users = sorted(set(val_pos["user_id"]) & set(train_pos["user_id"]))
+    if not users or train_pos.empty:
+        log.warning("no cold-validation users: serving the item tower's output")
+        return None
+    texts = {it.item_id: it.full_text() for it in catalog.items}
+    table = as_features(features)
+    train = TrainSet(ItemSet(table.select(train_ids), [texts[i] for i in train_ids]), train_pos)
+    val_items = ItemSet(table.select(split.val), [texts[i] for i in split.val])
+    relevant = relevance_matrix(val_pos, users, split.val)
+    blend = BlendRanker(trained, seed=seed)
+    blend.fit(train, validate=lambda r: validation_score(r.score(users, val_items), relevant))
+    user_ids, user_vecs = blend.user_vectors()
+    every = ItemSet(table, [texts[i] for i in table.item_ids])
+    try:
+        warmup = fit_served_warmup(
+            user_ids,
+            user_vecs,
+            table.item_ids,
+            blend.item_vectors(every),
+            train_pos,
+            split.val,
+            interactions,
+            threshold=-math.inf,  # every interaction given here is a positive
+            seed=seed,
+        )
+    except InvalidInputError as exc:
+        log.warning("no calibrated warm-up: %s", exc)
+        warmup = None
+    return blend, warmup
+
+
 @app.command("export")
 def export_command(
     artifact: Annotated[Path, typer.Option(help="Artifact dir (or root: newest) holding checkpoint.pt.")],
@@ -225,12 +294,22 @@ def export_command(
     """Re-export a trained checkpoint to ONNX as a new artifact version (e.g. after an upgrade)."""
     from models.artifact import read_manifest, resolve_artifact
     from models.export import CHECKPOINT, build_artifact, load_checkpoint
+    from models.representation import FILE as REPRESENTATION_FILE
+    from models.representation import Representation
+    from models.warmup.served import load_served_warmup
 
     src = resolve_artifact(artifact, artifact)
     manifest = read_manifest(src)
     towers, item_tower, seed = load_checkpoint(src / CHECKPOINT)
     if max_text_tokens is not None:
         towers.max_tokens = max_text_tokens
+    representation = None
+    if REPRESENTATION_FILE in manifest.files:
+        representation = Representation.load(src)
+        representation.info = {
+            k: v for k, v in manifest.representation.items() if k not in ("blocks", "tower_dim")
+        }
+    warmup = load_served_warmup(src, manifest.warmup)
     users = None
     if (src / "users.npz").is_file():
         from models.artifact import load_users
@@ -245,6 +324,8 @@ def export_command(
         users=users,
         seed=seed,
         notes=f"re-exported from {manifest.version}",
+        representation=representation,
+        warmup=warmup,
     )
     typer.echo(json.dumps({"artifact": str(path), "version": path.name, "from": manifest.version}))
 

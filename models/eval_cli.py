@@ -58,6 +58,33 @@ def register(app: typer.Typer) -> None:
             f"{report.n_users} users"
         )
 
+    @app.command("synthetic-catalog")
+    def synthetic_catalog_command(
+        planted: Annotated[str, typer.Option(help="The only signal: lexical | image.")],
+        out: Annotated[Path, typer.Option(help="Catalog directory to write.")],
+        items: Annotated[int, typer.Option(help="Items.")] = 2000,
+        users: Annotated[int, typer.Option(help="Users.")] = 600,
+        types: Annotated[int, typer.Option(help="Hidden product types.")] = 40,
+        seed: Annotated[int, typer.Option(help="Seed of every draw.")] = 0,
+    ) -> None:
+        """Write a synthetic catalog with one planted signal (lexical or image)."""
+        from models.synthetic import synthetic_catalog
+
+        if planted not in ("lexical", "image"):
+            raise typer.BadParameter("expected lexical or image", param_hint="--planted")
+        report = synthetic_catalog(
+            out,
+            "lexical" if planted == "lexical" else "image",
+            n_items=items,
+            n_users=users,
+            n_types=types,
+            seed=seed,
+        )
+        typer.echo(
+            f"wrote {report.out_dir}: {report.n_items} items, {report.n_interactions} interactions, "
+            f"{report.n_users} users, {report.n_types} types"
+        )
+
     @app.command("evaluate")
     def evaluate_command(
         catalog: Annotated[
@@ -67,9 +94,7 @@ def register(app: typer.Typer) -> None:
         threshold: Annotated[
             float, typer.Option(help="Interactions with value >= threshold are positives (0 for click logs).")
         ] = 4.0,
-        out: Annotated[Path, typer.Option(help="Where cold_start.md / cold_start.json go.")] = Path(
-            "docs/results"
-        ),
+        out: Annotated[Path, typer.Option(help="Where the report goes.")] = Path("docs/results"),
         rows: Annotated[str, typer.Option(help="Comma-separated rows (default: all).")] = "",
         dataset: Annotated[
             str, typer.Option(help="Dataset name in the report (default: catalog dir name).")
@@ -78,6 +103,9 @@ def register(app: typer.Typer) -> None:
             ".coldstart/cache/features"
         ),
         threads: Annotated[int, typer.Option(min=1, help="torch threads.")] = 2,
+        name: Annotated[
+            str, typer.Option(help="File stem of the report: NAME.md, NAME.json.")
+        ] = "cold_start",
     ) -> None:
         """Item cold-start evaluation (KDD'24 protocol) of every row on any catalog; writes the report."""
         import logging
@@ -87,7 +115,8 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from models.catalog import Catalog
-        from models.evaluate import ROWS, evaluate_catalog, write_results
+        from models.eval_report import write_results
+        from models.evaluate import ROWS, evaluate_catalog
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         torch.set_num_threads(threads)
@@ -102,11 +131,11 @@ def register(app: typer.Typer) -> None:
             cache_dir=cache_dir,
         )
         command = "coldstart models " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        write_results(result, out, command=command)
+        write_results(result, out, command=command, stem=name)
         summary = result.summary()
         for row, metrics in summary.items():
             typer.echo(
                 f"{row:18s} ndcg@10 {metrics['ndcg@10']:.4f} ± {metrics['ndcg@10_std']:.4f}   "
                 f"recall@20 {metrics['recall@20']:.4f} ± {metrics['recall@20_std']:.4f}"
             )
-        typer.echo(f"wrote {out / 'cold_start.md'} and {out / 'cold_start.json'}")
+        typer.echo(f"wrote {out / (name + '.md')} and {out / (name + '.json')}")

@@ -11,7 +11,6 @@ reported as mean ± std.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -36,6 +35,7 @@ from models.baselines import (
     TrainSet,
     ValidationFn,
 )
+from models.blend import BlendRanker
 from models.catalog import Catalog
 from models.item_tower import FeatureRows, ItemTowerConfig, TrainedItemTower, train_item_tower
 
@@ -49,7 +49,8 @@ KS: tuple[int, ...] = (1, 5, 10, 20)
 # --------------------------------------------------------------------------------------------------
 
 
-def _as_features(table: FeatureRows) -> Features:
+def as_features(table: FeatureRows) -> Features:
+    """A :class:`FeatureRows` table (e.g. ``models.features.FeatureTable``) as the rankers' features."""
     return Features(
         [str(i) for i in table.item_ids],
         np.asarray(table.image, dtype=np.float32),
@@ -86,7 +87,7 @@ def extract_catalog_features(
     table = extract_features(
         contents, cache_dir=cache_dir, batch_size=batch_size, progress=progress, threads=threads
     )
-    return _as_features(table)
+    return as_features(table)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,7 +249,12 @@ ROWS: tuple[str, ...] = (
     "content_knn_title",
     "text_only_title",
     "image_text_title",
+    "lexical",
+    "hybrid",
+    "shipped",
 )
+# Rows scored by the served-representation selection (models/blend.py), which needs the image_text tower.
+_BLEND_ROWS = ("lexical", "hybrid", "shipped")
 _TITLE_OF = {
     "tfidf_knn_title": "tfidf_knn",
     "content_knn_title": "content_knn",
@@ -344,6 +350,45 @@ def default_tower_config(modalities: str) -> ItemTowerConfig:
     """The item tower configuration of the evaluation rows: the :class:`ItemTowerConfig` defaults
     (those ``coldstart models train`` uses) restricted to ``modalities``."""
     return ItemTowerConfig(modalities=modalities)  # type: ignore[arg-type]
+
+
+def _fit_blend(
+    rankers: dict[str, Ranker], train: TrainSet, validate: ValidationFn | None, seed: int
+) -> BlendRanker:
+    tower = rankers.get("image_text")
+    trained = tower.trained if isinstance(tower, ItemTowerRanker) else None
+    blend = BlendRanker(trained, seed=seed)
+    blend.fit(train, validate=validate)
+    return blend
+
+
+SPARSE_HISTORY = 3
+"""Users with at most this many training positives are the sparse users of the report."""
+
+
+def _sparse_users(
+    blend: BlendRanker,
+    rankers: dict[str, Ranker],
+    train_pos: pd.DataFrame,
+    users: list[str],
+    items: ItemSet,
+    relevant: NDArray[np.bool_],
+) -> dict[str, float]:
+    """NDCG@10 of the test users with at most :data:`SPARSE_HISTORY` training positives: the tower's
+    learned user vectors (image_text) against the shipped representation's user side."""
+    counts = train_pos["user_id"].value_counts()
+    rows = [r for r, u in enumerate(users) if counts.get(u, 0) <= SPARSE_HISTORY]
+    out: dict[str, float] = {"users": float(len(rows))}
+    if not rows:
+        return out
+    subset = [users[r] for r in rows]
+    rel = relevant[rows]
+    out["shipped_ndcg@10"] = ranking_metrics(blend.use(blend.shipped).score(subset, items), rel)["ndcg@10"]
+    if "image_text" in rankers:
+        out["image_text_ndcg@10"] = ranking_metrics(rankers["image_text"].score(subset, items), rel)[
+            "ndcg@10"
+        ]
+    return out
 
 
 def evaluate_catalog(
@@ -446,6 +491,8 @@ def evaluate_catalog(
         test_rel = relevance_matrix(test_pos, test_users, split.test)
 
         wanted = set(rows) | {_TITLE_OF[r] for r in rows if r in _TITLE_OF}
+        if wanted & set(_BLEND_ROWS):
+            wanted.add("image_text")
         rankers: dict[str, Ranker] = {}
         factories: dict[str, Callable[[int], Ranker]] = {
             "random": RandomRanker,
@@ -474,6 +521,18 @@ def evaluate_catalog(
                         results[name]["image_stage_epoch"] = ranker.trained.metrics["image_stage_epoch"]
                 if progress:
                     log.info("seed %d %s ndcg@10=%.4f", seed, name, results[name]["ndcg@10"])
+        if wanted & set(_BLEND_ROWS):
+            blend = _fit_blend(rankers, train_set, _validator(val_users, val_set, val_rel), seed)
+            for name in _BLEND_ROWS:
+                candidate = blend.shipped if name == "shipped" else name
+                if name in rows and candidate in blend.chosen:
+                    results[name] = ranking_metrics(
+                        blend.use(candidate).score(test_users, test_set), test_rel
+                    )
+            choice = {"seed": seed, **blend.describe()}
+            choice["sparse_users"] = _sparse_users(blend, rankers, train_pos, test_users, test_set, test_rel)
+            blend.use(blend.shipped)
+            info.setdefault("shipped", []).append(choice)
         for name, source in _TITLE_OF.items():
             if name in rows and test_title is not None:
                 results[name] = ranking_metrics(rankers[source].score(test_users, test_title), test_rel)
@@ -496,184 +555,3 @@ def evaluate_catalog(
         per_seed=per_seed,
         info=info,
     )
-
-
-# --------------------------------------------------------------------------------------------------
-# Reports
-# --------------------------------------------------------------------------------------------------
-
-_ROW_DOC = {
-    "random": "uniform random scores",
-    "tfidf_knn": "TF-IDF of the item text (uni+bigrams, fitted on training items); "
-    "user = mean of liked training items; cosine",
-    "content_knn": "same kNN over the frozen EfficientNet-Lite0 + MiniLM features, mean-centred per modality",
-    "dropoutnet": "DropoutNet-style two-tower (SVD preference latents + frozen content, input dropout 0.5)",
-    "image_only": "item tower trained on the image features only",
-    "text_only": "item tower trained on the text features only (= stage 1 of image_text, same seed)",
-    "image_text": "item tower, text-anchored residual fusion (ours): the text model of text_only plus a "
-    "per-item gated image correction trained in a second stage (users and text path frozen, 30% of "
-    "training items shown with title-only text) and kept only if it improves cold-validation",
-    "tfidf_knn_title": "tfidf_knn, cold items' text cut to their title",
-    "content_knn_title": "content_knn, cold items' text cut to their title",
-    "text_only_title": "text_only tower, cold items' text cut to their title",
-    "image_text_title": "image_text tower, cold items' text cut to their title",
-}
-
-
-def _fmt(summary: dict[str, dict[str, float]], row: str, metric: str) -> str:
-    mean = summary[row].get(metric)
-    if mean is None:
-        return "-"
-    std = summary[row].get(f"{metric}_std", 0.0)
-    return f"{mean:.4f} ± {std:.4f}"
-
-
-def _targets(summary: dict[str, dict[str, float]]) -> list[tuple[str, bool]]:
-    out: list[tuple[str, bool]] = []
-    if "image_text" not in summary:
-        return out
-    ours = summary["image_text"]
-    for metric in ("ndcg@10", "recall@20"):
-        singles = [summary[r][metric] for r in ("image_only", "text_only") if r in summary]
-        if singles:
-            best = max(singles)
-            out.append(
-                (
-                    f"image_text {metric} {ours[metric]:.4f} ≥ max(image_only, text_only) {best:.4f}",
-                    ours[metric] >= best,
-                )
-            )
-        if "content_knn" in summary:
-            ref = summary["content_knn"][metric]
-            out.append(
-                (f"image_text {metric} {ours[metric]:.4f} ≥ content_knn {ref:.4f}", ours[metric] >= ref)
-            )
-    if "tfidf_knn" in summary:
-        ref = summary["tfidf_knn"]["ndcg@10"]
-        out.append(
-            (
-                f"image_text ndcg@10 {ours['ndcg@10']:.4f} ≥ 1.3 × tfidf_knn {1.3 * ref:.4f}",
-                ours["ndcg@10"] >= 1.3 * ref,
-            )
-        )
-    return out
-
-
-def _contributions(summary: dict[str, dict[str, float]]) -> list[str]:
-    lines: list[str] = []
-
-    def get(row: str) -> float | None:
-        return summary[row]["ndcg@10"] if row in summary else None
-
-    img, txt, both = get("image_only"), get("text_only"), get("image_text")
-    if img is not None and txt is not None:
-        stronger = "text" if txt >= img else "image"
-        lines.append(
-            f"Alone, the {stronger} carries more taste signal: text_only NDCG@10 {txt:.4f} "
-            f"vs image_only {img:.4f}."
-        )
-    if both is not None and img is not None and txt is not None:
-        best = max(img, txt)
-        lines.append(
-            f"Fused (full text): image_text {both:.4f}, {100 * (both - best) / best:+.1f}% "
-            "over the best single modality."
-        )
-    t_title, b_title = get("text_only_title"), get("image_text_title")
-    if t_title is not None and b_title is not None:
-        lines.append(
-            f"Text-poor (cold items' text cut to the title): text_only_title {t_title:.4f} "
-            f"vs image_text_title {b_title:.4f} "
-            f"({100 * (b_title - t_title) / max(t_title, 1e-12):+.1f}% from adding the image)."
-        )
-        if txt is not None:
-            lines.append(
-                f"Cutting the text to the title costs the text tower {100 * (t_title - txt) / txt:+.1f}%."
-            )
-    return lines
-
-
-def _per_seed_image_stage(result: EvaluationResult) -> list[str]:
-    """Per seed: text_only vs image_text (same stage-1 text model) and the image stage's kept epoch."""
-    rows = [s for s in result.per_seed if "text_only" in s and "image_text" in s]
-    if not rows:
-        return []
-    lines = [
-        "",
-        "## Per seed: what the image stage adds to the same text model",
-        "",
-        "| seed | text_only NDCG@10 | image_text NDCG@10 | Δ | text_only Recall@20 | image_text Recall@20 "
-        "| Δ | image stage epoch kept (0 = left out) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for seed, per in zip(result.seeds, result.per_seed, strict=True):
-        if "text_only" not in per or "image_text" not in per:
-            continue
-        t, b = per["text_only"], per["image_text"]
-        epoch = b.get("image_stage_epoch", math.nan)
-        lines.append(
-            f"| {seed} | {t['ndcg@10']:.4f} | {b['ndcg@10']:.4f} | {b['ndcg@10'] - t['ndcg@10']:+.4f} "
-            f"| {t['recall@20']:.4f} | {b['recall@20']:.4f} | {b['recall@20'] - t['recall@20']:+.4f} "
-            f"| {'-' if math.isnan(epoch) else int(epoch)} |"
-        )
-    return lines
-
-
-def write_results(result: EvaluationResult, out_dir: Path, *, command: str, notes: str = "") -> Path:
-    """Write ``cold_start.json`` and ``cold_start.md`` (table, targets, modality contributions)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    doc = result.to_json()
-    doc["command"] = command
-    (out_dir / "cold_start.json").write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
-    summary = result.summary()
-    info = result.info
-    lines = [
-        f"# Item cold-start evaluation: {result.dataset}",
-        "",
-        "Generated by:",
-        "",
-        "```",
-        command,
-        "```",
-        "",
-        f"Protocol (KDD'24 item cold-start): the {info['items']} items are split per seed into train / "
-        "cold-validation / cold-test (70/15/15); positives are interactions with value ≥ "
-        f"{result.threshold:g} ({info['positives']} positives, {info['users']} users); every method learns "
-        "from training items only; for each user with a training and a cold-test positive, all cold-test "
-        "items are ranked; metrics are averaged over users, then mean ± std over "
-        f"{len(result.seeds)} seeds ({', '.join(map(str, result.seeds))}). The cold-validation split is used "
-        "only for early stopping / model selection. Features: frozen EfficientNet-Lite0 (1280-d) and "
-        "all-MiniLM-L6-v2 (384-d); the item tower's output is 128-d.",
-        "",
-        "| row | NDCG@10 | Recall@20 | Precision@10 | NDCG@20 | Recall@10 |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in summary:
-        lines.append(
-            f"| {row} | "
-            + " | ".join(
-                _fmt(summary, row, m)
-                for m in ("ndcg@10", "recall@20", "precision@10", "ndcg@20", "recall@10")
-            )
-            + " |"
-        )
-    lines += ["", "All metrics (mean over seeds):", ""]
-    metrics = [f"{m}@{k}" for m in ("ndcg", "recall", "precision") for k in KS]
-    lines.append("| row | " + " | ".join(metrics) + " |")
-    lines.append("|---|" + "---|" * len(metrics))
-    for row in summary:
-        lines.append(f"| {row} | " + " | ".join(f"{summary[row][m]:.4f}" for m in metrics) + " |")
-    lines += ["", "## Rows", ""]
-    lines += [f"- **{row}**: {_ROW_DOC.get(row, row)}" for row in summary]
-    targets = _targets(summary)
-    if targets:
-        lines += ["", "## Targets", ""]
-        lines += [f"- [{'x' if ok else ' '}] {text}" for text, ok in targets]
-    contributions = _contributions(summary)
-    if contributions:
-        lines += ["", "## What each modality contributes (NDCG@10)", ""]
-        lines += [f"- {text}" for text in contributions]
-    lines += _per_seed_image_stage(result)
-    if notes:
-        lines += ["", "## Notes", "", notes.strip()]
-    (out_dir / "cold_start.md").write_text("\n".join(lines) + "\n")
-    return out_dir

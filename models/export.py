@@ -10,6 +10,7 @@ embeddings must be <= ``PARITY_ATOL``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import logging
 import math
@@ -27,7 +28,9 @@ from torch import nn
 from coldstart.errors import ArtifactError, ConfigError
 from models.artifact import TokenizerSpec, TrainingData, finalize_artifact, save_users
 from models.config import EncoderConfig, OfflineEncoderConfig, OpenClipEncoderConfig
+from models.representation import Representation
 from models.towers import Towers, build_towers
+from models.warmup.served import ServedWarmup
 
 log = logging.getLogger(__name__)
 
@@ -269,8 +272,13 @@ def build_artifact(
     users: tuple[list[str], np.ndarray[Any, Any]] | None = None,
     seed: int = 0,
     notes: str = "",
+    representation: Representation | None = None,
+    warmup: ServedWarmup | None = None,
 ) -> Path:
-    """Export everything into a new versioned artifact under ``artifacts_dir``; returns its path."""
+    """Export everything into a new versioned artifact under ``artifacts_dir``; returns its path.
+
+    With ``representation``, the served item vector is its weighted blocks (``item_dim`` is their
+    width) and ``users`` must be in that space."""
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=artifacts_dir))
     try:
@@ -279,6 +287,17 @@ def build_artifact(
         if users is not None:
             save_users(staging, users[0], users[1])
         item_dim = int(getattr(item_tower, "item_dim", 0)) or _probe_item_dim(item_tower, towers)
+        card: dict[str, Any] = {}
+        if representation is not None:
+            representation.save(staging)
+            card = {
+                "blocks": [dataclasses.asdict(b) for b in representation.blocks],
+                "tower_dim": item_dim,
+                **representation.info,
+            }
+            item_dim = representation.dim
+        if warmup is not None:
+            warmup.save(staging)
         fields: dict[str, Any] = {
             "kind": towers.config.type,
             "encoder": towers.config.model_dump(mode="json"),
@@ -297,6 +316,8 @@ def build_artifact(
             # JSON has no NaN/inf: non-finite metrics (e.g. "no validation") are left out
             "metrics": {k: float(v) for k, v in {**(metrics or {}), **parity}.items() if math.isfinite(v)},
             "item_tower": item_tower_info(item_tower),
+            "representation": card,
+            "warmup": warmup.card() if warmup is not None else {},
             "notes": notes,
         }
         return finalize_artifact(staging, artifacts_dir, fields)

@@ -17,8 +17,10 @@ from numpy.typing import NDArray
 
 from coldstart.errors import ArtifactError, InvalidInputError
 from models.artifact import Manifest, read_manifest, resolve_artifact
-from models.base import F32, EncoderSpec, ItemEncoder, l2_normalize
+from models.base import F32, EncoderSpec, FeatureBatch, ItemEncoder, l2_normalize
 from models.preprocess import ImagePreprocessor, TextTokenizer
+from models.representation import FILE as REPRESENTATION_FILE
+from models.representation import Representation
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,10 @@ class OnnxItemEncoder(ItemEncoder):
         self._text = make_session(path / "text_tower.onnx", providers, threads)
         self._item = make_session(path / "item_tower.onnx", providers, threads)
         self._text_inputs = {i.name for i in self._text.get_inputs()}
+        # the served vector: the item tower's output, or the weighted blocks chosen at training
+        self.representation: Representation | None = (
+            Representation.load(path) if REPRESENTATION_FILE in manifest.files else None
+        )
         self.providers: list[str] = list(self._image.get_providers())
 
     def with_max_tokens(self, max_tokens: int) -> OnnxItemEncoder:
@@ -135,6 +141,18 @@ class OnnxItemEncoder(ItemEncoder):
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         feat, emb = self._text.run(None, {k: v for k, v in feeds.items() if k in self._text_inputs})
         return np.asarray(feat, dtype=np.float32), l2_normalize(np.asarray(emb, dtype=np.float32))
+
+    def _serve(self, tower: F32, features: FeatureBatch, rows: NDArray[np.int64], texts: list[str]) -> F32:
+        if self.representation is None:
+            return tower
+        return self.representation.encode(
+            tower,
+            features.image_feat[rows],
+            features.text_feat[rows],
+            features.image_ok[rows],
+            features.text_ok[rows],
+            texts,
+        )
 
     def _encode_items(self, image_feat: F32, text_feat: F32, image_ok: F32, text_ok: F32) -> F32:
         (out,) = self._item.run(

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from models.config import OfflineEncoderConfig, OpenClipEncoderConfig
+from models.warmup.served import ServedWarmup
 
 TINY_OFFLINE = OfflineEncoderConfig(
     architecture="tiny", image_size=64, shared_dim=32, projection_hidden=0, max_text_tokens=64
@@ -46,7 +47,10 @@ def tiny_item_tower(image_dim: int, text_dim: int, seed: int = 0) -> Any:
 
 
 def build_tiny_artifact(
-    out_dir: Path, seed: int = 0, kind: Literal["offline", "open_clip"] = "offline"
+    out_dir: Path,
+    seed: int = 0,
+    kind: Literal["offline", "open_clip"] = "offline",
+    warmup: ServedWarmup | None = None,
 ) -> Path:
     """Build a tiny random encoder artifact under ``out_dir`` in a few seconds.
 
@@ -60,6 +64,8 @@ def build_tiny_artifact(
         ``offline``: the default encoder's classes shrunk (EfficientNet-Lite 64 px, 2-layer BERT,
         image_dim 1280, text_dim 32, shared_dim 32). ``open_clip``: a 2-layer ViT/text CLIP
         (shared_dim 32). Both have a random item tower with ``item_dim`` 16.
+    warmup
+        A calibrated warm-up to ship with it (as ``coldstart models train`` does).
 
     Returns
     -------
@@ -80,7 +86,12 @@ def build_tiny_artifact(
             head.set_center(torch.randn(towers.image_dim, generator=rng) * 0.01)
     item_tower = tiny_item_tower(towers.image_dim, towers.text_dim, seed)
     return build_artifact(
-        towers, item_tower, Path(out_dir), seed=seed, notes="tiny random artifact for tests (no quality)"
+        towers,
+        item_tower,
+        Path(out_dir),
+        seed=seed,
+        notes="tiny random artifact for tests (no quality)",
+        warmup=warmup,
     )
 
 

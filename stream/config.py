@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -159,9 +159,14 @@ class WarmupStageConfig(BaseModel):
     ----------
     enabled
         Run the stage inside ``coldstart stream learn`` (needs a feature store).
+    model
+        ``artifact``: the posterior warm-up shipped with the served encoder artifact (calibrated on
+        its training catalog, prior strength and gate chosen on its cold-validation items; see
+        ``models/warmup/served.py``), or the shrinkage warm-up when the artifact has none;
+        ``shrinkage``: always the shrinkage warm-up below.
     shrinkage
-        The warm-up hyperparameters and the evidence weight per interaction kind
-        (``impression`` 0 by default: impressions count for pacing, not in the blend).
+        The shrinkage hyperparameters and the evidence weight per interaction kind (used by both
+        models; ``impression`` 0 by default: impressions count for pacing, not in the blend).
     rating_threshold
         A ``rating`` with ``value >= rating_threshold`` is positive (weight ``rating_positive``), a
         lower one weighs ``rating_negative``.
@@ -190,6 +195,7 @@ class WarmupStageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
+    model: Literal["artifact", "shrinkage"] = "artifact"
     shrinkage: ShrinkageConfig = Field(default_factory=ShrinkageConfig)
     rating_threshold: float = 4.0
     positive_kinds: tuple[str, ...] = ("click", "add_to_cart", "purchase")
@@ -201,15 +207,17 @@ class WarmupStageConfig(BaseModel):
     cache_size: int = Field(default=100_000, ge=1)
     write_unchanged_users: bool = False
 
-    def model_version(self) -> str:
-        """``warmup-shrinkage-<8 hex>``: identifies the hyperparameters that produced a row."""
-        blob = json.dumps(
-            {
-                "shrinkage": self.shrinkage.model_dump(),
-                "rating_threshold": self.rating_threshold,
-                "positive_kinds": list(self.positive_kinds),
-                "user_counterpart": self.user_counterpart,
-            },
-            sort_keys=True,
-        )
-        return f"{MODEL_VERSION_PREFIX}{self.shrinkage.type}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
+    def model_version(self, served: dict[str, Any] | None = None, artifact: str = "") -> str:
+        """``warmup-<model>-<8 hex>``: identifies the hyperparameters that produced a row; ``served``
+        (the artifact's warm-up card) and ``artifact`` (its version) when the posterior runs."""
+        params: dict[str, Any] = {
+            "shrinkage": self.shrinkage.model_dump(),
+            "rating_threshold": self.rating_threshold,
+            "positive_kinds": list(self.positive_kinds),
+            "user_counterpart": self.user_counterpart,
+        }
+        if served:
+            params |= {"served": served, "artifact": artifact}
+        blob = json.dumps(params, sort_keys=True)
+        kind = str(served.get("type", "posterior")) if served else self.shrinkage.type
+        return f"{MODEL_VERSION_PREFIX}{kind}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"

@@ -51,11 +51,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from coldstart.errors import InvalidInputError, StoreError
+from coldstart.errors import InvalidInputError, NotFoundError, StoreError
 from feature_repo.base import FeatureStore
 from feature_repo.records import StoredItem, StoredUser
-from models.warmup import Evidence, ItemWarmState, ShrinkageWarmup, UserWarmState
+from models.artifact import read_manifest, resolve_artifact
+from models.warmup import Evidence, ItemWarmState, UserWarmState, WarmupModel
 from models.warmup.base import Vector
+from models.warmup.served import ServedWarmup, load_served_warmup
 from stream.config import MODEL_VERSION_PREFIX, WarmupStageConfig
 from stream.contracts import Interaction, decode_event
 from stream.topics import INTERACTIONS
@@ -305,6 +307,8 @@ class WarmupStage:
         pools: ItemPools | CandidatePool | None = None,
         announce: Callable[[Sequence[StoredItem]], None] | None = None,
         bootstrap_servers: str | None = None,
+        served: ServedWarmup | None = None,
+        served_version: str = "",
     ) -> None:
         self.config = config or WarmupStageConfig()
         self.bootstrap_servers = bootstrap_servers
@@ -313,9 +317,14 @@ class WarmupStage:
         self.checkpoint = checkpoint
         self.pools = pools
         self.announce = announce
-        self.model: ShrinkageWarmup = self.config.shrinkage.build()
+        self.model: WarmupModel
+        if served is not None:
+            self.model = served.build(warm_after=self.config.shrinkage.warm_after)
+            self.model_version = self.config.model_version(served.card(), served_version)
+        else:
+            self.model = self.config.shrinkage.build()
+            self.model_version = self.config.model_version()
         self.model.max_tracked_events = self.config.max_tracked_events
-        self.model_version = self.config.model_version()
         self.weights = dict(self.config.shrinkage.weights)
         self.positive_kinds = frozenset(self.config.positive_kinds)
         self.stats = WarmupStats()
@@ -346,8 +355,15 @@ class WarmupStage:
         announce: Callable[[Sequence[StoredItem]], None] | None = None
         if producer is not None and config.announce:
             announce = Announcer(producer)
+        served, version = _served_warmup(settings) if config.model == "artifact" else (None, "")
         return cls(
-            store, WarmupCheckpoint(path, durable=config.durable), config, pools=pools, announce=announce
+            store,
+            WarmupCheckpoint(path, durable=config.durable),
+            config,
+            pools=pools,
+            announce=announce,
+            served=served,
+            served_version=version,
         )
 
     # ------------------------------------------------------------------ public API
@@ -721,6 +737,28 @@ class WarmupStage:
         gone = [r.item_id for r in rows if r.status not in POOL_STATUSES]
         if gone:
             self.pools.remove(gone)
+
+
+def _served_warmup(settings: Settings) -> tuple[ServedWarmup | None, str]:
+    """The warm-up of the encoder artifact the settings serve, and that artifact's version; ``None``
+    (the shrinkage warm-up runs) when there is no artifact or it carries no warm-up."""
+    try:
+        path = resolve_artifact(settings.models.artifact, settings.models.artifacts_dir)
+        manifest = read_manifest(path)
+        served = load_served_warmup(path, manifest.warmup)
+    except NotFoundError as exc:
+        log.warning("warm-up: no encoder artifact (%s); running the shrinkage warm-up", exc)
+        return None, ""
+    if served is None:
+        log.warning("warm-up: artifact %s has no calibrated warm-up; running shrinkage", manifest.version)
+        return None, ""
+    log.info(
+        "warm-up: posterior from %s (prior strength %s, gate %d positives)",
+        manifest.version,
+        served.card()["prior_strength"],
+        served.min_positives,
+    )
+    return served, manifest.version
 
 
 class Announcer:

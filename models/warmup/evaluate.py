@@ -59,7 +59,7 @@ MIN_QUALIFYING = 30
 
 
 @dataclass(frozen=True)
-class _Fold:
+class Fold:
     """Everything one seed's evaluation needs (vectors in the item tower's space, ``d`` dims)."""
 
     user_ids: list[str]
@@ -89,7 +89,7 @@ def _observed_masks(events: pd.DataFrame, k: int) -> pd.Series:
 
 def _vectors(
     method: str,
-    fold: _Fold,
+    fold: Fold,
     observed: pd.DataFrame,
     model: WarmupModel,
     weights: tuple[float, float],
@@ -125,7 +125,7 @@ def _vectors(
 
 
 def _score_fold(
-    fold: _Fold, k: int, method: str, model: WarmupModel, weights: tuple[float, float], seed: int
+    fold: Fold, k: int, method: str, model: WarmupModel, weights: tuple[float, float], seed: int
 ) -> _Scored:
     events = fold.events
     observed_mask = _observed_masks(events, k)
@@ -153,7 +153,7 @@ def _score_fold(
     return _Scored(m["ndcg@10"], m["recall@20"], int(m["users"]), int(relevant.any(axis=0).sum()))
 
 
-def _events_for(interactions: pd.DataFrame, item_ids: Sequence[str], threshold: float) -> pd.DataFrame:
+def events_for(interactions: pd.DataFrame, item_ids: Sequence[str], threshold: float) -> pd.DataFrame:
     ev = interactions[interactions["item_id"].isin(set(item_ids))].copy()
     ev["positive"] = ev["value"] >= threshold
     ev["event_id"] = [f"{u}:{i}:{t}" for u, i, t in zip(ev["user_id"], ev["item_id"], ev["ts"], strict=True)]
@@ -171,7 +171,7 @@ class WarmupChoice:
 
 
 def _best_kappa(
-    val: _Fold,
+    val: Fold,
     method: str,
     calibration: PosteriorCalibration,
     levels: Sequence[int],
@@ -193,7 +193,7 @@ def _best_kappa(
 
 
 def select_warmup(
-    val: _Fold,
+    val: Fold,
     calibration: PosteriorCalibration,
     ks: Sequence[int],
     weights: tuple[float, float],
@@ -247,7 +247,7 @@ protocol does not run)."""
 
 
 def _shrinkage_model(
-    val: _Fold, rho: float, ks: Sequence[int], weights: tuple[float, float], seed: int
+    val: Fold, rho: float, ks: Sequence[int], weights: tuple[float, float], seed: int
 ) -> tuple[ShrinkageWarmup, float]:
     best_kappa, best = SHRINKAGE_KAPPA_GRID[0], -1.0
     for kappa in SHRINKAGE_KAPPA_GRID:
@@ -315,12 +315,12 @@ def evaluate_warmup(
         has = counts > 0
         rho = fit_behavior_scale(all_vecs[has], (sums[has] / counts[has, None]).astype(np.float32))
         val, test = (
-            _Fold(
+            Fold(
                 trained.user_ids,
                 trained.user_embeddings,
                 ids,
                 all_vecs[[row_of[i] for i in ids]],
-                _events_for(inter, ids, threshold),
+                events_for(inter, ids, threshold),
             )
             for ids in (split.val, split.test)
         )

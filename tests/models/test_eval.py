@@ -13,7 +13,8 @@ import pytest
 from coldstart.errors import InvalidInputError
 from models.baselines import ContentKnn, DropoutNetRanker, Features, ItemSet, RandomRanker, TfidfKnn, TrainSet
 from models.catalog import Catalog
-from models.evaluate import evaluate_catalog, ranking_metrics, split_items, write_results
+from models.eval_report import write_results
+from models.evaluate import evaluate_catalog, ranking_metrics, split_items
 from models.item_tower import ItemTowerConfig
 
 
@@ -147,7 +148,17 @@ def test_protocol_end_to_end_and_result_files(tmp_path: Path) -> None:
             batch_size=128,
         )
 
-    rows = ("random", "tfidf_knn", "content_knn", "text_only", "image_text", "image_text_title")
+    rows = (
+        "random",
+        "tfidf_knn",
+        "content_knn",
+        "text_only",
+        "image_text",
+        "image_text_title",
+        "lexical",
+        "hybrid",
+        "shipped",
+    )
     result = evaluate_catalog(
         catalog, seeds=2, rows=rows, features=feats, title_features=feats, tower_config=tiny, progress=False
     )
@@ -161,11 +172,17 @@ def test_protocol_end_to_end_and_result_files(tmp_path: Path) -> None:
                 assert f"{metric}@{k}_std" in summary[row]
     assert summary["tfidf_knn"]["ndcg@10"] > summary["random"]["ndcg@10"] + 0.2
     assert len(result.info["split"]) == 2 and result.info["split"][0]["test_items"] == 30
+    # the planted signal is in the words: the selection ships a representation that carries it
+    assert summary["shipped"]["ndcg@10"] > summary["random"]["ndcg@10"] + 0.1
+    for choice, per in zip(result.info["shipped"], result.per_seed, strict=True):
+        assert choice["shipped"] in ("lexical", "content", "tower", "hybrid")
+        assert per["shipped"] == per[choice["shipped"]] if choice["shipped"] in per else True
     out = write_results(result, tmp_path / "results", command="coldstart models evaluate --catalog X")
     doc = json.loads((out / "cold_start.json").read_text())
     assert doc["dataset"] == "cat" and doc["seeds"] == 2
     assert set(doc["rows"]) == set(rows) and "ndcg@10" in doc["rows"]["image_text"]
     md = (out / "cold_start.md").read_text()
     assert "| image_text |" in md and "coldstart models evaluate --catalog X" in md
+    assert "| shipped |" in md and "the served representation chosen on cold-validation" in md
     with pytest.raises(InvalidInputError, match="rows"):
         evaluate_catalog(catalog, rows=("nope",), features=feats)

@@ -70,7 +70,15 @@ def test_train_export_info_round_trip(tmp_path: Path, monkeypatch: pytest.Monkey
     report = json.loads(res.output[res.output.index("{") :])
     path = Path(report["artifact"])
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["kind"] == "offline" and manifest["item_dim"] == 8
+    # the served vector is the blocks chosen on cold-validation; the tower block keeps --item-dim
+    card = manifest["representation"]
+    assert card["shipped"] in ("lexical", "content", "tower", "hybrid") and card["validation"]
+    assert manifest["kind"] == "offline" and manifest["item_dim"] == sum(b["dim"] for b in card["blocks"])
+    assert card["tower_dim"] == 8 and all(b["weight"] > 0 for b in card["blocks"])
+    item_dim = manifest["item_dim"]
+    # the learner's warm-up, calibrated on the same catalog (κ "inf" = content only is a valid choice)
+    assert manifest["warmup"]["type"] == "posterior" and (path / "warmup.npz").is_file()
+    assert manifest["warmup"]["min_positives"] >= 0
     assert manifest["training_data"]["n_items"] == 24 and len(manifest["training_data"]["fingerprint"]) == 64
     assert manifest["metrics"]["projection/trained"] == 1.0
     assert (path / "users.npz").is_file()
@@ -80,7 +88,10 @@ def test_train_export_info_round_trip(tmp_path: Path, monkeypatch: pytest.Monkey
     from models.records import ItemContent
 
     vec = enc.encode([ItemContent("new", "green boots", make_image(99))])[0]
-    assert vec.item_vector.shape == (8,) and vec.encoder_version == path.name
+    assert vec.item_vector.shape == (item_dim,) and vec.encoder_version == path.name
+    from models.artifact import load_users
+
+    assert load_users(path)[1].shape[1] == item_dim
 
     # re-export the checkpoint: a new version with identical vectors
     res = runner.invoke(app, ["export", "--artifact", str(path)])
@@ -90,7 +101,8 @@ def test_train_export_info_round_trip(tmp_path: Path, monkeypatch: pytest.Monkey
     again = load_encoder(new_path).encode([ItemContent("new", "green boots", make_image(99))])[0]
     np.testing.assert_allclose(again.content_vector, vec.content_vector, atol=1e-6)
     np.testing.assert_allclose(again.item_vector, vec.item_vector, atol=1e-6)
-    from models.artifact import load_users
+    again_manifest = json.loads((new_path / "manifest.json").read_text())
+    assert again_manifest["representation"] == card and again_manifest["warmup"] == manifest["warmup"]
 
     assert load_users(new_path)[0] == load_users(path)[0]
 

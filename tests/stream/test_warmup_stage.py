@@ -15,7 +15,9 @@ from exploration.pool import ExactPool, ItemPools
 from feature_repo.feast_store import FeastFeatureStore
 from feature_repo.records import StoredItem, StoredUser
 from feature_repo.testing import random_items
-from models.warmup import ShrinkageConfig
+from models.warmup import Evidence, ItemWarmState, ShrinkageConfig, ShrinkageWarmup
+from models.warmup.posterior import PosteriorWarmup, fit_posterior_calibration
+from models.warmup.served import ServedWarmup
 from stream.config import WarmupStageConfig
 from stream.contracts import Interaction
 from stream.warmup_stage import Delivery, WarmupCheckpoint, WarmupStage
@@ -275,3 +277,71 @@ def test_one_slot_counts_one_impression_and_one_click(
     stage.process([on_slot(20, "click", "d2")])
     row = store.get_items([item])[item]
     assert (row.impressions, row.clicks) == (1, 2) and row.status == "warm"
+
+
+def _served_warmup(prior_strength: float, min_positives: int) -> ServedWarmup:
+    rng = np.random.default_rng(5)
+    users = rng.standard_normal((40, DIM)).astype(np.float32)
+    items = rng.standard_normal((40, DIM)).astype(np.float32)
+    pairs = np.arange(40, dtype=np.int64)
+    calibration = fit_posterior_calibration(users, items, pairs, pairs, random_pairs=500)
+    return ServedWarmup(calibration, prior_strength, min_positives, {})
+
+
+def test_artifact_warmup_runs_with_its_gate(store: FeastFeatureStore, prefix: str, tmp_path: Path) -> None:
+    """The posterior warm-up shipped with the artifact: below the gate the stored vector is the content
+    vector; at the gate it is exactly the model's posterior, and rows carry a posterior version."""
+    items = make_items(prefix, 1, seed=7)
+    store.write_items(items)
+    x = np.random.default_rng(8).standard_normal(DIM).astype(np.float32)
+    users = [f"{prefix}-u{j}" for j in range(2)]
+    store.users().write_users([StoredUser(u, x, 0, "trained-1", T0) for u in users])
+    served = _served_warmup(prior_strength=1.0, min_positives=2)
+    cfg = WarmupStageConfig(announce=False, shrinkage=ShrinkageConfig(user_prior_strength=1e9))
+    stage = WarmupStage(
+        store,
+        WarmupCheckpoint(tmp_path / "p.sqlite3", durable=False),
+        cfg,
+        served=served,
+        served_version="v1",
+    )
+    assert stage.model_version.startswith("warmup-posterior-")
+    c = items[0].item_vector
+    stage.process([Delivery(click(prefix, 1, users[0], items[0].item_id))])
+    first = store.get_items([items[0].item_id])[items[0].item_id]
+    np.testing.assert_allclose(first.item_vector, c, atol=1e-6)  # gated: one positive is not enough
+    assert first.clicks == 1 and first.model_version == stage.model_version
+    stage.process([Delivery(click(prefix, 2, users[1], items[0].item_id))])
+    second = store.get_items([items[0].item_id])[items[0].item_id].item_vector
+    # each user's evidence is its vector before the event (both start at x)
+    evidence = [Evidence(f"e{n}", x, 1.0, True) for n in range(2)]
+    expected = served.build().update_item(ItemWarmState.new(items[0].item_id, c), evidence)
+    assert not np.allclose(second, c)
+    np.testing.assert_allclose(second, expected.vector, rtol=1e-4, atol=1e-5)
+
+
+def test_stage_from_settings_loads_the_artifacts_warmup(store: FeastFeatureStore, tmp_path: Path) -> None:
+    from coldstart.settings import Settings
+    from models.config import ModelSettings
+    from models.testing import build_tiny_artifact
+
+    served = _served_warmup(prior_strength=30.0, min_positives=5)
+    artifact = build_tiny_artifact(tmp_path / "artifacts", warmup=served)
+    settings = Settings(data_dir=tmp_path / "data", models=ModelSettings(artifact=artifact))
+    cfg = WarmupStageConfig(announce=False, durable=False)
+    stage = WarmupStage.from_settings(settings, store, config=cfg)
+    assert isinstance(stage.model, PosteriorWarmup)
+    assert stage.model.prior_strength == 30.0 and stage.model.min_positives == 5
+    assert stage.model_version.startswith("warmup-posterior-")
+    stage.close()
+    # the same settings asking for shrinkage, or an artifact without a warm-up, run shrinkage
+    plain = build_tiny_artifact(tmp_path / "plain")
+    for settings_, cfg_ in (
+        (settings, cfg.model_copy(update={"model": "shrinkage"})),
+        (Settings(data_dir=tmp_path / "data2", models=ModelSettings(artifact=plain)), cfg),
+    ):
+        other = WarmupStage.from_settings(settings_, store, config=cfg_)
+        assert isinstance(other.model, ShrinkageWarmup) and other.model_version.startswith(
+            "warmup-shrinkage-"
+        )
+        other.close()
