@@ -43,41 +43,36 @@ def _fmt(summary: dict[str, dict[str, float]], row: str, metric: str) -> str:
 
 
 def _targets(summary: dict[str, dict[str, float]]) -> list[tuple[str, bool]]:
-    """The quality checks of the served representation (which apply to which catalog: docs/results)."""
+    """The check every catalog must pass: the shipped representation is never below the simplest
+    baselines (tfidf_knn, content_knn) on NDCG@10 and Recall@20."""
     out: list[tuple[str, bool]] = []
-
-    def check(text: str, left: float, right: float) -> None:
-        out.append((f"{text}: {left:.4f} vs {right:.4f}", left >= right))
-
     baselines = [r for r in ("tfidf_knn", "content_knn") if r in summary]
-    if "shipped" in summary and baselines:
-        for metric in ("ndcg@10", "recall@20"):
-            best = max(summary[r][metric] for r in baselines)
-            check(
-                f"every catalog: shipped {metric} ≥ max({', '.join(baselines)})",
-                summary["shipped"][metric],
-                best,
-            )
-        best = max(summary[r]["ndcg@10"] for r in baselines)
-        check("MovieLens dense: shipped ndcg@10 ≥ 1.1 × that max", summary["shipped"]["ndcg@10"], 1.1 * best)
-    if "image_text" in summary and "text_only" in summary:
-        check(
-            "MovieLens dense: image_text ndcg@10 ≥ text_only",
-            summary["image_text"]["ndcg@10"],
-            summary["text_only"]["ndcg@10"],
-        )
-    if "shipped" in summary and "tfidf_knn" in summary:
-        check(
-            "planted lexical: shipped ndcg@10 ≥ 0.95 × tfidf_knn",
-            summary["shipped"]["ndcg@10"],
-            0.95 * summary["tfidf_knn"]["ndcg@10"],
-        )
-    if "shipped" in summary and "text_only" in summary:
-        check(
-            "planted image: shipped ndcg@10 ≥ 1.5 × text_only",
-            summary["shipped"]["ndcg@10"],
-            1.5 * summary["text_only"]["ndcg@10"],
-        )
+    if "shipped" not in summary or not baselines:
+        return out
+    for metric in ("ndcg@10", "recall@20"):
+        best = max(summary[r][metric] for r in baselines)
+        ours = summary["shipped"][metric]
+        out.append((f"shipped {metric} {ours:.4f} ≥ max({', '.join(baselines)}) {best:.4f}", ours >= best))
+    return out
+
+
+def _ratios(summary: dict[str, dict[str, float]]) -> list[str]:
+    """NDCG@10 ratios that the per-catalog targets are stated in (docs/representation.md)."""
+    pairs = [
+        ("shipped", ("tfidf_knn", "content_knn")),
+        ("image_text", ("text_only",)),
+        ("shipped", ("tfidf_knn",)),
+        ("shipped", ("text_only",)),
+        ("hybrid", ("image_text",)),
+    ]
+    out = []
+    for row, refs in pairs:
+        have = [r for r in refs if r in summary]
+        if row not in summary or len(have) != len(refs):
+            continue
+        ref = max(summary[r]["ndcg@10"] for r in have)
+        name = have[0] if len(have) == 1 else f"max({', '.join(have)})"
+        out.append(f"{row} / {name}: {summary[row]['ndcg@10'] / max(ref, 1e-12):.3f}")
     return out
 
 
@@ -239,8 +234,12 @@ def write_results(
     lines += [f"- **{row}**: {_ROW_DOC.get(row, row)}" for row in summary]
     targets = _targets(summary)
     if targets:
-        lines += ["", "## Targets", ""]
+        lines += ["", "## Never below the simplest baselines", ""]
         lines += [f"- [{'x' if ok else ' '}] {text}" for text, ok in targets]
+    ratios = _ratios(summary)
+    if ratios:
+        lines += ["", "## Ratios (NDCG@10)", ""]
+        lines += [f"- {text}" for text in ratios]
     contributions = _contributions(summary)
     if contributions:
         lines += ["", "## What each modality contributes (NDCG@10)", ""]

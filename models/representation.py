@@ -152,7 +152,8 @@ class Representation:
         text_ok: NDArray[np.bool_],
         texts: Sequence[str],
     ) -> dict[BlockName, F32]:
-        """The unweighted block vectors of items (only the served blocks are computed)."""
+        """The unweighted block vectors of items (only the served blocks are computed); the encoder
+        worker serves ``compose_items(item_blocks(...))``."""
         out: dict[BlockName, F32] = {}
         for block in self.blocks:
             if block.name == "tower":
@@ -173,18 +174,6 @@ class Representation:
         return np.ascontiguousarray(
             np.concatenate([l2_rows(profiles[b.name]) for b in self.blocks], axis=1), dtype=np.float32
         )
-
-    def encode(
-        self,
-        tower: F32,
-        image_feat: F32,
-        text_feat: F32,
-        image_ok: NDArray[np.bool_],
-        text_ok: NDArray[np.bool_],
-        texts: Sequence[str],
-    ) -> F32:
-        """Served item vectors of a batch (the encoder worker's path)."""
-        return self.compose_items(self.item_blocks(tower, image_feat, text_feat, image_ok, text_ok, texts))
 
     # -- persistence ----------------------------------------------------------------------------------
     def save(self, directory: Path) -> Path:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from threadpoolctl import ThreadpoolController
 
 from coldstart.errors import ArtifactError, InvalidInputError
 from models.artifact import Manifest, read_manifest, resolve_artifact
@@ -113,6 +114,8 @@ class OnnxItemEncoder(ItemEncoder):
         self.representation: Representation | None = (
             Representation.load(path) if REPRESENTATION_FILE in manifest.files else None
         )
+        # found once: building a limit from scratch scans the loaded libraries (~3 ms a call)
+        self._blas = ThreadpoolController() if self.representation is not None else None
         self.providers: list[str] = list(self._image.get_providers())
 
     def with_max_tokens(self, max_tokens: int) -> OnnxItemEncoder:
@@ -143,16 +146,22 @@ class OnnxItemEncoder(ItemEncoder):
         return np.asarray(feat, dtype=np.float32), l2_normalize(np.asarray(emb, dtype=np.float32))
 
     def _serve(self, tower: F32, features: FeatureBatch, rows: NDArray[np.int64], texts: list[str]) -> F32:
-        if self.representation is None:
+        if self.representation is None or self._blas is None:
             return tower
-        return self.representation.encode(
-            tower,
-            features.image_feat[rows],
-            features.text_feat[rows],
-            features.image_ok[rows],
-            features.text_ok[rows],
-            texts,
-        )
+        rep = self.representation
+        # one BLAS thread: onnxruntime's own thread pool is still spinning on the cores right after a
+        # run, and a second pool fighting it made the whole encode ~13% slower (benchmarks/encode.py)
+        with self._blas.limit(limits=1, user_api="blas"):
+            return rep.compose_items(
+                rep.item_blocks(
+                    tower,
+                    features.image_feat[rows],
+                    features.text_feat[rows],
+                    features.image_ok[rows],
+                    features.text_ok[rows],
+                    texts,
+                )
+            )
 
     def _encode_items(self, image_feat: F32, text_feat: F32, image_ok: F32, text_ok: F32) -> F32:
         (out,) = self._item.run(

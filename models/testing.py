@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from models.config import OfflineEncoderConfig, OpenClipEncoderConfig
+from models.representation import Representation
 from models.warmup.served import ServedWarmup
 
 TINY_OFFLINE = OfflineEncoderConfig(
@@ -51,6 +52,7 @@ def build_tiny_artifact(
     seed: int = 0,
     kind: Literal["offline", "open_clip"] = "offline",
     warmup: ServedWarmup | None = None,
+    representation: Representation | None = None,
 ) -> Path:
     """Build a tiny random encoder artifact under ``out_dir`` in a few seconds.
 
@@ -64,8 +66,8 @@ def build_tiny_artifact(
         ``offline``: the default encoder's classes shrunk (EfficientNet-Lite 64 px, 2-layer BERT,
         image_dim 1280, text_dim 32, shared_dim 32). ``open_clip``: a 2-layer ViT/text CLIP
         (shared_dim 32). Both have a random item tower with ``item_dim`` 16.
-    warmup
-        A calibrated warm-up to ship with it (as ``coldstart models train`` does).
+    warmup, representation
+        A calibrated warm-up and served blocks to ship with it (as ``coldstart models train`` does).
 
     Returns
     -------
@@ -92,6 +94,7 @@ def build_tiny_artifact(
         seed=seed,
         notes="tiny random artifact for tests (no quality)",
         warmup=warmup,
+        representation=representation,
     )
 
 

@@ -270,3 +270,37 @@ def test_a_failed_write_commits_nothing_for_its_batch_and_is_redelivered(
     assert again.metrics.records >= len(pub.good) - len(done)  # the uncommitted rest, re-delivered
     assert set(store.get_items(list(pub.good))) == set(pub.good)
     assert sum(_committed(bootstrap, kafka.encode.group_id).values()) == len(pub.good)
+
+
+def test_worker_writes_the_artifacts_served_blocks(
+    kafka: KafkaSettings, store: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """An artifact that serves tower + lexical blocks: the worker stores exactly the encoder's served
+    vector (tower output and the event text's lexical block, weighted), nothing torch-side."""
+    import models
+    from models.lexical import LexicalModel
+    from models.representation import BlockSpec, Representation
+    from models.testing import TINY_ITEM_DIM, build_tiny_artifact
+
+    events = [good_event("blocks", i, None) for i in range(6)]
+    lexical = LexicalModel(dim=4).fit([e.text() for e in events])
+    rep = Representation(
+        [BlockSpec("tower", TINY_ITEM_DIM, 1.0, 1.0), BlockSpec("lexical", lexical.out_dim, 2.0, 0.5)],
+        lexical=lexical,
+    )
+    artifact = build_tiny_artifact(tmp_path_factory.mktemp("blocks"), representation=rep)
+    encoder = models.load_encoder(artifact, providers=["CPUExecutionProvider"])  # type: ignore[attr-defined]
+    assert encoder.item_dim == TINY_ITEM_DIM + lexical.out_dim
+    with EventProducer(kafka.bootstrap_servers or "", kafka) as producer:
+        for event in events:
+            producer.publish_item(event)
+        producer.flush()
+        EncodeWorker(kafka.bootstrap_servers or "", kafka, encoder, store).run(idle_exit_s=1.5)
+    stored = store.get_items([e.item_id for e in events])
+    want = encoder.encode([ItemContent(e.item_id, e.text(), None) for e in events])
+    for event, emb in zip(events, want, strict=True):
+        row = stored[event.item_id].item_vector
+        assert row.shape == (encoder.item_dim,)
+        np.testing.assert_allclose(row, emb.item_vector, atol=1e-5)
+        lexical_part = row[TINY_ITEM_DIM:]
+        np.testing.assert_allclose(np.linalg.norm(lexical_part), 4.0, rtol=1e-4)  # unit block x 2 / 0.5
