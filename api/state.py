@@ -25,7 +25,9 @@ from coldstart.settings import Settings
 from exploration.model_store import LocalModelStore, ModelStore, PolicyHolder
 from exploration.pacing import ExposurePacer, GraduationEvent
 from exploration.policies import build_policy
+from exploration.pool import new_pool
 from exploration.pool.base import POOL_STATUSES, CandidatePool, entry_from_item
+from exploration.pool.config import PoolConfig
 from exploration.service import SlotService
 from exploration.sinks import (
     DecisionSink,
@@ -46,11 +48,9 @@ log = logging.getLogger(__name__)
 PoolFactory = Callable[[], CandidatePool]
 
 
-def default_pool_factory() -> CandidatePool:
-    """The project's cold-pool index implementation."""
-    from exploration.pool import new_pool
-
-    return new_pool()
+def default_pool_factory(config: PoolConfig | None = None) -> CandidatePool:
+    """The cold-pool index the settings select (``exploration.pool``; default exact)."""
+    return new_pool(config)
 
 
 def model_store_dir(settings: Settings) -> Path:
@@ -264,7 +264,7 @@ def build_state(
     pool_factory
         Builds an empty :class:`CandidatePool` (default: the project's implementation).
     """
-    factory = pool_factory or default_pool_factory
+    factory = pool_factory or (lambda: default_pool_factory(settings.exploration.pool))
     metrics = ApiMetrics()
     if store is None:
         from feature_repo import open_store

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from exploration.pool.config import ExactPoolConfig, PoolConfig
+
 
 class _PolicyConfigBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -173,6 +175,10 @@ class ExplorationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     policy: PolicyConfig = Field(default_factory=VWPolicyConfig)
+    pool: PoolConfig = Field(
+        default_factory=ExactPoolConfig,
+        description="Cold-pool index: exact (default) or hnsw (approximate, for pools of 100,000+ items).",
+    )
     pacing: PacingConfig = Field(default_factory=PacingConfig)
     rewards: RewardConfig = Field(default_factory=RewardConfig)
     candidates_m: int = Field(default=100, ge=1, le=10_000, description="Top-M pool candidates scored.")

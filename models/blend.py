@@ -106,7 +106,7 @@ class BlendRanker(Ranker):
         self._user_row: dict[str, int] = {}
         self._scales: dict[BlockName, float] = {}
         self._weights: dict[BlockName, float] = {}
-        self._cache: dict[tuple[str, ...], dict[BlockName, F32]] = {}
+        self._cache: dict[int, tuple[ItemSet, dict[BlockName, F32]]] = {}
         self._mix = 0.0
         self.scores: dict[str, float] = {}
         self.chosen: dict[Candidate, dict[BlockName, float]] = {}
@@ -114,8 +114,10 @@ class BlendRanker(Ranker):
 
     # -- blocks -------------------------------------------------------------------------------------
     def _item_blocks(self, items: ItemSet) -> dict[BlockName, F32]:
-        key = tuple(items.item_ids)
-        if key not in self._cache:
+        # keyed by the ItemSet object (held in the entry, so its id cannot be reused): two sets with
+        # the same ids may differ in text or features (e.g. title-only variants)
+        key = id(items)
+        if key not in self._cache or self._cache[key][0] is not items:
             f: Features = items.features
             out: dict[BlockName, F32] = {}
             if self.tower is not None:
@@ -126,8 +128,8 @@ class BlendRanker(Ranker):
                 out["lexical"] = self._lexical.transform(items.texts)
             if len(self._cache) > 8:
                 self._cache.clear()
-            self._cache[key] = out
-        return self._cache[key]
+            self._cache[key] = (items, out)
+        return self._cache[key][1]
 
     def _fit(self, train: TrainSet, validate: ValidationFn | None) -> None:
         f = train.items.features

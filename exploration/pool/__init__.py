@@ -11,8 +11,9 @@ from exploration.pool.base import (
     PoolSpace,
     entry_from_item,
 )
-from exploration.pool.config import ExactPoolConfig, PoolConfig
+from exploration.pool.config import ExactPoolConfig, HnswPoolConfig, PoolConfig
 from exploration.pool.exact import ExactPool
+from exploration.pool.hnsw import HnswPool
 from exploration.pool.pools import ItemPools
 
 
@@ -21,6 +22,16 @@ def new_pool(config: PoolConfig | None = None) -> CandidatePool:
     cfg = config or ExactPoolConfig()
     if cfg.type == "exact":
         return ExactPool(dim=cfg.dim, initial_capacity=cfg.initial_capacity)
+    if cfg.type == "hnsw":
+        return HnswPool(
+            dim=cfg.dim,
+            m=cfg.m,
+            ef_construction=cfg.ef_construction,
+            ef_add=cfg.ef_add,
+            ef_search=cfg.ef_search,
+            graph_min=cfg.graph_min,
+            rebuild_ratio=cfg.rebuild_ratio,
+        )
     raise AssertionError(f"unhandled pool type {cfg.type!r}")  # pragma: no cover - exhaustive Literal
 
 
@@ -29,6 +40,8 @@ __all__ = [
     "CandidatePool",
     "ExactPool",
     "ExactPoolConfig",
+    "HnswPool",
+    "HnswPoolConfig",
     "ItemPools",
     "PoolConfig",
     "PoolEntry",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,5 +29,24 @@ class ExactPoolConfig(BaseModel):
     initial_capacity: int = Field(default=1024, ge=1)
 
 
-#: Union of the pool configs (one implementation so far; add members with a ``type`` discriminator).
-PoolConfig = ExactPoolConfig
+class HnswPoolConfig(BaseModel):
+    """Approximate index: FAISS HNSW graphs partitioned by category and seller
+    (:class:`~exploration.pool.hnsw.HnswPool`). Exact stays the default: below ``graph_min`` items
+    every part is searched exactly anyway, and exact is faster there (docs/results/pool.md).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["hnsw"] = "hnsw"
+    space: Literal["item", "content"] = "item"
+    dim: int | None = Field(default=None, ge=1)
+    m: int = Field(default=32, ge=4, le=128)
+    ef_construction: int = Field(default=160, ge=1)
+    ef_add: int = Field(default=64, ge=1)
+    ef_search: int = Field(default=256, ge=1)
+    graph_min: int = Field(default=20_000, ge=1)
+    rebuild_ratio: float = Field(default=0.25, gt=0, le=1)
+
+
+#: Union of the pool configs, told apart by ``type``.
+PoolConfig = Annotated[ExactPoolConfig | HnswPoolConfig, Field(discriminator="type")]

@@ -1,0 +1,150 @@
+"""The approximate cold pool (FAISS HNSW parts): recall against exact search, filters, writes, rebuild."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from coldstart.errors import InvalidInputError
+from exploration.pool import (
+    ExactPool,
+    HnswPool,
+    HnswPoolConfig,
+    PoolEntry,
+    PoolFilter,
+    new_pool,
+)
+
+DIM = 16
+
+
+def clustered(n: int, seed: int, start: int = 0, categories: int = 4, sellers: int = 7) -> list[PoolEntry]:
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(99).standard_normal((30, DIM))
+    out = []
+    for i in range(start, start + n):
+        v = centres[rng.integers(30)] + 0.5 * rng.standard_normal(DIM)
+        out.append(
+            PoolEntry(
+                f"i{i}", v.astype(np.float32), category=f"c{i % categories}", seller_id=f"s{i % sellers}"
+            )
+        )
+    return out
+
+
+def recall(
+    approx: HnswPool, exact: ExactPool, queries: np.ndarray, k: int, f: PoolFilter | None = None
+) -> float:
+    got = []
+    for q in queries:
+        want = set(exact.search_ids(q, k, f)[0])
+        ids = approx.search_ids(q, k, f)[0]
+        assert len(ids) == len(set(ids)) == min(k, len(want))
+        got.append(len(set(ids) & want) / max(len(want), 1))
+    return float(np.mean(got))
+
+
+@pytest.fixture(scope="module")
+def pools() -> tuple[HnswPool, ExactPool, list[PoolEntry]]:
+    es = clustered(3000, seed=1)
+    approx = HnswPool(graph_min=500)  # the whole pool and each category part get a graph
+    exact = ExactPool()
+    for start in range(0, len(es), 500):  # streamed in batches, as the pool feed does
+        approx.upsert(es[start : start + 500])
+        exact.upsert(es[start : start + 500])
+    return approx, exact, es
+
+
+def test_graph_search_recalls_the_exact_top_k(pools: tuple[HnswPool, ExactPool, list[PoolEntry]]) -> None:
+    approx, exact, _ = pools
+    assert approx._all.graph is not None and approx._by_category["c1"].graph is not None
+    queries = np.random.default_rng(5).standard_normal((40, DIM)).astype(np.float32)
+    assert recall(approx, exact, queries, 50) >= 0.95
+    one_category = PoolFilter(categories=("c1",))
+    assert recall(approx, exact, queries, 50, one_category) >= 0.95
+    # scores are the exact inner products of the returned items
+    ids, scores = approx.search_ids(queries[0], 10)
+    np.testing.assert_allclose(scores, approx.vectors(ids) @ queries[0], rtol=1e-5, atol=1e-5)  # type: ignore[operator]
+
+
+def test_small_parts_and_combined_filters_are_exact(
+    pools: tuple[HnswPool, ExactPool, list[PoolEntry]],
+) -> None:
+    approx, exact, _es = pools
+    q = np.random.default_rng(6).standard_normal(DIM).astype(np.float32)
+    excluded = frozenset(exact.search_ids(q, 5, PoolFilter(sellers=("s2",)))[0][:3])
+    for f in (
+        PoolFilter(sellers=("s2",)),  # 428 items: below graph_min, searched exactly
+        PoolFilter(sellers=("s2", "s3"), categories=("c1",), exclude_item_ids=excluded),
+        PoolFilter(categories=("c1", "c2"), exclude_item_ids=excluded),
+        PoolFilter(categories=("nope",)),
+    ):
+        if f.categories == ("c1", "c2"):
+            assert recall(approx, exact, q[None], 30, f) >= 0.9
+            assert not set(approx.search_ids(q, 30, f)[0]) & excluded
+        else:
+            assert approx.search_ids(q, 30, f)[0] == exact.search_ids(q, 30, f)[0]
+
+
+def test_writes_move_replace_and_remove_items() -> None:
+    # unit vectors: an item is its own best match
+    es = [
+        PoolEntry(e.item_id, e.vector / np.linalg.norm(e.vector), e.category, e.seller_id)
+        for e in clustered(800, seed=2)
+    ]
+    pool = HnswPool(graph_min=100, rebuild_ratio=0.3)
+    pool.upsert(es)
+    q = es[10].vector * 10
+    assert pool.search_ids(q, 1)[0] == ["i10"]
+    # the periodic full sync re-sends unchanged items: no graph work, no tombstones
+    assert pool._all.graph is not None
+    rows = len(pool._all.graph.rows)
+    pool.upsert(es)
+    assert len(pool._all.graph.rows) == rows and pool._all.graph.dead == 0
+    # replace: a new vector and a new category; the old row is a tombstone, never returned
+    moved = PoolEntry("i10", -es[10].vector, category="c9", seller_id="s1")
+    pool.upsert([moved])
+    assert "i10" not in pool.search_ids(q, 20)[0]
+    assert pool.search_ids(-q, 1, PoolFilter(categories=("c9",)))[0] == ["i10"]
+    assert "i10" not in pool.search_ids(q, 50, PoolFilter(categories=(es[10].category,)))[0]
+    pool.remove(["i10", "unknown"])
+    assert "i10" not in pool and pool.search_ids(-q, 5, PoolFilter(categories=("c9",)))[0] == []
+    # many replacements: the graph is rebuilt from live vectors, tombstones go away
+    graph_before = pool._all.graph
+    pool.upsert([PoolEntry(e.item_id, e.vector * 1.01, e.category, e.seller_id) for e in es[:600]])
+    assert pool._all.graph is not graph_before and pool._all.graph is not None
+    assert pool._all.graph.dead < 0.3 * len(pool._all.graph.rows)
+    assert len(pool) == 800  # i10 came back with the batch
+
+
+def test_invalid_input_changes_nothing_and_rebuild_skips_bad_rows() -> None:
+    pool = HnswPool(dim=DIM, graph_min=10)
+    es = clustered(50, seed=3)
+    pool.upsert(es)
+    with pytest.raises(InvalidInputError):
+        pool.upsert([PoolEntry("bad", np.full(DIM, np.nan, dtype=np.float32))])
+    with pytest.raises(InvalidInputError):
+        pool.search_ids(np.zeros(DIM + 1, dtype=np.float32), 5)
+    with pytest.raises(InvalidInputError):
+        pool.search_ids(es[0].vector, 0)
+    assert "bad" not in pool and len(pool) == 50
+    odd = PoolEntry("odd", np.ones(DIM + 3, dtype=np.float32))
+    pool.replace_all([*es[:20], odd])
+    assert len(pool) == 20 and "odd" not in pool and pool.search_ids(es[0].vector * 5, 1)[0] == ["i0"]
+
+
+def test_config_selects_the_approximate_pool() -> None:
+    pool = new_pool(HnswPoolConfig(dim=DIM, ef_search=64))
+    assert isinstance(pool, HnswPool) and pool.ef_search == 64
+    with pytest.raises(ValueError):
+        HnswPoolConfig.model_validate({"type": "hnsw", "m": 2})
+
+
+def test_settings_choose_the_pool_of_the_api() -> None:
+    from api.state import default_pool_factory
+    from coldstart.settings import Settings
+
+    settings = Settings(exploration={"pool": {"type": "hnsw", "ef_search": 64}})  # type: ignore[arg-type]
+    pool = default_pool_factory(settings.exploration.pool)
+    assert isinstance(pool, HnswPool) and pool.ef_search == 64
+    assert isinstance(default_pool_factory(Settings().exploration.pool), ExactPool)
