@@ -23,15 +23,7 @@ def new_pool(config: PoolConfig | None = None) -> CandidatePool:
     if cfg.type == "exact":
         return ExactPool(dim=cfg.dim, initial_capacity=cfg.initial_capacity)
     if cfg.type == "hnsw":
-        return HnswPool(
-            dim=cfg.dim,
-            m=cfg.m,
-            ef_construction=cfg.ef_construction,
-            ef_add=cfg.ef_add,
-            ef_search=cfg.ef_search,
-            graph_min=cfg.graph_min,
-            rebuild_ratio=cfg.rebuild_ratio,
-        )
+        return HnswPool(**cfg.model_dump(exclude={"type", "space"}))
     raise AssertionError(f"unhandled pool type {cfg.type!r}")  # pragma: no cover - exhaustive Literal
 
 
