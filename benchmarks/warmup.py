@@ -79,14 +79,12 @@ def _events(prefix: str, n: int, n_items: int, n_users: int, rng: np.random.Gene
 def _learner(settings: Any, bootstrap: str, group: str, stage: Any) -> Any:
     from exploration.model_store import LocalModelStore
     from stream.learn_worker import LearnWorker, OnlineLearner
-    from stream.warmup_stage import attach_warmup
 
     learner = OnlineLearner(
         settings.exploration, LocalModelStore(settings.data_dir / f"models-{group}"), seed=0
     )
     worker = LearnWorker(bootstrap, settings.kafka, learner, group)
-    if stage is not None:
-        attach_warmup(worker, stage)
+    worker.warmup = stage
     return worker
 
 

@@ -20,9 +20,9 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from coldstart.errors import BrokerError, InvalidInputError
 from exploration.config import ExplorationSettings
@@ -34,13 +34,29 @@ from stream.config import KafkaSettings
 from stream.contracts import Interaction, decode_event
 from stream.link import TopicKeeper
 from stream.topics import DECISIONS, INTERACTIONS
+from stream.warmup_stage import WarmupStats, build_warmup_stage
+
+if TYPE_CHECKING:
+    from coldstart.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
+class PollHook(Protocol):
+    """What the learner runs on every poll before any offset is committed (the warm-up stage)."""
+
+    stats: WarmupStats
+
+    def apply_polled(self, polled: Mapping[Any, Sequence[Any]]) -> Any:
+        """Apply one ``KafkaConsumer.poll`` result (records of other topics are ignored)."""
+
+    def close(self) -> None:
+        """Release what the hook holds (its checkpoint)."""
+
+
 @dataclass
 class LearnerStats:
-    """Counters of one learner run."""
+    """Counters of one learner run (``warmup``: the warm-up stage's, when it ran)."""
 
     decisions: int = 0
     interactions: int = 0
@@ -49,6 +65,7 @@ class LearnerStats:
     checkpoints: int = 0
     last_version: str | None = None
     rewards: dict[str, int] = field(default_factory=lambda: {"max_reward": 0, "window": 0})
+    warmup: WarmupStats | None = None
 
 
 class OnlineLearner:
@@ -174,7 +191,7 @@ class LearnWorker:
         self._producer: Any = None
         self._dlq: Any = None
         self._committed_version: str | None = learner.version
-        self.warmup: Any = None  # stream.warmup_stage.WarmupStage, applied to every poll before commits
+        self.warmup: PollHook | None = None  # applied to every poll before any commit
 
     def stop(self) -> None:
         """Finish the current poll, checkpoint, commit and return from :meth:`run`."""
@@ -294,23 +311,25 @@ class LearnWorker:
 def learn_command(
     idle_exit_s: float | None = None,
     max_s: float | None = None,
+    *,
+    settings: Settings | None = None,
 ) -> LearnerStats:
-    """Run the learner from the process settings (used by ``coldstart stream learn``)."""
+    """Run the learner, its warm-up stage and the archive from the process settings (what
+    ``coldstart stream learn`` runs); ``settings`` overrides them (tests)."""
     from coldstart.settings import get_settings
     from exploration.model_store import LocalModelStore
     from stream.broker import resolve_bootstrap
+    from stream.producer import EventProducer
     from stream.topics import ensure_topics
 
-    settings = get_settings()
+    settings = settings or get_settings()
     store_dir = settings.exploration.model_store_dir or settings.data_dir / "model_store"
     learner = OnlineLearner(settings.exploration, LocalModelStore(store_dir), seed=settings.seed)
     bootstrap = resolve_bootstrap(settings.kafka)
     ensure_topics(bootstrap, settings.kafka.partitions)
     worker = LearnWorker(bootstrap, settings.kafka, learner, settings.exploration.learner_group_id)
-    from stream.producer import EventProducer
-    from stream.warmup_stage import build_warmup_stage
-
-    worker.warmup = build_warmup_stage(settings, producer=EventProducer(bootstrap, settings.kafka))
+    producer = EventProducer(bootstrap, settings.kafka)
+    worker.warmup = build_warmup_stage(settings, producer=producer)
     archive_stop = threading.Event()
     archive: threading.Thread | None = None
     if settings.kafka.archive.with_learner:
@@ -330,10 +349,13 @@ def learn_command(
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     try:
-        return worker.run(idle_exit_s=idle_exit_s, max_s=max_s)
+        stats = worker.run(idle_exit_s=idle_exit_s, max_s=max_s)
+        stats.warmup = worker.warmup.stats if worker.warmup is not None else None
+        return stats
     finally:
         archive_stop.set()
         if archive is not None:
             archive.join(60)
         if worker.warmup is not None:
             worker.warmup.close()
+        producer.close()

@@ -44,7 +44,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -794,50 +794,6 @@ def _has_mode(store: FeatureStore) -> bool:
         return False
 
 
-@dataclass
-class WarmupHook:
-    """What :func:`attach_warmup` installed (for tests and metrics)."""
-
-    stage: WarmupStage
-    calls: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
-def attach_warmup(worker: Any, stage: WarmupStage) -> WarmupHook:
-    """Run ``stage`` inside a :class:`stream.learn_worker.LearnWorker`.
-
-    A worker with a ``warmup`` attribute calls ``self.warmup.apply_polled(polled)`` after each poll,
-    before any commit: this just sets it. For a worker without that hook, it wraps ``worker._handle``
-    (collects the interaction records of the current poll) and ``worker.learner.tick`` (called once
-    per poll, before the commit) to apply them: the same order, without editing the worker.
-    """
-    hook = WarmupHook(stage)
-    native = hasattr(worker, "warmup")
-    worker.warmup = stage
-    if native:
-        return hook
-    pending: dict[tuple[str, int], list[Any]] = {}
-    handle = worker._handle
-    tick = worker.learner.tick
-
-    def _handle(record: Any) -> None:
-        if record.topic == INTERACTIONS:
-            pending.setdefault((record.topic, record.partition), []).append(record)
-        handle(record)
-
-    def _tick(*args: Any, **kwargs: Any) -> Any:
-        if pending:
-            batch = dict(pending)
-            pending.clear()
-            stage.apply_polled(batch)
-            hook.calls += 1
-        return tick(*args, **kwargs)
-
-    worker._handle = _handle
-    worker.learner.tick = _tick
-    return hook
-
-
 def build_warmup_stage(
     settings: Settings,
     *,
@@ -860,41 +816,3 @@ def build_warmup_stage(
 
         store = open_store(settings)
     return WarmupStage.from_settings(settings, store, producer=producer, pools=pools, config=config)
-
-
-def learn_with_warmup(
-    idle_exit_s: float | None = None,
-    max_s: float | None = None,
-    settings: Settings | None = None,
-    config: WarmupStageConfig | None = None,
-) -> tuple[Any, WarmupStats | None]:
-    """``coldstart stream learn`` with the warm-up stage attached (what ``learn_command`` runs once
-    the hook is in ``stream/learn_worker.py``); returns the learner's and the stage's counters."""
-    import signal
-
-    from coldstart.settings import get_settings
-    from exploration.model_store import LocalModelStore
-    from stream.broker import resolve_bootstrap
-    from stream.learn_worker import LearnWorker, OnlineLearner
-    from stream.producer import EventProducer
-    from stream.topics import ensure_topics
-
-    settings = settings or get_settings()
-    store_dir = settings.exploration.model_store_dir or settings.data_dir / "model_store"
-    learner = OnlineLearner(settings.exploration, LocalModelStore(store_dir), seed=settings.seed)
-    bootstrap = resolve_bootstrap(settings.kafka)
-    ensure_topics(bootstrap, settings.kafka.partitions)
-    worker = LearnWorker(bootstrap, settings.kafka, learner, settings.exploration.learner_group_id)
-    producer = EventProducer(bootstrap, settings.kafka)
-    stage = build_warmup_stage(settings, producer=producer, config=config)
-    try:
-        if stage is not None:
-            attach_warmup(worker, stage)
-        signal.signal(signal.SIGTERM, lambda *_: worker.stop())
-        signal.signal(signal.SIGINT, lambda *_: worker.stop())
-        stats = worker.run(idle_exit_s=idle_exit_s, max_s=max_s)
-    finally:
-        producer.close()
-        if stage is not None:
-            stage.close()
-    return stats, None if stage is None else stage.stats

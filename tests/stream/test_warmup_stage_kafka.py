@@ -24,7 +24,7 @@ from feature_repo.feast_store import FeastFeatureStore
 from feature_repo.records import StoredItem, StoredUser
 from feature_repo.testing import random_items
 from stream.broker import TansuBroker
-from stream.config import KafkaSettings, WarmupStageConfig
+from stream.config import ArchiveSettings, KafkaSettings, WarmupStageConfig
 from stream.contracts import Interaction
 from stream.pool_feed import PoolFeed
 from stream.producer import EventProducer
@@ -75,20 +75,22 @@ def _events(prefix: str, n: int) -> list[Interaction]:
 def _settings(data_dir: Path, bootstrap: str, group: str) -> Settings:
     return Settings(
         data_dir=data_dir,
-        kafka=KafkaSettings(bootstrap_servers=bootstrap, partitions=4),
+        # the archive has its own crash test (tests/stream/test_archive.py)
+        kafka=KafkaSettings(
+            bootstrap_servers=bootstrap, partitions=4, archive=ArchiveSettings(with_learner=False)
+        ),
         exploration=ExplorationSettings(learner_group_id=group, checkpoint_interval_s=3600.0),
+        # 8 remembered event ids per item/user: re-deliveries must be recognised by the checkpointed offsets
+        warmup=WarmupStageConfig(max_tracked_events=8),
     )
 
 
 def _learner_main(data_dir: str, bootstrap: str, group: str, idle_exit_s: float | None, out: str) -> None:
-    """A learner process (forked: the parent has already paid for importing Feast)."""
-    from stream.warmup_stage import learn_with_warmup
+    """A learner process running what ``coldstart stream learn`` runs."""
+    from stream.learn_worker import learn_command
 
-    # 8 remembered event ids per item/user: re-deliveries must be recognised by the checkpointed offsets
-    config = WarmupStageConfig(max_tracked_events=8)
-    stats, warm = learn_with_warmup(
-        idle_exit_s=idle_exit_s, settings=_settings(Path(data_dir), bootstrap, group), config=config
-    )
+    stats = learn_command(idle_exit_s=idle_exit_s, settings=_settings(Path(data_dir), bootstrap, group))
+    warm = stats.warmup
     Path(out).write_text(
         json.dumps({"interactions": stats.interactions, "warmup": vars(warm) if warm else None})
     )
