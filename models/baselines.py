@@ -30,6 +30,8 @@ from numpy.typing import NDArray
 from torch import nn
 
 from coldstart.errors import InvalidInputError
+from models.base import l2_normalize
+from models.representation import centre_modality, modality_means
 
 
 @dataclass(frozen=True)
@@ -131,12 +133,6 @@ class Ranker(ABC):
     def _score(self, users: list[str], items: ItemSet) -> NDArray[np.float32]: ...
 
 
-def _l2(x: NDArray[np.float32]) -> NDArray[np.float32]:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    out: NDArray[np.float32] = (x / np.maximum(norms, 1e-12)).astype(np.float32)
-    return out
-
-
 class RandomRanker(Ranker):
     """Uniform random scores (seeded, own generator)."""
 
@@ -181,7 +177,7 @@ class _ProfileKnn(Ranker):
 
         cand = normalize(self._vectors(items))
         dim = cand.shape[1]
-        prof = _l2(np.stack([self._profiles.get(u, np.zeros(dim, dtype=np.float32)) for u in users]))
+        prof = l2_normalize(np.stack([self._profiles.get(u, np.zeros(dim, dtype=np.float32)) for u in users]))
         out: NDArray[np.float32] = np.asarray((cand @ prof.T).T, dtype=np.float32)
         return out
 
@@ -222,18 +218,14 @@ def centred_content(
     """Mean-centred, per-modality L2-normalised ``[image | text]`` (absent/unused modality = zeros)."""
     parts = []
     if use in ("image_text", "image"):
-        img = _l2(features.image - image_mean) * features.image_ok[:, None]
-        parts.append(img)
+        parts.append(centre_modality(features.image, features.image_ok, image_mean))
     if use in ("image_text", "text"):
-        txt = _l2(features.text - text_mean) * features.text_ok[:, None]
-        parts.append(txt)
+        parts.append(centre_modality(features.text, features.text_ok, text_mean))
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 def _means(features: Features) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    img = features.image[features.image_ok].mean(axis=0) if features.image_ok.any() else features.image[0] * 0
-    txt = features.text[features.text_ok].mean(axis=0) if features.text_ok.any() else features.text[0] * 0
-    return img.astype(np.float32), txt.astype(np.float32)
+    return modality_means(features.image, features.text, features.image_ok, features.text_ok)
 
 
 class ContentKnn(_ProfileKnn):

@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from coldstart.errors import InvalidInputError
+from models.base import l2_normalize
 from models.baselines import Features, ItemSet, Ranker, TrainSet, ValidationFn
 from models.item_tower import TrainedItemTower
 from models.lexical import LexicalModel
@@ -38,7 +39,6 @@ from models.representation import (
     BlockSpec,
     ContentProjection,
     Representation,
-    l2_rows,
 )
 
 log = logging.getLogger(__name__)
@@ -63,9 +63,8 @@ def _mix(learned: F32, pooled: F32, counts: NDArray[np.float64], m: float) -> F3
         if m == 0
         else (np.zeros_like(counts) if math.isinf(m) else counts / (counts + m))
     )
-    return l2_rows(
-        (beta[:, None] * l2_rows(learned) + (1.0 - beta[:, None]) * l2_rows(pooled)).astype(np.float32)
-    )
+    mixed = beta[:, None] * l2_normalize(learned) + (1.0 - beta[:, None]) * l2_normalize(pooled)
+    return l2_normalize(mixed.astype(np.float32))
 
 
 class BlendRanker(Ranker):
@@ -149,14 +148,10 @@ class BlendRanker(Ranker):
         u_idx = pos["user_id"].astype(str).map(self._user_row).to_numpy(dtype=np.int64)
         i_idx = pos["_row"].to_numpy(dtype=np.int64)
         counts = np.bincount(u_idx, minlength=len(users)).astype(np.float64)
-        pooled: dict[BlockName, F32] = {}
-        for name, x in blocks.items():
-            sums = np.zeros((len(users), x.shape[1]), dtype=np.float64)
-            np.add.at(sums, u_idx, x[i_idx])
-            pooled[name] = l2_rows(sums.astype(np.float32))
+        self._u_idx, self._i_idx = u_idx, i_idx
+        pooled = {name: self._pool(x) for name, x in blocks.items()}
         learned = self._learned(users, pooled.get("tower"))
         self._pooled, self._learned_vecs, self._counts = pooled, learned, counts
-        self._u_idx, self._i_idx = u_idx, i_idx
         self._train_blocks = blocks
         self._set_mix(0.0)
         names = [n for n in BLOCKS if n in blocks]
@@ -197,10 +192,14 @@ class BlendRanker(Ranker):
         self._cache.clear()
         blocks = self._item_blocks(train.items)
         self._train_blocks[name] = blocks[name]
-        sums = np.zeros((len(self._user_row), blocks[name].shape[1]), dtype=np.float64)
-        np.add.at(sums, self._u_idx, blocks[name][self._i_idx])
-        self._pooled[name] = l2_rows(sums.astype(np.float32))
+        self._pooled[name] = self._pool(blocks[name])
         self._set_mix(self._mix)
+
+    def _pool(self, x: F32) -> F32:
+        """Each training user's unit-norm sum of its positives' rows of ``x``."""
+        sums = np.zeros((len(self._user_row), x.shape[1]), dtype=np.float64)
+        np.add.at(sums, self._u_idx, x[self._i_idx])
+        return l2_normalize(sums.astype(np.float32))
 
     def _learned(self, users: list[str], pooled_tower: F32 | None) -> F32 | None:
         if self.tower is None or pooled_tower is None:

@@ -9,6 +9,8 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,7 +20,9 @@ from models import eval_cli
 from models.warmup import cli as warmup_cli
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+    from numpy.typing import NDArray
 
     from models.blend import BlendRanker
     from models.catalog import Catalog
@@ -186,6 +190,33 @@ def train_command(
     typer.echo(json.dumps({"artifact": str(path), "version": path.name, "metrics": metrics}, indent=2))
 
 
+@dataclass(frozen=True)
+class _HeldOut:
+    """The cold-validation split of ``coldstart models train`` (positives as strings)."""
+
+    train_ids: list[str]
+    val_ids: list[str]
+    train_pos: pd.DataFrame  # user_id, item_id of training items (as given, duplicates kept)
+    users: list[str]  # users with a positive on both sides
+    relevant: NDArray[np.bool_]  # (users, val_ids): their validation positives
+
+
+def _validation_split(
+    item_ids: Sequence[str], positives: pd.DataFrame, seed: int, val_fraction: float
+) -> _HeldOut:
+    """A seeded ``val_fraction`` of the items held out; the tower's early stopping and the served
+    representation's selection both use it."""
+    from models.evaluate import relevance_matrix, split_items
+
+    split = split_items(item_ids, seed, (1.0 - val_fraction, val_fraction, 0.0))
+    train_ids = sorted([*split.train, *split.test])  # rounding may leave an item in "test": train on it
+    pos = positives[["user_id", "item_id"]].astype(str)
+    val_pos = pos[pos["item_id"].isin(set(split.val))]
+    train_pos = pos[pos["item_id"].isin(set(train_ids))]
+    users = sorted(set(val_pos["user_id"]) & set(train_pos["user_id"]))
+    return _HeldOut(train_ids, split.val, train_pos, users, relevance_matrix(val_pos, users, split.val))
+
+
 def _train_tower(
     features: FeatureTable,
     titles: FeatureTable,
@@ -197,24 +228,20 @@ def _train_tower(
     """Train the item tower; with ``val_fraction`` > 0, a seeded share of the items is held out as
     cold-validation (Recall@20 + NDCG@10 of their positives) for early stopping and the image stage."""
     from coldstart.errors import InvalidInputError
-    from models.evaluate import relevance_matrix, split_items, validation_score
+    from models.evaluate import validation_score
     from models.item_tower import train_item_tower
 
     if not 0.0 <= val_fraction < 1.0:
         raise InvalidInputError("val_fraction", val_fraction, "must be in [0, 1)")
     if val_fraction == 0.0:
         return train_item_tower(features, positives, config, seed, progress=True, short_text=titles)
-    split = split_items(features.item_ids, seed, (1.0 - val_fraction, val_fraction, 0.0))
-    train_ids = sorted([*split.train, *split.test])  # rounding may leave an item in "test": train on it
-    train_feats = features.select(train_ids)
-    val_feats = features.select(split.val)
-    val_pos = positives[positives["item_id"].astype(str).isin(set(split.val))]
-    train_pos = positives[positives["item_id"].astype(str).isin(set(train_ids))]
-    users = sorted(set(val_pos["user_id"].astype(str)) & set(train_pos["user_id"].astype(str)))
-    if not users:
+    held = _validation_split(features.item_ids, positives, seed, val_fraction)
+    train_feats = features.select(held.train_ids)
+    val_feats = features.select(held.val_ids)
+    if not held.users:
         log.warning("no user has a positive on both training and validation items: no early stopping")
-        return train_item_tower(train_feats, train_pos, config, seed, progress=True, short_text=titles)
-    relevant = relevance_matrix(val_pos.astype({"user_id": str, "item_id": str}), users, split.val)
+        return train_item_tower(train_feats, held.train_pos, config, seed, progress=True, short_text=titles)
+    users, relevant = held.users, held.relevant
 
     def validate(candidate: TrainedItemTower) -> float:
         index = candidate.user_index()
@@ -222,7 +249,7 @@ def _train_tower(
         return validation_score(user_vecs @ candidate.encode(val_feats).T, relevant)
 
     return train_item_tower(
-        train_feats, train_pos, config, seed, validate=validate, progress=True, short_text=titles
+        train_feats, held.train_pos, config, seed, validate=validate, progress=True, short_text=titles
     )
 
 
@@ -242,25 +269,21 @@ def _select_representation(
     from coldstart.errors import InvalidInputError
     from models.baselines import ItemSet, TrainSet
     from models.blend import BlendRanker
-    from models.evaluate import as_features, relevance_matrix, split_items, validation_score
+    from models.evaluate import as_features, validation_score
     from models.warmup.fit import fit_served_warmup
 
     if val_fraction == 0.0:
         return None
-    split = split_items(features.item_ids, seed, (1.0 - val_fraction, val_fraction, 0.0))
-    train_ids = sorted([*split.train, *split.test])
-    pos = interactions[["user_id", "item_id"]].astype(str).drop_duplicates()
-    val_pos = pos[pos["item_id"].isin(set(split.val))]
-    train_pos = pos[pos["item_id"].isin(set(train_ids))].reset_index(drop=True)
-    users = sorted(set(val_pos["user_id"]) & set(train_pos["user_id"]))
-    if not users or train_pos.empty:
+    held = _validation_split(features.item_ids, interactions[["user_id", "item_id"]], seed, val_fraction)
+    train_pos = held.train_pos.drop_duplicates().reset_index(drop=True)
+    if not held.users or train_pos.empty:
         log.warning("no cold-validation users: serving the item tower's output")
         return None
     texts = {it.item_id: it.full_text() for it in catalog.items}
     table = as_features(features)
-    train = TrainSet(ItemSet(table.select(train_ids), [texts[i] for i in train_ids]), train_pos)
-    val_items = ItemSet(table.select(split.val), [texts[i] for i in split.val])
-    relevant = relevance_matrix(val_pos, users, split.val)
+    train = TrainSet(ItemSet(table.select(held.train_ids), [texts[i] for i in held.train_ids]), train_pos)
+    val_items = ItemSet(table.select(held.val_ids), [texts[i] for i in held.val_ids])
+    users, relevant = held.users, held.relevant
     blend = BlendRanker(trained, seed=seed)
     blend.fit(train, validate=lambda r: validation_score(r.score(users, val_items), relevant))
     user_ids, user_vecs = blend.user_vectors()
@@ -272,7 +295,7 @@ def _select_representation(
             table.item_ids,
             blend.item_vectors(every),
             train_pos,
-            split.val,
+            held.val_ids,
             interactions,
             threshold=-math.inf,  # every interaction given here is a positive
             seed=seed,

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from scipy.sparse import csr_matrix
 
 from coldstart.errors import ArtifactError, InvalidInputError
+from models.base import l2_normalize
 
 _WORD = re.compile(r"(?u)\b\w\w+\b")
 # A text longer than this is cut before analysis: serving cost stays bounded whatever the event holds.
@@ -31,12 +32,6 @@ def analyze(text: str) -> list[str]:
     """Lower-cased words of two or more characters and their adjacent pairs."""
     words = _WORD.findall(text[:MAX_CHARS].lower())
     return words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
-
-
-def _l2_rows(x: NDArray[np.float32]) -> NDArray[np.float32]:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    out: NDArray[np.float32] = (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-    return out
 
 
 class LexicalModel:
@@ -142,7 +137,7 @@ class LexicalModel:
     def transform(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Unit-norm dense blocks ``(n, out_dim)``; a text with no known term gives a zero row."""
         dense = np.asarray(self.tfidf(texts) @ self._basis, dtype=np.float32)
-        return _l2_rows(dense)
+        return l2_normalize(dense)
 
     def to_arrays(self, prefix: str = "lexical_") -> dict[str, NDArray[np.generic]]:
         """The fitted state as named arrays (saved in the artifact's ``representation.npz``)."""

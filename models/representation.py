@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from coldstart.errors import ArtifactError, InvalidInputError
+from models.base import l2_normalize
 from models.lexical import LexicalModel
 
 F32 = NDArray[np.float32]
@@ -38,11 +39,22 @@ BLOCKS: tuple[BlockName, ...] = ("tower", "content", "lexical")
 FILE = "representation.npz"
 
 
-def l2_rows(x: F32) -> F32:
-    """Row-wise unit norm; zero rows stay zero."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    out: F32 = (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-    return out
+def centre_modality(x: F32, ok: NDArray[np.bool_], mean: F32) -> F32:
+    """One modality's frozen features, mean-centred and unit-normalised; rows without it are 0."""
+    return l2_normalize((x - mean).astype(np.float32)) * np.asarray(ok, dtype=np.float32)[:, None]
+
+
+def modality_means(
+    image: F32, text: F32, image_ok: NDArray[np.bool_], text_ok: NDArray[np.bool_]
+) -> tuple[F32, F32]:
+    """Each modality's mean over the items that have it (zeros when none has it)."""
+    img: F32 = np.asarray(
+        image[image_ok].mean(axis=0) if image_ok.any() else np.zeros(image.shape[1]), dtype=np.float32
+    )
+    txt: F32 = np.asarray(
+        text[text_ok].mean(axis=0) if text_ok.any() else np.zeros(text.shape[1]), dtype=np.float32
+    )
+    return img, txt
 
 
 def centre_content(
@@ -54,9 +66,8 @@ def centre_content(
     text_mean: F32,
 ) -> F32:
     """``[image | text]`` frozen features, each mean-centred and unit-normalised; absent modality = 0."""
-    img = l2_rows((image - image_mean).astype(np.float32)) * np.asarray(image_ok, dtype=np.float32)[:, None]
-    txt = l2_rows((text - text_mean).astype(np.float32)) * np.asarray(text_ok, dtype=np.float32)[:, None]
-    return np.concatenate([img, txt], axis=1).astype(np.float32)
+    parts = [centre_modality(image, image_ok, image_mean), centre_modality(text, text_ok, text_mean)]
+    return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 @dataclass
@@ -78,12 +89,7 @@ class ContentProjection:
         dim: int = 128,
     ) -> ContentProjection:
         """Means over items that have each modality, then the top ``dim`` principal axes."""
-        img_mean: F32 = np.asarray(
-            image[image_ok].mean(axis=0) if image_ok.any() else np.zeros(image.shape[1]), dtype=np.float32
-        )
-        txt_mean: F32 = np.asarray(
-            text[text_ok].mean(axis=0) if text_ok.any() else np.zeros(text.shape[1]), dtype=np.float32
-        )
+        img_mean, txt_mean = modality_means(image, text, image_ok, text_ok)
         raw = centre_content(image, text, image_ok, text_ok, img_mean, txt_mean)
         mean = raw.mean(axis=0)
         _, _, vt = np.linalg.svd(raw - mean, full_matrices=False)
@@ -95,7 +101,7 @@ class ContentProjection:
     ) -> F32:
         """Unit-norm ``(n, dim)`` content blocks."""
         raw = centre_content(image, text, image_ok, text_ok, self.image_mean, self.text_mean)
-        return l2_rows(((raw - self.mean) @ self.basis).astype(np.float32))
+        return l2_normalize(((raw - self.mean) @ self.basis).astype(np.float32))
 
 
 @dataclass(frozen=True)
@@ -172,7 +178,7 @@ class Representation:
     def compose_users(self, profiles: dict[BlockName, F32]) -> F32:
         """Served user vectors ``(n, dim)`` from per-block profiles (each row unit-normalised here)."""
         return np.ascontiguousarray(
-            np.concatenate([l2_rows(profiles[b.name]) for b in self.blocks], axis=1), dtype=np.float32
+            np.concatenate([l2_normalize(profiles[b.name]) for b in self.blocks], axis=1), dtype=np.float32
         )
 
     # -- persistence ----------------------------------------------------------------------------------
