@@ -1,18 +1,24 @@
 """Warm-up inside the learn consumer: throughput and freshness, on the embedded default (Tansu + SQLite).
 
-Prints one JSON object:
+The warm-up runs the posterior model the artifacts ship (calibrated here on random vectors). Prints one
+JSON object:
 
 * ``interactions_per_s``: a backlog of interactions through the learner (``LearnWorker`` + VW policy)
-  WITH the warm-up stage (decode, join, blend, feature-store + pool + checkpoint writes, items.stored
-  announcements), from its first to its last record;
-* ``baseline_learner_no_warmup_per_s``: the same backlog size through the same learner without the
-  stage, measured in the same run, and ``ratio_vs_learner_without_warmup``;
-* ``stage_only_per_s``: the stage alone on the same kind of batches, no Kafka (its own cost);
-* ``freshness_p50_s`` / ``freshness_p99_s``: a live stream at ``--rate`` interactions/s into the warm-up
-  learner; for each click, event ``ts`` → the item's row in the online store counts that click
-  (``clicks >= k`` for the item's k-th click), polled every 5 ms through a separate store handle.
+  with the warm-up stage (decode, join, batch math, one feature-store write per batch, pool and
+  checkpoint writes, items.stored announcements), from its first to its last record;
+* ``baseline_interactions_per_s``: the same backlog through the same learner with the stage's
+  per-event kernel (``kernel="per_event"``: the warm-up rules applied one event at a time, the code
+  path before the batch kernel), and ``ratio_vs_baseline``;
+* ``learner_no_warmup_per_s``: the same backlog through the learner without the stage;
+* ``stage_only_per_s``: the stage alone on the same kind of batches, no Kafka;
+* ``freshness_p50_s`` / ``freshness_p99_s``: a live stream at ``--rate`` interactions/s (default 5,000:
+  half the 10,000/s target) into a learner with the stage; for each click, event ``ts`` → the item's
+  row in the online store counts that click (``clicks >= k`` for the item's k-th click), polled every
+  5 ms by another process.
 
-    .venv/bin/python benchmarks/warmup.py [--items 400] [--users 2000] [--events 4000] [--rate 150]
+Each throughput phase has a broker of its own (an empty topic) and items and users of its own.
+
+    .venv/bin/python benchmarks/warmup.py [--items 400] [--users 2000] [--events 20000] [--rate 5000]
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ import json
 import tempfile
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -83,9 +88,28 @@ def _learner(settings: Any, bootstrap: str, group: str, stage: Any) -> Any:
     learner = OnlineLearner(
         settings.exploration, LocalModelStore(settings.data_dir / f"models-{group}"), seed=0
     )
-    worker = LearnWorker(bootstrap, settings.kafka, learner, group)
+    worker = LearnWorker(
+        bootstrap,
+        settings.kafka,
+        learner,
+        group,
+        max_poll_records=settings.exploration.learner_max_poll_records,
+    )
     worker.warmup = stage
     return worker
+
+
+def _served(rng: np.random.Generator) -> Any:
+    """A posterior warm-up calibrated on random vectors (what ``models train`` ships, in shape)."""
+    from models.warmup.posterior import fit_posterior_calibration
+    from models.warmup.served import ServedWarmup
+
+    users = rng.standard_normal((2000, ITEM_DIM)).astype(np.float32)
+    items = rng.standard_normal((400, ITEM_DIM)).astype(np.float32)
+    cal = fit_posterior_calibration(
+        users, items, rng.integers(2000, size=5000), rng.integers(400, size=5000), seed=0
+    )
+    return ServedWarmup(cal, prior_strength=10.0, min_positives=1, validation={})
 
 
 def _throughput(worker: Any, done: Any, n: int, timeout_s: float = 300.0) -> float:
@@ -143,6 +167,37 @@ def _probe_main(data_dir: str, expect_q: Any, result_q: Any, settle_s: float) ->
     result_q.put((lat, sum(len(v) for v in pending.values())))
 
 
+def _publisher_main(cmd_q: Any, expect_q: Any, done_q: Any) -> None:
+    """The live publisher (another process, like the marketplace backend): paced interactions, and
+    for each click the (item, k-th click, event ts) the reader waits for."""
+    from stream.config import KafkaSettings
+    from stream.contracts import now_utc
+    from stream.producer import EventProducer
+
+    cmd = cmd_q.get()
+    if cmd is None:
+        return
+    bootstrap, prefix, n, n_items, n_users, rate = cmd
+    live = _events(prefix, n, n_items, n_users, np.random.default_rng(1))
+    producer = EventProducer(bootstrap, KafkaSettings(bootstrap_servers=bootstrap, partitions=4))
+    clicks: dict[str, int] = {}
+    t_start = time.perf_counter()
+    for k, ev in enumerate(live):
+        pause = t_start + k / rate - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        ev = ev.model_copy(update={"ts": now_utc()})
+        if ev.kind != "impression":
+            clicks[ev.item_id] = clicks.get(ev.item_id, 0) + 1
+            expect_q.put((ev.item_id, clicks[ev.item_id], ev.ts.timestamp()))
+        producer.publish_interaction(ev)
+    achieved = len(live) / (time.perf_counter() - t_start)
+    producer.flush()
+    producer.close()
+    expect_q.put(None)
+    done_q.put(achieved)
+
+
 def _progress(worker: Any, stage: Any) -> Any:
     """Records fully processed so far (by the stage when there is one, else by the learner)."""
     if stage is None:
@@ -161,113 +216,123 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from feature_repo import open_store
     from stream.broker import TansuBroker
     from stream.config import KafkaSettings, WarmupStageConfig
-    from stream.contracts import now_utc
+    from stream.pool_feed import StoredAnnouncer
     from stream.producer import EventProducer
-    from stream.warmup_stage import Announcer, Delivery, WarmupCheckpoint, WarmupStage
+    from stream.warmup_batch import Delivery
+    from stream.warmup_checkpoint import WarmupCheckpoint
+    from stream.warmup_stage import WarmupStage
 
     rng = np.random.default_rng(0)
+    served = _served(rng)
     # the freshness reader is another process (forked now, before any client thread exists)
     ctx = multiprocessing.get_context("fork")
     expect_q, result_q = ctx.Queue(), ctx.Queue()
     probe = ctx.Process(target=_probe_main, args=(str(tmp), expect_q, result_q, 30.0), daemon=True)
     probe.start()
+    cmd_q, done_q = ctx.Queue(), ctx.Queue()
+    publisher = ctx.Process(target=_publisher_main, args=(cmd_q, expect_q, done_q), daemon=True)
+    publisher.start()
     out: dict[str, Any] = {"items": args.items, "users": args.users, "events": args.events, "rate": args.rate}
-    with TansuBroker(partitions=4) as broker:
-        bootstrap = broker.bootstrap_servers
-        settings = Settings(
+    store = open_store(Settings(data_dir=tmp))
+
+    def settings_for(bootstrap: str) -> Settings:
+        return Settings(
             data_dir=tmp,
             kafka=KafkaSettings(bootstrap_servers=bootstrap, partitions=4),
             exploration=ExplorationSettings(checkpoint_interval_s=5.0),
         )
-        store = open_store(settings)
-        cfg = WarmupStageConfig()
-        producer = EventProducer(bootstrap, settings.kafka)
 
-        def stage_for(name: str, pools: Any = None) -> WarmupStage:
-            return WarmupStage(
-                store,
-                WarmupCheckpoint(tmp / f"warmup-{name}.sqlite3", durable=cfg.durable),
-                cfg,
-                pools=pools,
-                announce=Announcer(producer),
-                bootstrap_servers=bootstrap,
-            )
+    def stage_for(
+        name: str, kernel: str, producer: Any, bootstrap: str | None, pools: Any = None
+    ) -> WarmupStage:
+        cfg = WarmupStageConfig(kernel=kernel)  # type: ignore[arg-type]
+        return WarmupStage(
+            store,
+            WarmupCheckpoint(tmp / f"warmup-{name}.sqlite3", durable=cfg.durable),
+            cfg,
+            pools=pools,
+            announce=None if producer is None else StoredAnnouncer(producer, wait=False),
+            bootstrap_servers=bootstrap,
+            served=served,
+            served_version="bench",
+        )
 
-        # 1. the stage alone, no Kafka (batches of 500, the size a backlog poll hands it)
-        _seed_store(store, "solo", args.items, args.users, rng)
-        events = _events("solo", args.events, args.items, args.users, rng)
-        solo = stage_for("solo")
-        t0 = time.perf_counter()
-        for start in range(0, len(events), 500):
-            solo.process([Delivery(e) for e in events[start : start + 500]])
-        out["stage_only_per_s"] = round(len(events) / (time.perf_counter() - t0), 1)
+    # 1. the stage alone, no Kafka (batches of the learner's poll size)
+    batch = ExplorationSettings().learner_max_poll_records
+    _seed_store(store, "solo", args.items, args.users, rng)
+    events = _events("solo", args.events, args.items, args.users, rng)
+    solo = stage_for("solo", "batch", None, None)
+    t0 = time.perf_counter()
+    for start in range(0, len(events), batch):
+        solo.process([Delivery(e) for e in events[start : start + batch]])
+    out["stage_only_per_s"] = round(len(events) / (time.perf_counter() - t0), 1)
 
-        # 2. the learner without the stage, then with it, on backlogs of the same size
-        rates = {}
-        for name, with_stage in (("no_warmup", False), ("warmup", True)):
-            prefix = f"bl{name}"
-            _seed_store(store, prefix, args.items, args.users, rng)
-            for e in _events(prefix, args.events, args.items, args.users, rng):
+    # 2. backlogs through the learner: no stage, the per-event kernel, the batch kernel
+    rates = {}
+    for name, kernel in (("no_warmup", None), ("per_event", "per_event"), ("batch", "batch")):
+        with TansuBroker(partitions=4) as broker:
+            bootstrap = broker.bootstrap_servers
+            settings = settings_for(bootstrap)
+            producer = EventProducer(bootstrap, settings.kafka)
+            _seed_store(store, name, args.items, args.users, rng)
+            for e in _events(name, args.events, args.items, args.users, rng):
                 producer.publish_interaction(e)
             producer.flush()
-            stage = stage_for(name, ItemPools(ExactPool(), ExactPool())) if with_stage else None
-            # the topic holds every earlier phase's events too: count this phase's only
-            worker = _learner(settings, bootstrap, f"grp-{name}-{uuid.uuid4().hex[:6]}", stage)
-            total = args.events * (2 if with_stage else 1)
-            rates[name] = _throughput(worker, _progress(worker, stage), total)
-        out["interactions_per_s"] = round(rates["warmup"], 1)
-        out["baseline_learner_no_warmup_per_s"] = round(rates["no_warmup"], 1)
-        out["ratio_vs_learner_without_warmup"] = round(rates["warmup"] / rates["no_warmup"], 3)
-        out["ratio_vs_stage_only"] = round(rates["warmup"] / out["stage_only_per_s"], 3)
+            stage = None
+            if kernel is not None:
+                stage = stage_for(name, kernel, producer, bootstrap, ItemPools(ExactPool(), ExactPool()))
+            worker = _learner(settings, bootstrap, f"grp-{name}", stage)
+            rates[name] = _throughput(worker, _progress(worker, stage), args.events)
+            producer.close()
+    out["interactions_per_s"] = round(rates["batch"], 1)
+    out["baseline_interactions_per_s"] = round(rates["per_event"], 1)
+    out["ratio_vs_baseline"] = round(rates["batch"] / rates["per_event"], 3)
+    out["learner_no_warmup_per_s"] = round(rates["no_warmup"], 1)
+    out["target_interactions_per_s"] = 10_000
 
-        # 3. freshness: a live stream into a learner with the stage, already caught up
+    # 3. freshness: a live stream into a learner with the stage, its group joined
+    with TansuBroker(partitions=4) as broker:
+        bootstrap = broker.bootstrap_servers
+        settings = settings_for(bootstrap)
+        producer = EventProducer(bootstrap, settings.kafka)
         prefix = "live"
         _seed_store(store, prefix, args.items, args.users, rng)
-        stage = stage_for("live", ItemPools(ExactPool(), ExactPool()))
-        worker = _learner(settings, bootstrap, f"grp-live-{uuid.uuid4().hex[:6]}", stage)
+        stage = stage_for("live", "batch", producer, bootstrap, ItemPools(ExactPool(), ExactPool()))
+        worker = _learner(settings, bootstrap, "grp-live", stage)
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
-        backlog = 2 * args.events  # what phase 2 left on the topic
-        deadline = time.monotonic() + 300
-        while stage.stats.applied + stage.stats.unknown_items + stage.stats.duplicates < backlog:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the live learner did not catch up with the backlog")
-            time.sleep(0.05)
-        live = _events(prefix, int(args.rate * args.seconds), args.items, args.users, rng)
-        clicks: dict[str, int] = {}
-        t_start = time.perf_counter()
-        for k, ev in enumerate(live):
-            due = t_start + k / args.rate
-            pause = due - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-            ev = ev.model_copy(update={"ts": now_utc()})
-            if ev.kind != "impression":
-                clicks[ev.item_id] = clicks.get(ev.item_id, 0) + 1
-                expect_q.put((ev.item_id, clicks[ev.item_id], ev.ts.timestamp()))
+        first = _events("join", 100, args.items, args.users, rng)  # unknown items: counted, not written
+        for ev in first:
             producer.publish_interaction(ev)
         producer.flush()
-        expect_q.put(None)
-        lat, missing = result_q.get(timeout=60)
+        deadline = time.monotonic() + 120
+        while stage.stats.unknown_items < len(first):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the live learner did not join its group")
+            time.sleep(0.05)
+        cmd_q.put((bootstrap, prefix, int(args.rate * args.seconds), args.items, args.users, args.rate))
+        out["rate_achieved"] = round(done_q.get(timeout=args.seconds * 3 + 120), 1)
+        lat, missing = result_q.get(timeout=120)
         probe.join(10)
+        publisher.join(10)
         worker.stop()
         thread.join(60)
-        a = np.asarray(lat)
-        out["freshness_p50_s"] = round(float(np.percentile(a, 50)), 4) if a.size else None
-        out["freshness_p99_s"] = round(float(np.percentile(a, 99)), 4) if a.size else None
-        out["freshness_max_s"] = round(float(a.max()), 4) if a.size else None
-        out["freshness_n"] = int(a.size)
-        out["freshness_not_seen"] = missing
-        out["live_batches"] = stage.stats.batches
-        nb = max(stage.stats.batches, 1)
-        out["live_events_per_batch"] = round(stage.stats.applied / nb, 1)
-        out["live_stage_s_per_batch"] = {
-            k: round(getattr(stage.stats, k) / nb, 4)
-            for k in ("seconds", "compute_s", "write_items_s", "publish_s", "write_users_s", "checkpoint_s")
-        }
-        out["target_freshness_p99_s"] = 1.0
         producer.close()
-        store.close()
+    a = np.asarray(lat)
+    out["freshness_p50_s"] = round(float(np.percentile(a, 50)), 4) if a.size else None
+    out["freshness_p99_s"] = round(float(np.percentile(a, 99)), 4) if a.size else None
+    out["freshness_max_s"] = round(float(a.max()), 4) if a.size else None
+    out["freshness_n"] = int(a.size)
+    out["freshness_not_seen"] = missing
+    out["live_batches"] = stage.stats.batches
+    nb = max(stage.stats.batches, 1)
+    out["live_events_per_batch"] = round(stage.stats.applied / nb, 1)
+    out["live_stage_s_per_batch"] = {
+        k: round(getattr(stage.stats, k) / nb, 4)
+        for k in ("seconds", "compute_s", "write_s", "publish_s", "checkpoint_s")
+    }
+    out["target_freshness_p99_s"] = 1.0
+    store.close()
     return out
 
 
@@ -275,8 +340,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--items", type=int, default=400)
     ap.add_argument("--users", type=int, default=2000)
-    ap.add_argument("--events", type=int, default=4000, help="backlog size of the throughput phases")
-    ap.add_argument("--rate", type=float, default=150.0, help="live interactions/s of the freshness phase")
+    ap.add_argument("--events", type=int, default=20000, help="backlog size of the throughput phases")
+    ap.add_argument("--rate", type=float, default=5000.0, help="live interactions/s of the freshness phase")
     ap.add_argument("--seconds", type=float, default=15.0, help="length of the freshness phase")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="coldstart-bench-warmup-") as d:

@@ -196,3 +196,10 @@ class ExplorationSettings(BaseModel):
     )
     graduation_interval_s: float = Field(default=10.0, gt=0.0, description="How often graduation runs.")
     learner_group_id: str = "coldstart-learner"
+    learner_max_poll_records: int = Field(
+        default=4000,
+        ge=1,
+        le=100_000,
+        description="Most records one learner poll hands the warm-up stage: a backlog is applied in batches "
+        "this large (the store and checkpoint costs are per batch and per distinct item and user).",
+    )

@@ -40,6 +40,16 @@ class FeatureStore(ABC):
     def users(self) -> UserStore:
         """The user side of the store."""
 
+    def write_states(self, items: Sequence[StoredItem], users: Sequence[StoredUser]) -> None:
+        """The learner's write of one batch: item state rows and user rows, online and offline.
+
+        The caller is the single writer of these rows and orders them itself (its timestamps grow
+        per entity), so a store may skip the read-and-compare guard of ``write_items`` /
+        ``write_users``; this default keeps it.
+        """
+        self.write_items(items, mode="state")
+        self.users().write_users(users)
+
 
 class UserStore(ABC):
     """Online access to user vectors."""

@@ -262,6 +262,24 @@ class FeastFeatureStore(FeatureStore):
             self._online_write(ITEM_CONTENT, "item_id", c_rows)
             self._online_write(ITEM_STATE, "item_id", s_rows)
 
+    def write_states(self, items: Sequence[StoredItem], users: Sequence[StoredUser]) -> None:
+        """The learner's batch: state and user rows as given (the newest per key), offline first,
+        with no read-and-compare (see :meth:`FeatureStore.write_states`)."""
+        for it in items:
+            if not it.item_id:
+                raise InvalidInputError("items[].item_id", it.item_id, "must be a non-empty string")
+        for u in users:
+            if not u.user_id:
+                raise InvalidInputError("users[].user_id", u.user_id, "must be a non-empty string")
+        item_rows: list[StoredItem] = _latest_per_key(items, "item_id")
+        user_rows: list[StoredUser] = _latest_per_key(users, "user_id")
+        now = datetime.now(UTC)
+        with self._write_lock:
+            self.offline.write_item_states(item_rows)
+            self.offline.write_users(user_rows)
+            self._online_write(ITEM_STATE, "item_id", [state_row(i, now) for i in item_rows])
+            self._online_write(USER_VECTOR, "user_id", [user_row(u, now) for u in user_rows])
+
     # -- reads ----------------------------------------------------------------------------------
     def _read_items(self, item_ids: Sequence[str]) -> dict[str, _OnlineItem]:
         out: dict[str, _OnlineItem] = {}

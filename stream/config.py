@@ -190,6 +190,10 @@ class WarmupStageConfig(BaseModel):
         Also write user rows whose vector did not change in the batch (only weight-0 evidence such as
         impressions): ``False`` saves most user writes; the row's ``interactions`` then catches up at
         the user's next vector change (the checkpoint always has the exact count).
+    kernel
+        ``batch``: a polled batch's arithmetic in numpy (``models.warmup.batch.apply_batch``);
+        ``per_event``: the same numbers through the per-event rules, one event at a time (the reference
+        the batch form is tested against, and the baseline of ``benchmarks/warmup.py``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -206,6 +210,7 @@ class WarmupStageConfig(BaseModel):
     announce: bool = True
     cache_size: int = Field(default=100_000, ge=1)
     write_unchanged_users: bool = False
+    kernel: Literal["batch", "per_event"] = "batch"
 
     def model_version(self, served: dict[str, Any] | None = None, artifact: str = "") -> str:
         """``warmup-<model>-<8 hex>``: identifies the hyperparameters that produced a row; ``served``

@@ -176,11 +176,20 @@ class LearnWorker:
         The learning core.
     group_id
         Consumer group of the learners (run one learner per group: the policy is one model).
+    max_poll_records
+        Most records per poll (one warm-up batch).
     """
 
     def __init__(
-        self, bootstrap_servers: str, kafka: KafkaSettings, learner: OnlineLearner, group_id: str
+        self,
+        bootstrap_servers: str,
+        kafka: KafkaSettings,
+        learner: OnlineLearner,
+        group_id: str,
+        *,
+        max_poll_records: int = 4000,
     ) -> None:
+        self.max_poll_records = max_poll_records
         self.bootstrap_servers = bootstrap_servers
         self.kafka = kafka
         self.learner = learner
@@ -226,7 +235,7 @@ class LearnWorker:
         start = last_data = time.monotonic()
         try:
             while not self._stop.is_set():
-                polled = consumer.poll(timeout_ms=200, max_records=1000)
+                polled = consumer.poll(timeout_ms=200, max_records=self.max_poll_records)
                 keeper.tick()
                 now = time.monotonic()
                 for tp, records in polled.items():
@@ -327,7 +336,13 @@ def learn_command(
     learner = OnlineLearner(settings.exploration, LocalModelStore(store_dir), seed=settings.seed)
     bootstrap = resolve_bootstrap(settings.kafka)
     ensure_topics(bootstrap, settings.kafka.partitions)
-    worker = LearnWorker(bootstrap, settings.kafka, learner, settings.exploration.learner_group_id)
+    worker = LearnWorker(
+        bootstrap,
+        settings.kafka,
+        learner,
+        settings.exploration.learner_group_id,
+        max_poll_records=settings.exploration.learner_max_poll_records,
+    )
     producer = EventProducer(bootstrap, settings.kafka)
     worker.warmup = build_warmup_stage(settings, producer=producer)
     archive_stop = threading.Event()

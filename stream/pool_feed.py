@@ -67,14 +67,26 @@ def stored_item(event: ItemStored) -> StoredItem:
 
 
 class StoredAnnouncer:
-    """Publishes :class:`ItemStored` for written rows and waits for the broker's acknowledgement."""
+    """Publishes :class:`ItemStored` for written rows.
 
-    def __init__(self, producer: EventProducer) -> None:
+    ``wait=True`` (the encoder) returns once the broker acknowledged them; ``wait=False`` (the
+    learner's warm-up) does not wait on its freshness path: announcements are notifications, not the
+    record (the feature store is), and one lost in a crash is healed by the pools' periodic sync from
+    the store. :meth:`flush` waits for what was sent.
+    """
+
+    def __init__(self, producer: EventProducer, *, wait: bool = True) -> None:
         self._producer = producer
+        self.wait = wait
 
     def __call__(self, rows: Sequence[StoredItem]) -> None:
         for row in rows:
             self._producer.publish(ITEMS_STORED, row.item_id, stored_event(row))
+        if self.wait:
+            self._producer.flush()
+
+    def flush(self) -> None:
+        """Wait until every announcement is acknowledged."""
         self._producer.flush()
 
 

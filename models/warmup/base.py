@@ -140,14 +140,14 @@ class WarmupModel(ABC):
     def update_item(self, state: ItemWarmState, evidence: Sequence[Evidence]) -> ItemWarmState:
         """Apply new evidence to an item; duplicates (seen event ids) are ignored."""
         updated = self._accumulate(state, evidence)
-        status: WarmStatus
-        if updated.positives >= self.warm_after:
-            status = "warm"
-        elif updated.interactions > 0:
-            status = "warming"
-        else:
-            status = "cold"
-        return replace(updated, status=status)
+        return replace(updated, status=self.status(updated.positives, updated.interactions))
+
+    def status(self, positives: int, interactions: int) -> WarmStatus:
+        """An item's status for its counts: ``warm`` from ``warm_after`` positives, ``warming`` once
+        it has any interaction, else ``cold``."""
+        if positives >= self.warm_after:
+            return "warm"
+        return "warming" if interactions > 0 else "cold"
 
     def update_user(self, state: UserWarmState, evidence: Sequence[Evidence]) -> UserWarmState:
         """Apply new evidence to a user (user-side hyperparameters; no bound, so a new user with a zero
@@ -191,6 +191,72 @@ class WarmupModel(ABC):
             interactions=interactions,
             seen_event_ids=tuple(order),
         )
+
+    # ------------------------------------------------------------------ batch form (models.warmup.batch)
+    def statistics(
+        self,
+        prior: NDArray[np.floating],
+        counterpart: NDArray[np.float64],
+        weight: NDArray[np.float64],
+        side: str,
+    ) -> NDArray[np.float64]:
+        """``(m, d)``: what each of ``m`` events adds to its state's ``weighted_sum`` (row ``k`` equals
+        ``_statistic(prior[k], counterpart[k], weight[k], side)``)."""
+        if prior.shape != counterpart.shape or weight.shape != (prior.shape[0],):
+            raise InvalidInputError(
+                "statistics", (prior.shape, counterpart.shape, weight.shape), "shapes differ"
+            )
+        return np.asarray(self._statistics(prior, counterpart, weight, side), dtype=np.float64)
+
+    def item_deltas(
+        self,
+        prior: NDArray[np.float32],
+        weighted_sum: NDArray[np.float64],
+        evidence: NDArray[np.float64],
+        positives: NDArray[np.int64],
+    ) -> NDArray[np.float32]:
+        """``(n, d)`` served corrections of ``n`` items: bounded, and zero below the gate."""
+        raw = np.asarray(self._deltas(prior, weighted_sum.astype(np.float32), evidence, "item"), np.float64)
+        limit = self.delta_max * np.maximum(np.linalg.norm(prior.astype(np.float64), axis=1), 1e-3)
+        norm = np.linalg.norm(raw, axis=1)
+        scale = np.where(norm > limit, limit / np.where(norm > 0, norm, 1.0), 1.0)
+        out = raw * scale[:, None]
+        out[positives < self.min_positives] = 0.0
+        return out.astype(np.float32)
+
+    def user_deltas(
+        self, prior: NDArray[np.float32], weighted_sum: NDArray[np.float64], evidence: NDArray[np.float64]
+    ) -> NDArray[np.float32]:
+        """``(n, d)`` corrections of ``n`` users (unbounded, see :meth:`update_user`)."""
+        return np.asarray(self._deltas(prior, weighted_sum.astype(np.float32), evidence, "user"), np.float32)
+
+    def _statistics(
+        self,
+        prior: NDArray[np.floating],
+        counterpart: NDArray[np.float64],
+        weight: NDArray[np.float64],
+        side: str,
+    ) -> NDArray[np.float64]:
+        """Row by row through :meth:`_statistic`; models override it with one array expression."""
+        rows = [
+            self._statistic(p.astype(np.float32), c, float(w), side)
+            for p, c, w in zip(prior, counterpart, weight, strict=True)
+        ]
+        return np.asarray(rows, dtype=np.float64).reshape(counterpart.shape)
+
+    def _deltas(
+        self,
+        prior: NDArray[np.floating],
+        weighted_sum: NDArray[np.float32],
+        evidence: NDArray[np.float64],
+        side: str,
+    ) -> NDArray[np.floating]:
+        """Row by row through :meth:`_delta`; models override it with one array expression."""
+        rows = [
+            self._delta(p.astype(np.float32), s, float(n), side)
+            for p, s, n in zip(prior, weighted_sum, evidence, strict=True)
+        ]
+        return np.asarray(rows, dtype=np.float64).reshape(prior.shape)
 
     def _bound(self, prior: Vector, delta: Vector) -> Vector:
         limit = self.delta_max * max(float(np.linalg.norm(prior)), 1e-3)

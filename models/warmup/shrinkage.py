@@ -99,6 +99,29 @@ class ShrinkageWarmup(WarmupModel):
         target = self.behavior_vector(weighted_sum, evidence, side)
         return np.asarray(lam * (target - prior), dtype=np.float32)
 
+    def _statistics(
+        self,
+        prior: NDArray[np.floating],
+        counterpart: NDArray[np.float64],
+        weight: NDArray[np.float64],
+        side: str,
+    ) -> NDArray[np.float64]:
+        return np.asarray(weight[:, None] * counterpart)
+
+    def _deltas(
+        self,
+        prior: NDArray[np.floating],
+        weighted_sum: NDArray[np.float32],
+        evidence: NDArray[np.float64],
+        side: str,
+    ) -> NDArray[np.floating]:
+        kappa = self.prior_strength if side == "item" else self.user_prior_strength
+        rho = self.behavior_scale if side == "item" else self.user_behavior_scale
+        n = np.where(evidence > 0, evidence, 1.0)[:, None]
+        lam = np.where(evidence > 0, evidence / (evidence + kappa), 0.0)[:, None]
+        target = rho * weighted_sum.astype(np.float64) / n
+        return np.asarray(lam * (target - prior.astype(np.float64)))
+
 
 def fit_behavior_scale(content: NDArray[np.float32], behavior_mean: NDArray[np.float32]) -> float:
     """Least-squares ρ minimising ``Σ‖c_i − ρ m_i‖²`` over warm items.

@@ -122,6 +122,35 @@ def test_warmup_update_writes_state_only_and_stale_rows_are_ignored(
     )
 
 
+def test_write_states_writes_the_learners_rows_in_one_call(store: FeastFeatureStore, uid: str) -> None:
+    """The learner's batch write: state rows (content untouched) and user rows, online and offline."""
+    rng = np.random.default_rng(4)
+    item = make_item(0, rng, uid)
+    store.write_items([item])
+    t1 = T0 + timedelta(minutes=1)
+    blended = (item.item_vector * 2).astype(np.float32)
+    state = dataclasses.replace(
+        item, item_vector=blended, status="warming", impressions=3, clicks=2, updated_at=t1
+    )
+    user = StoredUser(f"ws-{uid}", np.ones(8, dtype=np.float32), 2, "warmup-x", t1)
+    store.write_states([state], [user])
+    got = store.get_items([item.item_id])[item.item_id]
+    np.testing.assert_array_equal(got.item_vector, blended)
+    np.testing.assert_array_equal(got.content_item_vector, item.item_vector)
+    assert (got.status, got.impressions, got.clicks, got.updated_at) == ("warming", 3, 2, t1)
+    assert store.users().get_users([user.user_id])[user.user_id].interactions == 2
+    assert len(rows(store, "item_content", item.item_id)) == 1
+    assert list(rows(store, "item_state", item.item_id)["status"]) == ["cold", "warming"]
+    assert len(rows(store, "user_vector", user.user_id)) == 1
+    store.write_states([state], [user])  # a re-applied batch: no second history row
+    assert (
+        len(rows(store, "item_state", item.item_id)) == 2
+        and len(rows(store, "user_vector", user.user_id)) == 1
+    )
+    with pytest.raises(InvalidInputError):
+        store.write_states([dataclasses.replace(state, item_id="")], [])
+
+
 def test_users_round_trip_and_skip_stale(store: FeastFeatureStore, uid: str) -> None:
     users = store.users()
     v1 = np.arange(8, dtype=np.float32)

@@ -28,7 +28,9 @@ from stream.config import ArchiveSettings, KafkaSettings, WarmupStageConfig
 from stream.contracts import Interaction
 from stream.pool_feed import PoolFeed
 from stream.producer import EventProducer
-from stream.warmup_stage import Delivery, WarmupCheckpoint, WarmupStage
+from stream.warmup_batch import Delivery
+from stream.warmup_checkpoint import WarmupCheckpoint
+from stream.warmup_stage import WarmupStage
 from tests.stream.helpers import module_store_fixtures
 
 store_dir, store = module_store_fixtures()  # own store (see the helper)

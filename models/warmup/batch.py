@@ -1,0 +1,246 @@
+"""A batch of interactions applied to item and user warm-up states at once, in numpy.
+
+The per-event rules of :class:`~models.warmup.base.WarmupModel` (``update_item`` / ``update_user``)
+define the result; :func:`apply_batch` computes the same numbers for a whole batch:
+
+* a user's statistic of an event depends only on the user's prior and the item's counterpart vector,
+  so the user's sums *before* each event are exclusive prefix sums over the user's earlier events in
+  the batch (grouped ``cumsum`` in event order);
+* the user's vector just before each event, ``prior + δ(prefix)``, is the item's evidence
+  counterpart (``weight 0`` when that vector is all zeros: it says nothing about where the item is);
+* the items' statistics are summed per item (``np.add.at``), then every touched state gets its new
+  ``δ`` in one vectorised call.
+
+The stage does the I/O (states from its checkpoint, rows to the feature store) and the event-id
+de-duplication; this module holds only arithmetic. :func:`apply_per_event` runs the same batch
+through the per-event rules one event at a time: the reference the batch form is tested against
+(``tests/warmup/test_batch.py``) and the baseline of ``benchmarks/warmup.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from coldstart.errors import InvalidInputError
+from models.warmup.base import Evidence, ItemWarmState, UserWarmState, WarmStatus, WarmupModel
+
+
+@dataclass
+class StateBlock:
+    """The sufficient statistics of ``n`` states (items or users) as arrays (``d`` = item_dim)."""
+
+    prior: NDArray[np.float32]  # (n, d)
+    weighted_sum: NDArray[np.float64]  # (n, d)
+    evidence: NDArray[np.float64]  # (n,) Σ|w|
+    positives: NDArray[np.int64]  # (n,)
+    interactions: NDArray[np.int64]  # (n,)
+
+    @classmethod
+    def empty(cls, n: int, d: int) -> StateBlock:
+        """``n`` states with zero priors and no evidence."""
+        return cls(
+            np.zeros((n, d), dtype=np.float32),
+            np.zeros((n, d), dtype=np.float64),
+            np.zeros(n, dtype=np.float64),
+            np.zeros(n, dtype=np.int64),
+            np.zeros(n, dtype=np.int64),
+        )
+
+    def __len__(self) -> int:
+        return int(self.prior.shape[0])
+
+
+@dataclass(frozen=True)
+class EventBlock:
+    """``m`` de-duplicated interactions in event order, as rows of the two state blocks."""
+
+    item: NDArray[np.int64]  # (m,) row in the item block
+    user: NDArray[np.int64]  # (m,) row in the user block
+    weight: NDArray[np.float64]  # (m,) signed evidence weight
+    positive: NDArray[np.bool_]  # (m,)
+    user_new: NDArray[np.bool_]  # (m,) False: the user has counted this event already (item only)
+
+    def __len__(self) -> int:
+        return int(self.item.shape[0])
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The updated blocks and the served corrections ``δ`` of every state in them."""
+
+    items: StateBlock
+    users: StateBlock
+    item_delta: NDArray[np.float32]  # (n_items, d)
+    user_delta: NDArray[np.float32]  # (n_users, d)
+    item_status: list[WarmStatus]
+
+
+def _exclusive_group_prefix(values: NDArray[np.float64], group: NDArray[np.int64]) -> NDArray[np.float64]:
+    """For each row ``k``: the sum of ``values[j]`` over earlier rows ``j < k`` of the same group."""
+    m = len(group)
+    if m == 0:
+        return np.zeros_like(values)
+    order = np.argsort(group, kind="stable")  # groups contiguous, event order kept inside each
+    v = values[order]
+    inclusive = np.cumsum(v, axis=0)
+    g = group[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    run_start = np.repeat(starts, np.diff(np.r_[starts, m]))
+    before_group = inclusive[run_start] - v[run_start]
+    out = np.empty_like(values)
+    out[order] = inclusive - v - before_group
+    return out
+
+
+def _check(
+    items: StateBlock, users: StateBlock, events: EventBlock, counterparts: NDArray[np.floating]
+) -> None:
+    d = items.prior.shape[1]
+    if users.prior.shape[1] != d:
+        raise InvalidInputError("users.prior", users.prior.shape, f"must have {d} columns (item_dim)")
+    if counterparts.shape != items.prior.shape:
+        raise InvalidInputError("item_counterparts", counterparts.shape, f"must be {items.prior.shape}")
+    m = len(events)
+    for name in ("item", "user", "weight", "positive", "user_new"):
+        if getattr(events, name).shape != (m,):
+            raise InvalidInputError(f"events.{name}", getattr(events, name).shape, f"must be ({m},)")
+    if m and (events.item.min() < 0 or events.item.max() >= len(items)):
+        raise InvalidInputError("events.item", "out of range", f"rows must be in [0, {len(items)})")
+    if m and (events.user.min() < 0 or events.user.max() >= len(users)):
+        raise InvalidInputError("events.user", "out of range", f"rows must be in [0, {len(users)})")
+    if not bool(np.isfinite(events.weight).all()):
+        raise InvalidInputError("events.weight", "non-finite", "must be finite")
+
+
+def apply_batch(
+    model: WarmupModel,
+    items: StateBlock,
+    users: StateBlock,
+    events: EventBlock,
+    item_counterparts: NDArray[np.floating] | None = None,
+) -> BatchResult:
+    """Apply ``events`` in order to both blocks; the inputs are not modified.
+
+    Parameters
+    ----------
+    model
+        The warm-up rules (statistics, ``δ``, bound, gate, status).
+    item_counterparts
+        ``(n_items, d)``: what each item contributes to its users' statistics (its content vector,
+        the default, or its served vector at the start of the batch).
+    """
+    counterparts = items.prior if item_counterparts is None else np.asarray(item_counterparts)
+    _check(items, users, events, counterparts)
+    it, us = events.item, events.user
+    w = events.weight
+    user_w = np.where(events.user_new, w, 0.0)
+    # ---- users: statistics of every event, and the sums each user had just before it
+    s_user = model.statistics(users.prior[us], counterparts[it].astype(np.float64), user_w, "user")
+    s_user[~events.user_new] = 0.0
+    abs_user = np.abs(user_w)
+    sum_before = users.weighted_sum[us] + _exclusive_group_prefix(s_user, us)
+    n_before = users.evidence[us] + _exclusive_group_prefix(abs_user[:, None], us)[:, 0]
+    user_prior = users.prior[us]
+    x_user = user_prior + model.user_deltas(user_prior, sum_before, n_before)
+    # ---- items: each event's counterpart is that user vector (no evidence when it is all zeros)
+    item_w = np.where(np.any(x_user != 0.0, axis=1), w, 0.0)
+    s_item = model.statistics(items.prior[it], x_user.astype(np.float64), item_w, "item")
+    new_items = StateBlock(
+        items.prior,
+        items.weighted_sum.copy(),
+        items.evidence.copy(),
+        items.positives.copy(),
+        items.interactions.copy(),
+    )
+    np.add.at(new_items.weighted_sum, it, s_item)
+    np.add.at(new_items.evidence, it, np.abs(item_w))
+    np.add.at(new_items.positives, it, events.positive.astype(np.int64))
+    np.add.at(new_items.interactions, it, 1)
+    new_users = StateBlock(
+        users.prior,
+        users.weighted_sum.copy(),
+        users.evidence.copy(),
+        users.positives.copy(),
+        users.interactions.copy(),
+    )
+    np.add.at(new_users.weighted_sum, us, s_user)
+    np.add.at(new_users.evidence, us, abs_user)
+    np.add.at(new_users.positives, us, (events.positive & events.user_new).astype(np.int64))
+    np.add.at(new_users.interactions, us, events.user_new.astype(np.int64))
+    # the per-event rules keep the sums in float32 between updates: so do the blocks
+    new_items.weighted_sum = new_items.weighted_sum.astype(np.float32).astype(np.float64)
+    new_users.weighted_sum = new_users.weighted_sum.astype(np.float32).astype(np.float64)
+    item_delta = model.item_deltas(
+        new_items.prior, new_items.weighted_sum, new_items.evidence, new_items.positives
+    )
+    user_delta = model.user_deltas(new_users.prior, new_users.weighted_sum, new_users.evidence)
+    status = [
+        model.status(int(p), int(n)) for p, n in zip(new_items.positives, new_items.interactions, strict=True)
+    ]
+    return BatchResult(new_items, new_users, item_delta, user_delta, status)
+
+
+def _states(block: StateBlock, cls: type[ItemWarmState] | type[UserWarmState]) -> list[Any]:
+    return [
+        cls(
+            prior=block.prior[j],
+            delta=np.zeros_like(block.prior[j]),
+            weighted_sum=block.weighted_sum[j].astype(np.float32),
+            evidence=float(block.evidence[j]),
+            positives=int(block.positives[j]),
+            interactions=int(block.interactions[j]),
+        )
+        for j in range(len(block))
+    ]
+
+
+def _block(states: Sequence[ItemWarmState] | Sequence[UserWarmState], like: StateBlock) -> StateBlock:
+    if not states:
+        return like
+    return StateBlock(
+        like.prior,
+        np.stack([s.weighted_sum for s in states]).astype(np.float64),
+        np.array([s.evidence for s in states], dtype=np.float64),
+        np.array([s.positives for s in states], dtype=np.int64),
+        np.array([s.interactions for s in states], dtype=np.int64),
+    )
+
+
+def apply_per_event(
+    model: WarmupModel,
+    items: StateBlock,
+    users: StateBlock,
+    events: EventBlock,
+    item_counterparts: NDArray[np.floating] | None = None,
+) -> BatchResult:
+    """:func:`apply_batch` computed with ``update_user`` once per event and ``update_item`` once per
+    item (the per-event rules, slower)."""
+    counterparts = items.prior if item_counterparts is None else np.asarray(item_counterparts)
+    _check(items, users, events, counterparts)
+    item_states = [model.update_item(s, []) for s in _states(items, ItemWarmState)]
+    user_states = [model.update_user(s, []) for s in _states(users, UserWarmState)]
+    evidence: dict[int, list[Evidence]] = {}
+    for k in range(len(events)):
+        i, u, w = int(events.item[k]), int(events.user[k]), float(events.weight[k])
+        positive = bool(events.positive[k])
+        x_user = user_states[u].vector
+        w_item = w if bool(np.any(x_user)) else 0.0
+        evidence.setdefault(i, []).append(Evidence(f"e{k}", x_user, w_item, positive))
+        if events.user_new[k]:
+            counterpart = np.asarray(counterparts[i], dtype=np.float32)
+            user_states[u] = model.update_user(user_states[u], [Evidence(f"e{k}", counterpart, w, positive)])
+    item_states = [model.update_item(s, evidence.get(j, [])) for j, s in enumerate(item_states)]
+    new_items, new_users = _block(item_states, items), _block(user_states, users)
+    d = items.prior.shape[1]
+    return BatchResult(
+        new_items,
+        new_users,
+        np.stack([s.delta for s in item_states]) if item_states else np.zeros((0, d), np.float32),
+        np.stack([s.delta for s in user_states]) if user_states else np.zeros((0, d), np.float32),
+        [s.status for s in item_states],
+    )
