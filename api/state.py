@@ -28,6 +28,7 @@ from exploration.policies import build_policy
 from exploration.pool import new_pool
 from exploration.pool.base import POOL_STATUSES, CandidatePool, entry_from_item
 from exploration.pool.config import PoolConfig
+from exploration.pool.snapshot import read_snapshot, snapshot_dir
 from exploration.service import SlotService
 from exploration.sinks import (
     DecisionSink,
@@ -131,6 +132,21 @@ class AppState:
             log.warning("API pool does not follow items.stored: %s", exc)
 
     # ------------------------------------------------------------------ maintenance
+    def load_snapshot(self) -> bool:
+        """Fill the pools from the pool snapshot, if there is one (bulk: no per-item store read, no
+        graph build); ``False``: none usable, the caller syncs from the store."""
+        pools: dict[str, CandidatePool] = {"item": self.service.pool}
+        if self.search_pool is not None:
+            pools["content"] = self.search_pool
+        snap = read_snapshot(snapshot_dir(self.settings), pools)
+        if snap is None:
+            return False
+        self.service.track(snap.entries["item"], snap.rows.counts())
+        self._seen = set(snap.rows.item_ids)
+        self.metrics.pool_size.set(len(self.service))
+        log.info("pool: %d items from the snapshot taken at %s", len(snap.rows), snap.taken_at.isoformat())
+        return True
+
     def sync_pool(self, full: bool = True) -> tuple[int, int]:
         """Sync the slot pool and the search pool with the store's cold items.
 
@@ -337,7 +353,9 @@ def build_state(
     state.follow_stored()
     if broker is not None:
         broker.on_recover.append(state.follow_stored)  # a restarted broker: follow its new topic
-    state.sync_pool()
+    # a snapshot replaces the full store read at start; the items listed since it are read now, the
+    # states changed since it come with their announcements and the next full sync
+    state.sync_pool(full=not state.load_snapshot())
     return state
 
 

@@ -14,6 +14,9 @@ Prints ONE JSON object:
   measured max rate with ``listed_at`` = publish time; freshness = listed_at → the vector is readable
   from the online store AND returned by the pool index (target p99 ≤ 1.0 s). The pool is fed as in
   production: the worker announces written rows on ``items.stored`` and a :class:`PoolFeed` follows it.
+- ``workers_items_per_s`` (with ``--workers N``): phase C, ``N`` encoder processes (each as
+  ``coldstart stream encode`` runs it) in one consumer group drain a backlog on a broker of their own,
+  against 1 process on the same backlog; ``workers_ratio`` = N / 1;
 - ``stages_phase_a`` / ``stages_phase_b``: where the worker's time went in each phase
   (:class:`~stream.encode_worker.StageTimes`: seconds blocked on image fetches, in the encoder, in the
   store write and in the announcement, summed and per batch); ``worker``: phase B's counters.
@@ -26,6 +29,7 @@ Feast store (SQLite online + parquet offline) in a temporary directory.
 Usage::
 
     .venv/bin/python benchmarks/ingest.py [--items 400] [--freshness-items 150] [--artifact DIR | --tiny]
+        [--workers 2 [--workers-items 256]]
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from stream.contracts import ImageRef, ItemListed  # noqa: E402
 from stream.egress import EgressPolicy  # noqa: E402
 
 
-def load_encoder(args: argparse.Namespace, tmp: Path) -> tuple[Any, str]:
+def load_encoder(args: argparse.Namespace, tmp: Path) -> tuple[Any, str, Path | None]:
     """The encoder under test, loaded as ``coldstart stream encode`` loads it for ``--compute-threads``."""
     import models
 
@@ -62,9 +66,11 @@ def load_encoder(args: argparse.Namespace, tmp: Path) -> tuple[Any, str]:
         from models.testing import build_tiny_artifact
 
         path = build_tiny_artifact(tmp / "artifacts", seed=0)
-        return models.load_encoder(
-            path, providers=["CPUExecutionProvider"], threads=threads
-        ), "tiny (random weights)"
+        return (
+            models.load_encoder(path, providers=["CPUExecutionProvider"], threads=threads),
+            "tiny (random weights)",
+            path,
+        )
     if args.untrained_heads:
         # the default encoder's exact architecture and pretrained towers, heads untrained: same cost
         # per item as a trained artifact (throughput does not depend on head weights)
@@ -79,9 +85,9 @@ def load_encoder(args: argparse.Namespace, tmp: Path) -> tuple[Any, str]:
         towers = build_towers(OfflineEncoderConfig(), seed=0)
         path = build_artifact(towers, ItemTower(towers.image_dim, towers.text_dim).eval(), tmp / "artifacts")
         enc = models.load_encoder(path, providers=["CPUExecutionProvider"], threads=threads)
-        return enc, "default architecture, pretrained towers, untrained heads"
+        return enc, "default architecture, pretrained towers, untrained heads", path
     enc = models.load_encoder(args.artifact, providers=["CPUExecutionProvider"], threads=threads)
-    return enc, "trained"
+    return enc, "trained", args.artifact
 
 
 def catalog_items(settings: Settings, tmp: Path, n: int) -> tuple[Any, list[Any]]:
@@ -95,9 +101,9 @@ def catalog_items(settings: Settings, tmp: Path, n: int) -> tuple[Any, list[Any]
     return cat, cat.items[:n]
 
 
-def event_of(item: Any, url: str | None) -> ItemListed:
+def event_of(item: Any, url: str | None, prefix: str = "") -> ItemListed:
     return ItemListed(
-        item_id=item.item_id,
+        item_id=f"{prefix}{item.item_id}",
         title=item.title,
         description=item.text,
         category=item.category,
@@ -117,6 +123,109 @@ def encoder_rate(encoder: Any, items: list[Any], batch: int, concurrency: int = 
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(encoder.encode, batches))
     return len(contents) / (time.perf_counter() - start)
+
+
+def _encode_worker_main(
+    artifact: str | None,
+    threads: int | None,
+    kafka_json: str,
+    data_dir: str,
+    warm: list[Any],
+    stop: Any,
+    report: Any,
+) -> None:
+    """One ``coldstart stream encode`` process: the worker of the artifact, until ``stop`` is set;
+    reports (wall time of its first polled record, of its last write, items written). The encoder
+    runs one batch of ``warm`` first, as the in-process phases' encoder had (its first run is slow)."""
+    import models
+    from feature_repo import open_store
+    from stream.encode_worker import EncodeWorker
+    from stream.pool_feed import StoredAnnouncer
+    from stream.producer import EventProducer
+
+    logging.basicConfig(level=logging.ERROR)
+    kafka = KafkaSettings.model_validate_json(kafka_json)
+    bootstrap = str(kafka.bootstrap_servers)
+    path = None if artifact is None else Path(artifact)
+    encoder = models.load_encoder(path, providers=["CPUExecutionProvider"], threads=threads)
+    encoder.batch_size = kafka.encode.max_batch_size
+    encoder.encode(warm)
+    store = open_store(Settings(data_dir=Path(data_dir)))
+    producer = EventProducer(bootstrap, kafka)
+    worker = EncodeWorker(
+        bootstrap, kafka, encoder, store, producer=producer, on_stored=StoredAnnouncer(producer)
+    )
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    first = last = None
+    written = 0
+    while not stop.wait(0.005):
+        now = time.time()
+        if first is None and worker.metrics.records > 0:
+            first = now
+        if worker.metrics.written != written:
+            written, last = worker.metrics.written, now
+    worker.stop()
+    thread.join(60)
+    producer.close()
+    report.put((first, last, written))
+
+
+def workers_rate(
+    n_workers: int, items: list[Any], url: Any, kafka: KafkaSettings, artifact: Path | None, data_dir: Path
+) -> float:
+    """Items/s of ``n_workers`` encoder processes in one consumer group draining a published backlog
+    (a broker of its own): items written / (last write - first polled record), over all processes."""
+    import multiprocessing
+
+    from stream.broker import TansuBroker
+    from stream.pool_feed import PoolFeed
+    from stream.producer import EventProducer
+
+    ctx = multiprocessing.get_context("spawn")  # the children load their own encoder, no forked threads
+    seen: set[str] = set()
+
+    def count(rows: Any) -> None:
+        seen.update(r.item_id for r in rows)
+
+    with TansuBroker(partitions=4) as broker:
+        bootstrap = broker.bootstrap_servers
+        cfg = kafka.model_copy(update={"bootstrap_servers": bootstrap})
+        producer = EventProducer(bootstrap, cfg)
+        prefix = f"w{n_workers}-"
+        for it in items:
+            producer.publish_item(event_of(it, url(it), prefix))
+        producer.flush()
+        feed = PoolFeed(bootstrap, count, fetch_max_wait_ms=cfg.follow_fetch_wait_ms).start()
+        stop, report = ctx.Event(), ctx.Queue()
+        threads = 1 if cfg.encode.compute_threads > 1 else None
+        worker_args = (
+            None if artifact is None else str(artifact),
+            threads,
+            cfg.model_dump_json(),
+            str(data_dir),
+            [it.content() for it in items[: cfg.encode.max_batch_size]],
+        )
+        procs = [
+            ctx.Process(target=_encode_worker_main, args=(*worker_args, stop, report))
+            for _ in range(n_workers)
+        ]
+        for proc in procs:
+            proc.start()
+        deadline = time.monotonic() + 600
+        while len(seen) < len(items) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        reports = [report.get(timeout=120) for _ in procs]
+        for proc in procs:
+            proc.join(60)
+        feed.stop()
+        producer.close()
+    if len(seen) < len(items):
+        raise SystemExit(f"{n_workers} workers wrote {len(seen)} of {len(items)} items")
+    active = [r for r in reports if r[0] is not None and r[1] is not None]
+    written = sum(r[2] for r in active)
+    return written / max(max(r[1] for r in active) - min(r[0] for r in active), 1e-9)
 
 
 def main() -> None:
@@ -139,6 +248,13 @@ def main() -> None:
         action="store_true",
         help="default architecture with pretrained towers and untrained heads (no trained artifact needed)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="also measure this many encoder processes in one group against one (phase C)",
+    )
+    parser.add_argument("--workers-items", type=int, default=256, help="phase C backlog per run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
@@ -157,7 +273,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         settings = Settings(data_dir=tmp / "data")
         with contextlib.redirect_stdout(sys.stderr):  # model loaders print; stdout is the JSON alone
-            encoder, encoder_kind = load_encoder(args, tmp)
+            encoder, encoder_kind, artifact = load_encoder(args, tmp)
         cat, items = catalog_items(settings, tmp, args.items + args.freshness_items)
         phase_a, phase_b = items[: args.items], items[args.items :]
         encoder.batch_size = args.batch_size
@@ -248,6 +364,16 @@ def main() -> None:
             feed.stop()
             producer.close()
             p50, p99 = probe.percentiles()
+            # phase C: N encoder processes in one consumer group against one, same backlog
+            scale: dict[str, float] = {}
+            if args.workers > 1:
+                for n in (1, args.workers):
+                    scale[str(n)] = round(
+                        workers_rate(
+                            n, phase_a[: args.workers_items], url, kafka, artifact, settings.data_dir
+                        ),
+                        2,
+                    )
             online = len(store.get_items(good_ids))
             dlq = len(read_dead_letters(bootstrap, ITEMS_LISTED))
             snap = worker.metrics.snapshot()
@@ -278,6 +404,14 @@ def main() -> None:
                     k: snap[k] for k in ("batches", "encode_s", "write_s", "image_failures", "text_only")
                 },
                 "stages_phase_b": worker.stages.snapshot(),
+                **(
+                    {
+                        "workers_items_per_s": scale,
+                        "workers_ratio": round(scale[str(args.workers)] / scale["1"], 3),
+                    }
+                    if scale
+                    else {}
+                ),
                 "checks": {
                     "online_eq_items_minus_bad": online == total_events - planted,
                     "dlq_eq_planted": dlq == planted,

@@ -40,7 +40,12 @@ Targets: ``p99_ms <= 10`` at 300 rps and ``ratio_p99 <= 3`` (``meets_targets``);
 with an unsaturated feature server.
 
     .venv/bin/python benchmarks/slots.py [--items 10000] [--rate 300] [--duration 20] [--decision-log kafka]
-        [--workers 2] [--rates 300 100 200 250]
+        [--workers 2] [--rates 300 100 200 250] [--pool auto|exact|hnsw] [--[no-]snapshot]
+
+A million items: ``--items 1000000`` (the hnsw pool; the pool snapshot is written after seeding, by
+``coldstart exploration pool-snapshot``, and the API starts from it). ``ready_s`` is the time from
+starting the API to every worker answering ``/readyz`` with the whole pool, ``rss_mb`` the API's
+resident memory (all processes) after the load phases.
 
 ``--rates`` sweeps several load phases on the same server (the first is the headline); the JSON then
 also has ``max_rate_meeting_p99``, the highest swept rate whose ``p99_ms <= 10``.
@@ -425,21 +430,42 @@ def _connections_per_worker(api_pid: int, port: int) -> list[int]:
     return sorted(counts, reverse=True)
 
 
-def _wait_ready(port: int, n_items: int, proc: subprocess.Popen[bytes], timeout_s: float = 600) -> None:
+def _wait_ready(
+    port: int, n_items: int, proc: subprocess.Popen[bytes], timeout_s: float = 1200, consecutive: int = 1
+) -> None:
+    """Until ``consecutive`` fresh connections in a row (handed to the workers in turn) find
+    ``/readyz`` ready with the whole pool."""
     import httpx
 
     deadline = time.monotonic() + timeout_s
+    streak = 0
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"API exited with {proc.returncode}")
         try:
             r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-            if r.status_code == 200 and r.json()["pool_size"] >= n_items:
-                return
+            ok = r.status_code == 200 and r.json()["pool_size"] >= n_items
         except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+            ok = False
+        streak = streak + 1 if ok else 0
+        if streak >= consecutive:
+            return
+        time.sleep(0.05 if ok else 0.2)
     raise RuntimeError("API not ready in time")
+
+
+def _rss_mb(api_pid: int) -> dict[str, Any]:
+    """Resident memory of the API's process tree (master, workers, decision-log producers), MB."""
+    import psutil
+
+    procs = []
+    try:
+        root = psutil.Process(api_pid)
+        for proc in [root, *root.children(recursive=True)]:
+            procs.append(round(proc.memory_info().rss / 2**20, 1))
+    except psutil.Error:
+        pass
+    return {"total": round(sum(procs), 1), "processes": sorted(procs, reverse=True)}
 
 
 def _calibration_ms(repeats: int = 5) -> float:
@@ -600,6 +626,19 @@ def main() -> None:
         help="Before the server starts, time --feast-reads slot requests served by a direct call of the "
         "route's handler in this process (no HTTP, no decision log).",
     )
+    ap.add_argument(
+        "--pool",
+        choices=["auto", "exact", "hnsw"],
+        default="auto",
+        help="The API's cold-pool index (auto: hnsw from 100,000 items, exact below).",
+    )
+    ap.add_argument(
+        "--snapshot",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Write the pool snapshot (coldstart exploration pool-snapshot) before the API starts, so it "
+        "starts from it (default: with the hnsw pool).",
+    )
     ap.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--target", choices=["slots", "feast", "floor"], default="slots", help=argparse.SUPPRESS)
@@ -639,7 +678,21 @@ def main() -> None:
             broker = TansuBroker(partitions=4).start()
             ensure_topics(broker.bootstrap_servers, 4)
             env["COLDSTART_KAFKA__BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+        pool = args.pool if args.pool != "auto" else ("hnsw" if args.items >= 100_000 else "exact")
+        env["COLDSTART_EXPLORATION__POOL"] = json.dumps({"type": pool})
+        snapshot_s = None
+        if args.snapshot if args.snapshot is not None else pool == "hnsw":
+            t = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "coldstart.cli", "exploration", "pool-snapshot"],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            snapshot_s = time.perf_counter() - t
         port = _free_port()
+        started = time.perf_counter()
         server = subprocess.Popen(
             [sys.executable, "-m", "coldstart.cli", "api", "serve", "--host", "127.0.0.1",
              "--port", str(port), "--workers", str(args.workers), "--log-level", "warning",
@@ -647,13 +700,15 @@ def main() -> None:
             cwd=ROOT,
             env=env,
         )  # fmt: skip
-        _wait_ready(port, args.items, server)
+        _wait_ready(port, args.items, server, consecutive=2 * args.workers)
+        ready_s = time.perf_counter() - started
         if args.workers > 1:  # workers start together; /readyz answers from whichever is up first
             time.sleep(10.0)
         feast_ms = _feast_reads(store, args.users, args.feast_reads)
         rates = args.rates if args.rates else [args.rate, *args.extra_rates]
         pids = {"api": server.pid, "broker": broker.pid if broker is not None else None}
         runs = [(rate, _phase(args, port, rate, pids, "slots")) for rate in rates]
+        rss = _rss_mb(server.pid)
         if args.feature_server or args.floor:
             # the API and the broker stop first: each baseline gets the machine to itself
             _stop(server)
@@ -754,6 +809,11 @@ def main() -> None:
                 (r for r, x in runs if x["p99_ms"] <= 10.0 and x["achieved_rps"] >= 0.95 * r), default=None
             ),
             "seed_s": round(seed_s, 1),
+            "pool": pool,
+            "snapshot_s": None if snapshot_s is None else round(snapshot_s, 1),
+            "ready_s": round(ready_s, 1),
+            "rss_mb": rss["total"],
+            "rss_mb_per_process": rss["processes"],
             "cpus": os.cpu_count(),
             "load_avg_1m": round(os.getloadavg()[0], 2),
             "targets": {"p99_ms": 10.0, "ratio_p99": 3.0, "rps": 300.0},

@@ -29,3 +29,37 @@ def versions_command() -> None:
             "latest": latest is not None and latest.version == version,
         }
         typer.echo(json.dumps(row))
+
+
+@app.command("pool-snapshot")
+def pool_snapshot_command() -> None:
+    """Write the feature store's cold pool, indexed as ``exploration.pool`` says, as the snapshot API
+    replicas start from (``exploration.pool_snapshot_dir``); prints one JSON line."""
+    import json
+    import time
+
+    from coldstart.settings import get_settings
+    from exploration.pool import new_pool
+    from exploration.pool.base import CandidatePool
+    from exploration.pool.snapshot import PoolRows, snapshot_dir, write_snapshot
+    from feature_repo import open_store
+
+    settings = get_settings()
+    started = time.monotonic()
+    store = open_store(settings)
+    spaces = ["item", "content"] if settings.api.search_index else ["item"]
+    rows = PoolRows.from_items(list(store.iter_items()), spaces)  # type: ignore[arg-type]
+    read_s = time.monotonic() - started
+    pools: dict[str, CandidatePool] = {space: new_pool(settings.exploration.pool) for space in spaces}
+    for space, pool in pools.items():
+        # no saved index to read: the pool indexes the rows in bulk (HNSW graphs built here, once)
+        pool.load(settings.data_dir / ".no-snapshot", rows.entries(space), rows.vectors[space])  # type: ignore[arg-type]
+    target = snapshot_dir(settings)
+    write_snapshot(target, rows, pools)
+    out = {
+        "items": len(rows),
+        "read_s": round(read_s, 1),
+        "seconds": round(time.monotonic() - started, 1),
+        "path": str(target),
+    }
+    typer.echo(json.dumps(out))

@@ -186,6 +186,11 @@ class ExplorationSettings(BaseModel):
         default=10, ge=0, description="Candidate places reserved for the items most behind their schedule."
     )
     model_store_dir: Path | None = Field(default=None, description="Default: <data_dir>/model_store.")
+    pool_snapshot_dir: Path | None = Field(
+        default=None,
+        description="Where `coldstart pool snapshot` writes the cold pool and API replicas load it at start "
+        "(default: <data_dir>/pool_snapshot; none there: the replica syncs from the store).",
+    )
     reload_interval_s: float = Field(default=2.0, gt=0.0, description="How often replicas look for a model.")
     checkpoint_interval_s: float = Field(default=30.0, gt=0.0, description="Learner checkpoint period.")
     pool_refresh_interval_s: float = Field(

@@ -183,6 +183,15 @@ class SlotService:
         if not entries:
             return
         self.pool.upsert(entries)
+        self.track(entries, counts)
+
+    def track(
+        self, entries: Sequence[PoolEntry], counts: Mapping[str, tuple[int, int]] | None = None
+    ) -> None:
+        """Serve and pace items the pool already holds (a loaded snapshot); as :meth:`add_items`
+        without indexing them again."""
+        if not entries:
+            return
         with self._lock:
             for e in entries:
                 self._entries[e.item_id] = e

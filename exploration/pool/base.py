@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -99,6 +100,16 @@ class CandidatePool(ABC):
         that can enumerate their items override it with an atomic swap.
         """
         self.upsert(entries)
+
+    def save(self, directory: Path) -> None:
+        """Write what this index needs, beyond a snapshot's rows, to come back without rebuilding
+        (:mod:`exploration.pool.snapshot`); this default writes nothing."""
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def load(self, directory: Path, entries: Sequence[PoolEntry], vectors: NDArray[np.float32]) -> None:
+        """Replace the content with a snapshot's rows (``vectors[i]`` is ``entries[i]``'s vector) and
+        what :meth:`save` wrote to ``directory``; this default re-indexes the entries."""
+        self.replace_all(entries)
 
     def rebuild_from_store(
         self,

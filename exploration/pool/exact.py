@@ -17,6 +17,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -229,6 +230,51 @@ class ExactPool(CandidatePool):
             self._slot = fresh._slot
             self._cat_codes = fresh._cat_codes
             self._seller_codes = fresh._seller_codes
+
+    def load(self, directory: Path, entries: Sequence[PoolEntry], vectors: NDArray[np.float32]) -> None:
+        """Replace the content with a snapshot's rows (an exact pool keeps nothing else on disk)."""
+        self.load_rows(entries, vectors)
+
+    def load_rows(self, entries: Sequence[PoolEntry], vectors: NDArray[np.float32]) -> None:
+        """Replace the whole content in bulk: ``vectors[i]`` is ``entries[i]``'s vector; one array
+        copy and one dict, no per-entry checks.
+
+        Raises
+        ------
+        InvalidInputError
+            Shapes disagree, a vector is not finite, or an id repeats.
+        """
+        matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+        n = len(entries)
+        if (
+            matrix.ndim != 2
+            or matrix.shape[0] != n
+            or (self._fixed_dim and matrix.shape[1] != self._fixed_dim)
+        ):
+            raise InvalidInputError(
+                "vectors", f"<shape {matrix.shape}>", f"must be ({n}, {self._fixed_dim or 'dim'})"
+            )
+        if not bool(np.isfinite(matrix).all()):
+            raise InvalidInputError("vectors", "<matrix>", "must be finite")
+        slot = {e.item_id: i for i, e in enumerate(entries)}
+        if len(slot) != n:
+            raise InvalidInputError("entries", n, "item ids must be unique")
+        cat_codes: dict[str, int] = {}
+        seller_codes: dict[str, int] = {}
+        cats = np.fromiter((self._code(cat_codes, e.category) for e in entries), np.int32, n)
+        sellers = np.fromiter((self._code(seller_codes, e.seller_id) for e in entries), np.int32, n)
+        capacity = max(n, 1)
+        with self._lock:
+            self._dim = int(matrix.shape[1]) if n else self._dim
+            self._capacity = capacity
+            self._n = n
+            self._matrix = matrix if n else np.zeros((1, self._dim or 1), dtype=np.float32)
+            self._cat = cats if n else np.zeros(1, dtype=np.int32)
+            self._seller = sellers if n else np.zeros(1, dtype=np.int32)
+            self._entries = list(entries) if n else [None]
+            self._slot = slot
+            self._cat_codes = cat_codes
+            self._seller_codes = seller_codes
 
     # -- search ---------------------------------------------------------------------------------
     def _scores(self, q: NDArray[np.float32], n: int) -> NDArray[np.float32]:

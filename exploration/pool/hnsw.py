@@ -21,8 +21,10 @@ exact-or-nearly.
 from __future__ import annotations
 
 import heapq
+import json
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,6 +79,33 @@ class _Graph:
             if row is not None:
                 self._set_alive(row, False)
                 self.dead += 1
+
+    def save(self, path: Path) -> None:
+        """Write the graph (FAISS's own format) and its rows beside it."""
+        self._faiss.write_index(self.index, str(path.with_suffix(".faiss")))
+        np.savez(
+            path.with_suffix(".npz"), rows=np.asarray(self.rows, dtype=str), bits=self._bits, dead=self.dead
+        )
+
+    @classmethod
+    def load(cls, path: Path, ef_search: int, ef_add: int) -> _Graph:
+        """A graph :meth:`save` wrote."""
+        import faiss  # deferred, as in __init__
+
+        graph = cls.__new__(cls)
+        graph._faiss = faiss
+        graph.index = faiss.read_index(str(path.with_suffix(".faiss")))
+        graph.index.hnsw.efConstruction = ef_add
+        graph.ef_search, graph.ef_add = ef_search, ef_add
+        with np.load(path.with_suffix(".npz"), allow_pickle=False) as z:
+            graph.rows = z["rows"].tolist()
+            graph._bits = z["bits"].copy()
+            graph.dead = int(z["dead"])
+        graph.row_of = {
+            item_id: row for row, item_id in enumerate(graph.rows) if graph._bits[row >> 3] & (1 << (row & 7))
+        }
+        graph._selector = None
+        return graph
 
     def search(self, query: NDArray[np.float32], k: int) -> tuple[list[str], NDArray[np.float32]]:
         if self._selector is None:
@@ -274,6 +303,68 @@ class HnswPool(CandidatePool):
             self._all, self._by_category = fresh._all, fresh._by_category
             self._by_seller, self._where = fresh._by_seller, fresh._where
             for part in (self._all, *self._by_category.values(), *self._by_seller.values()):
+                part.owner = self
+
+    # -- snapshots ------------------------------------------------------------------------------
+    def _parts(self) -> list[tuple[str, str, _Part]]:
+        return [
+            ("all", "", self._all),
+            *(("category", k, p) for k, p in self._by_category.items()),
+            *(("seller", k, p) for k, p in self._by_seller.items()),
+        ]
+
+    def save(self, directory: Path) -> None:
+        """Write the graphs of the parts that have one (entries and vectors are the snapshot's rows:
+        :mod:`exploration.pool.snapshot`)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        graphs = []
+        with self._lock:
+            for n, (kind, key, part) in enumerate(self._parts()):
+                if part.graph is not None:
+                    part.graph.save(directory / f"graph-{n}")
+                    graphs.append({"kind": kind, "key": key, "file": f"graph-{n}", "size": len(part.exact)})
+        (directory / "graphs.json").write_text(json.dumps({"dim": self.dim, "graphs": graphs}))
+
+    def load(self, directory: Path, entries: Sequence[PoolEntry], vectors: NDArray[np.float32]) -> None:
+        """Replace the content with a snapshot's rows and the graphs :meth:`save` wrote: no graph is
+        built (a part whose saved graph does not match its rows gets a new one)."""
+        index = directory / "graphs.json"
+        meta = json.loads(index.read_text()) if index.exists() else {"graphs": []}
+        fresh = HnswPool(
+            int(vectors.shape[1]) if len(entries) else self.dim,
+            m=self.m,
+            ef_construction=self.ef_construction,
+            ef_add=self.ef_add,
+            ef_search=self.ef_search,
+            graph_min=self.graph_min,
+            rebuild_ratio=self.rebuild_ratio,
+        )
+        fresh._all.exact.load_rows(entries, vectors)
+        groups: tuple[dict[str, list[int]], dict[str, list[int]]] = ({}, {})
+        for i, e in enumerate(entries):
+            groups[0].setdefault(e.category, []).append(i)
+            groups[1].setdefault(e.seller_id, []).append(i)
+            fresh._where[e.item_id] = (e.category, e.seller_id)
+        for table, grouped in ((fresh._by_category, groups[0]), (fresh._by_seller, groups[1])):
+            for key, rows in grouped.items():
+                part = table[key] = _Part(fresh)
+                part.exact.load_rows([entries[i] for i in rows], vectors[rows])
+        parts = {(kind, key): part for kind, key, part in fresh._parts()}
+        for g in meta["graphs"]:
+            owner = parts.get((g["kind"], g["key"]))
+            if owner is None:
+                continue
+            graph = _Graph.load(directory / g["file"], self.ef_search, self.ef_add)
+            if set(graph.row_of) == set(owner.exact.ids()):
+                owner.graph = graph
+        for part in parts.values():  # parts that reached graph_min without a matching saved graph
+            if part.graph is None and len(part.exact) >= self.graph_min:
+                part._build()
+        with self._lock:
+            self.dim = fresh.dim
+            self._all, self._by_category = fresh._all, fresh._by_category
+            self._by_seller, self._where = fresh._by_seller, fresh._where
+            for part in parts.values():
                 part.owner = self
 
     # -- search ---------------------------------------------------------------------------------
