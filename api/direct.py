@@ -3,7 +3,8 @@
 ``POST /v1/exploration/slots`` is called for every page a recommendation API renders. For it,
 FastAPI's per-request work (six middleware layers, routing through the included routers, a
 ``Request``, dependency solving, JSON decoding to Python objects and validating those) costs about
-0.3 ms of CPU on these machines: a fifth of the whole request, the slot service included.
+0.3 ms of CPU on a 2-core development machine: a fifth of the whole request, the slot service
+included.
 
 :class:`DirectRoutes` is an ASGI middleware that serves a *well-formed, authorised* request to such a
 route itself: it reads the body, checks the API key (:func:`api.deps.check_api_key`), validates the

@@ -57,8 +57,6 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,53 +64,18 @@ import numpy as np
 
 from exploration.config import (
     GreedyPolicyConfig,
-    PacingConfig,
-    PolicyConfig,
     UniformPolicyConfig,
     VWPolicyConfig,
 )
-from exploration.model_store import PolicyHolder
-from exploration.pacing import ExposurePacer
-from exploration.policies import build_policy, learn_decision
-from exploration.pool import PoolEntry, new_pool
-from exploration.service import SlotRequest, SlotService
-from feature_repo.base import UserStore
-from feature_repo.records import StoredUser
-
-HOUR = 3600.0
-
-
-class ReplayUsers(UserStore):
-    """User vectors of the replay: running mean of liked items' vectors (in memory)."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, np.ndarray] = {}
-        self.counts: dict[str, int] = defaultdict(int)
-
-    def like(self, user_id: str, vec: np.ndarray) -> None:
-        self.sums[user_id] = self.sums.get(user_id, 0.0) + vec
-        self.counts[user_id] += 1
-
-    def write_users(self, users):  # type: ignore[no-untyped-def]
-        for u in users:  # an explicit vector replaces the running mean
-            self.sums[u.user_id] = np.asarray(u.vector, dtype=np.float64) * max(1, u.interactions)
-            self.counts[u.user_id] = max(1, u.interactions)
-
-    def get_users(self, user_ids):  # type: ignore[no-untyped-def]
-        out = {}
-        for u in user_ids:
-            if u in self.sums:
-                v = self.sums[u] / self.counts[u]
-                out[u] = StoredUser(u, v.astype(np.float32), self.counts[u], "replay", datetime.now(UTC))
-        return out
-
-
-@dataclass
-class Spec:
-    name: str
-    policy: PolicyConfig | None
-    m: int
-    pacing: bool
+from exploration.simulator import (
+    HOUR,
+    ColdMetrics,
+    PolicySpec,
+    ReplayConfig,
+    feasibility,
+    pacing_config,
+    simulate,
+)
 
 
 def item_vectors(catalog_dir: Path, images: bool) -> tuple[list[str], np.ndarray]:
@@ -141,107 +104,25 @@ def item_vectors(catalog_dir: Path, images: bool) -> tuple[list[str], np.ndarray
     )
 
 
-def _pacing_strength(args: argparse.Namespace) -> dict[str, Any]:
-    """The mixing-strength settings of ``ours`` (adaptive unless ``--strength`` fixes it)."""
-    return {
-        "strength": args.strength,
-        "min_strength": args.min_strength,
-        "max_strength": args.max_strength,
-        "safety": args.safety,
-        "urgency_power": args.urgency_power,
-    }
-
-
-def run_policy(spec: Spec, events, vectors, liked, args) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    first_arrival: dict[str, int] = {}
-    pacing = PacingConfig(
-        target_impressions=args.n_impressions,
-        window_hours=args.window,
-        max_boost=4.0 if spec.pacing else 1.0,
-        **(_pacing_strength(args) if spec.pacing else {"strength": 0.0}),
+def replay_config(args: argparse.Namespace) -> ReplayConfig:
+    """The protocol of the command line (``ours``' strength adaptive unless ``--strength`` fixes it)."""
+    return ReplayConfig(
+        stride=args.stride,
+        k=args.k,
+        n_impressions=args.n_impressions,
+        window=args.window,
         graduate_impressions=args.graduate_impressions,
-        graduate_clicks=1,
-        max_age_hours=args.max_age,
+        max_age=args.max_age,
+        starving=args.starving,
+        seed=args.seed,
+        pacing_strength={
+            "strength": args.strength,
+            "min_strength": args.min_strength,
+            "max_strength": args.max_strength,
+            "safety": args.safety,
+            "urgency_power": args.urgency_power,
+        },
     )
-    clock = {"t": 0.0}
-    users = ReplayUsers()
-    svc = SlotService(
-        pool=new_pool(),
-        users=users,
-        holder=PolicyHolder(build_policy(spec.policy or UniformPolicyConfig(), seed=args.seed)),
-        pacer=ExposurePacer(pacing, clock=lambda: clock["t"]),
-        candidates_m=spec.m,
-        starving_candidates=args.starving if spec.pacing else 0,
-        clock=lambda: clock["t"],
-    )
-    listed: set[str] = set()
-    graduated_pop: dict[str, int] = defaultdict(int)
-    impressions: dict[str, list[int]] = defaultdict(list)  # item -> arrivals of its impressions
-    first_click: dict[str, int] = {}
-    cold_imps = cold_clicks = 0
-    total_reward = 0.0
-    rng = np.random.default_rng(args.seed)
-    strengths: list[float] = []
-    arrival = 0
-    for n, (user, item, value) in enumerate(events):
-        if item not in listed and item in vectors:
-            listed.add(item)
-            first_arrival[item] = arrival
-            svc.add_items([PoolEntry(item, vectors[item], listed_at_s=clock["t"])])
-        if value >= 4.0 and item in vectors:
-            users.like(user, vectors[item])
-            graduated_pop[item] += 1
-        if n % args.stride:
-            continue
-        arrival += 1
-        clock["t"] = arrival * HOUR
-        if spec.policy is None:  # popular warm items: no cold impressions at all
-            if arrival % 20 == 0:
-                svc.graduate()  # without impressions, items leave the cold pool by age only
-            ranked = sorted(graduated_pop, key=lambda i: -graduated_pop[i])
-            warm = [i for i in ranked if i not in svc.pacer][: args.k]
-            total_reward += sum(1.0 for i in warm if i in liked.get(user, ()))
-            continue
-        res = svc.select(
-            SlotRequest(user_id=user, k=args.k, context={"n_liked": float(users.counts.get(user, 0))})
-        )
-        rewards = {}
-        for s in res.decision.slots:
-            r = 1.0 if s.item_id in liked.get(user, ()) else 0.0
-            rewards[s.item_id] = r
-            impressions[s.item_id].append(arrival)
-            cold_imps += 1
-            cold_clicks += int(r)
-            total_reward += r
-            if r and s.item_id not in first_click:
-                first_click[s.item_id] = arrival
-            if r:
-                svc.pacer.record_click(s.item_id)
-        learn_decision(svc.holder.current.policy, res.decision, rewards)
-        if spec.pacing:
-            strengths.append(svc.pacer.strength())
-        if arrival % 20 == 0:
-            svc.graduate()
-    del rng
-    # coverage: items listed early enough to have a full window, with >= N impressions within it
-    eligible = [i for i, a in first_arrival.items() if a + args.window <= arrival]
-    covered = sum(
-        1
-        for i in eligible
-        if sum(1 for t in impressions.get(i, []) if t - first_arrival[i] <= args.window) >= args.n_impressions
-    )
-    ttfc = [first_click[i] - first_arrival[i] for i in first_click]
-    return {
-        "policy": spec.name,
-        "cold_ctr": round(cold_clicks / cold_imps, 5) if cold_imps else 0.0,
-        "coverage": round(covered / len(eligible), 4) if eligible else 0.0,
-        "median_time_to_first_click": float(np.median(ttfc)) if ttfc else None,
-        "cumulative_reward": total_reward,
-        "cold_impressions": cold_imps,
-        "items_clicked": len(first_click),
-        # mean pacing strength per fifth of the timeline (ours)
-        "strength_by_fifth": [round(float(np.mean(c)), 3) for c in np.array_split(strengths, 5) if len(c)],
-    }
 
 
 # --------------------------------------------------------------------------- end-to-end mode
@@ -372,18 +253,9 @@ def prime_cache(args: argparse.Namespace, listings: dict[str, Any]) -> dict[str,
     return {"items": len(listings), "stored": len(seen), "seconds": round(time.perf_counter() - t, 1)}
 
 
-def _e2e_env(spec: Spec, args: argparse.Namespace) -> dict[str, str]:
+def _e2e_env(spec: PolicySpec, args: argparse.Namespace) -> dict[str, str]:
     """The API/learner settings of one policy run (time: one arrival = 1 / rate seconds)."""
-    hours_per_arrival = 1.0 / args.rate / HOUR
-    pacing = PacingConfig(
-        target_impressions=args.n_impressions,
-        window_hours=args.window * hours_per_arrival,
-        max_boost=4.0 if spec.pacing else 1.0,
-        **(_pacing_strength(args) if spec.pacing else {"strength": 0.0}),
-        graduate_impressions=args.graduate_impressions,
-        graduate_clicks=1,
-        max_age_hours=args.max_age * hours_per_arrival,
-    )
+    pacing = pacing_config(spec, replay_config(args), hours_per_arrival=1.0 / args.rate / HOUR)
     assert spec.policy is not None
     policy = json.dumps(spec.policy.model_dump(mode="json"))
     return {
@@ -400,7 +272,7 @@ def _e2e_env(spec: Spec, args: argparse.Namespace) -> dict[str, str]:
 
 
 def run_e2e(  # type: ignore[no-untyped-def]
-    spec: Spec, events, liked, listings: dict[str, Any], args: argparse.Namespace
+    spec: PolicySpec, events, liked, listings: dict[str, Any], args: argparse.Namespace
 ) -> dict[str, Any]:
     """One policy through the running stack: listings on Kafka, slots and clicks over HTTP."""
     import httpx
@@ -412,7 +284,7 @@ def run_e2e(  # type: ignore[no-untyped-def]
     from stream.pool_feed import PoolFeed
     from stream.producer import EventProducer
 
-    m = Metrics()
+    m = ColdMetrics()
     if spec.policy is None:  # popular warm items: no API call, never a cold item
         return run_popular(spec, events, liked, listings, args, m)
     for attempt in range(3):  # a subprocess that fails to start (rare) gets a fresh stack
@@ -504,7 +376,7 @@ def run_e2e(  # type: ignore[no-untyped-def]
         if feed is not None:
             feed.stop()
         stack.close()
-    row = m.row(spec.name, arrival, args)
+    row = m.row(spec.name, arrival, replay_config(args))
     row.update(
         {
             "achieved_arrivals_per_s": round(arrival / wall, 1),
@@ -525,7 +397,7 @@ def _wait_pool(client: Any, timeout_s: float) -> None:
     raise RuntimeError(f"no listing reached the API's pool within {timeout_s} s")
 
 
-def run_popular(spec, events, liked, listings, args, m: Metrics) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def run_popular(spec, events, liked, listings, args, m: ColdMetrics) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """No exploration: the k items with most likes so far among those listed more than ``max_age``
     arrivals ago (no longer cold by age); computed by the driver, no API call."""
     pop: dict[str, int] = defaultdict(int)
@@ -541,105 +413,7 @@ def run_popular(spec, events, liked, listings, args, m: Metrics) -> dict[str, An
         ranked = sorted(pop, key=lambda i: -pop[i])
         warm = [i for i in ranked if arrival - m.first_arrival.get(i, 0) > args.max_age][: args.k]
         m.warm_reward += sum(1.0 for i in warm if i in liked.get(user, ()))
-    return m.row(spec.name, arrival, args)
-
-
-class Metrics:
-    """Cold impressions and clicks of one run, in arrivals."""
-
-    def __init__(self) -> None:
-        self.first_arrival: dict[str, int] = {}
-        self.impressions: dict[str, list[int]] = defaultdict(list)
-        self.first_click: dict[str, int] = {}
-        self.cold_imps = 0
-        self.cold_clicks = 0
-        self.warm_reward = 0.0
-        self.short_decisions = 0  # arrivals served fewer than k slots
-        self.missing_slots = 0
-        self.last_short_arrival = 0
-
-    def decision(self, n_slots: int, k: int, arrival: int) -> None:
-        if n_slots < k:
-            self.short_decisions += 1
-            self.missing_slots += k - n_slots
-            self.last_short_arrival = arrival
-
-    def impression(self, item: str, arrival: int, reward: bool) -> None:
-        self.impressions[item].append(arrival)
-        self.cold_imps += 1
-        self.cold_clicks += int(reward)
-        if reward and item not in self.first_click:
-            self.first_click[item] = arrival
-
-    def row(self, name: str, arrivals: int, args: argparse.Namespace) -> dict[str, Any]:
-        fa = self.first_arrival
-        eligible = [i for i, a in fa.items() if a + args.window <= arrivals]
-        covered = sum(
-            1
-            for i in eligible
-            if sum(1 for t in self.impressions.get(i, []) if t - fa[i] <= args.window) >= args.n_impressions
-        )
-        ttfc = [self.first_click[i] - fa[i] for i in self.first_click]
-        return {
-            "policy": name,
-            "cold_ctr": round(self.cold_clicks / self.cold_imps, 5) if self.cold_imps else 0.0,
-            "coverage": round(covered / len(eligible), 4) if eligible else 0.0,
-            "median_time_to_first_click": float(np.median(ttfc)) if ttfc else None,
-            "cumulative_reward": float(self.cold_clicks) + self.warm_reward,
-            "cold_impressions": self.cold_imps,
-            "items_clicked": len(self.first_click),
-            "eligible_items": len(eligible),
-            "short_decisions": self.short_decisions,
-            "missing_slots": self.missing_slots,
-            "last_short_arrival": self.last_short_arrival,
-        }
-
-
-def feasibility(events, listed_items: set[str], args: argparse.Namespace) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    """Can the traffic meet the goal? Aggregate slots per new item, and the coverage of an oracle
-    that ignores users and gives each arrival's k slots earliest-deadline-first to unmet items."""
-    import heapq
-
-    listed: dict[str, int] = {}
-    imps: dict[str, int] = {}
-    heap: list[tuple[int, str]] = []
-    arrival = 0
-    window_slots: list[int] = []
-    for n, (_, item, _) in enumerate(events):
-        if item not in listed and item in listed_items:
-            listed[item] = arrival + 1
-            imps[item] = 0
-            heapq.heappush(heap, (arrival + 1 + int(args.window), item))
-        if n % args.stride:
-            continue
-        arrival += 1
-        chosen: list[tuple[int, str]] = []
-        while heap and len(chosen) < args.k:
-            deadline, it = heapq.heappop(heap)
-            if deadline >= arrival:
-                chosen.append((deadline, it))
-        for deadline, it in chosen:
-            imps[it] += 1
-            if imps[it] < args.n_impressions:
-                heapq.heappush(heap, (deadline, it))
-    starts = np.array(sorted(listed.values()))
-    for a in starts:  # items listed within one window from an item's listing share that window's slots
-        lo, hi = np.searchsorted(starts, a), np.searchsorted(starts, a + args.window)
-        window_slots.append(int(hi - lo))
-    eligible = [i for i, a in listed.items() if a + args.window <= arrival]
-    return {
-        "new_items": len(listed),
-        "arrivals": arrival,
-        "demand_over_supply": round(len(listed) * args.n_impressions / (arrival * args.k), 3),
-        "slots_per_item_within_T_median": round(
-            float(np.median([args.k * args.window / max(1, c) for c in window_slots])), 2
-        ),
-        "edf_oracle_coverage": (
-            round(sum(imps[i] >= args.n_impressions for i in eligible) / len(eligible), 4)
-            if eligible
-            else None
-        ),
-    }
+    return m.row(spec.name, arrival, replay_config(args))
 
 
 def main() -> None:
@@ -690,31 +464,31 @@ def main() -> None:
         if v >= 4.0:
             liked[u].add(i)
     specs = {
-        "popular_warm": Spec("popular_warm", None, args.m, False),
-        "uniform": Spec("uniform", UniformPolicyConfig(), 10_000, False),
-        "content_greedy": Spec("content_greedy", GreedyPolicyConfig(feature="dot"), args.m, False),
-        "epsilon_greedy": Spec(
+        "popular_warm": PolicySpec("popular_warm", None, args.m, False),
+        "uniform": PolicySpec("uniform", UniformPolicyConfig(), 10_000, False),
+        "content_greedy": PolicySpec("content_greedy", GreedyPolicyConfig(feature="dot"), args.m, False),
+        "epsilon_greedy": PolicySpec(
             "epsilon_greedy", VWPolicyConfig(exploration="epsilon", epsilon=0.1), args.m, False
         ),
-        "ours": Spec("ours", VWPolicyConfig(), args.m, True),
+        "ours": PolicySpec("ours", VWPolicyConfig(), args.m, True),
     }
     rows = []
     prime: dict[str, Any] | None = None
-    run: Callable[[Spec], dict[str, Any]]
+    run: Callable[[PolicySpec], dict[str, Any]]
     if args.mode == "e2e":
         listings = _catalog_events(args.catalog)
         prime = prime_cache(args, listings)
         known = set(listings)
 
-        def run(spec: Spec) -> dict[str, Any]:
+        def run(spec: PolicySpec) -> dict[str, Any]:
             return run_e2e(spec, events, liked, listings, args)
     else:
         ids, mat = item_vectors(args.catalog, args.images)
         vectors = dict(zip(ids, mat, strict=True))
         known = set(vectors)
 
-        def run(spec: Spec) -> dict[str, Any]:
-            return run_policy(spec, events, vectors, liked, args)
+        def run(spec: PolicySpec) -> dict[str, Any]:
+            return simulate(spec, events, vectors, liked, replay_config(args))
 
     for name in args.policies.split(","):
         t = time.perf_counter()
@@ -734,10 +508,10 @@ def main() -> None:
         "coverage_n": args.n_impressions,
         "coverage_window_arrivals": args.window,
         "max_age_arrivals": args.max_age,
-        "pacing": _pacing_strength(args),
+        "pacing": replay_config(args).pacing_strength,
         "starving_candidates": args.starving,
         "rate_arrivals_per_s": args.rate if args.mode == "e2e" else None,
-        "feasibility": feasibility(events, known, args),
+        "feasibility": feasibility(events, known, replay_config(args)),
         "prime_cache": prime,
         "rows": rows,
         "ours_vs_uniform_cold_ctr": round(ours["cold_ctr"] / uni["cold_ctr"], 3)

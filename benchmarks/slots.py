@@ -6,8 +6,9 @@ default 2: on a 2-core box one worker saturates its core near 150 rps, two share
 hands connections to the workers round-robin, ``--shared-socket`` for uvicorn's own mode; each worker
 keeps its own pool, following ``items.stored`` without a consumer group, and its own policy replica),
 with the default policy (VW squarecb) and, by default, the decision log going to a Tansu broker.
-A *separate load-generator process* sends an open-loop stream of requests at ``--rate`` per second over
-loopback keep-alive connections (k=5, M=100, 90 % known users); a request's latency is measured from its
+A *separate load-generator process* (``benchmarks/loadgen.py``) sends an open-loop stream of requests
+at ``--rate`` per second over loopback keep-alive connections (k=5, M=100, 90 % known users); a
+request's latency is measured from its
 *scheduled* send time, so a server that falls behind is charged for the queueing (no coordinated
 omission). That also charges the generator's own lateness: its event loop's timers have millisecond
 granularity, so a request goes out up to ~1 ms after its scheduled time (``send_lag_p99_ms``: the p99
@@ -58,9 +59,7 @@ import asyncio
 import json
 import os
 import random
-import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -71,233 +70,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-API_KEY = "bench-key"
-#: The user read of a slot request: what both baselines fetch.
-USER_FEATURES = ["user_vector:user_vector", "user_vector:interactions", "user_vector:model_version"]
-
-
-def _pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
-
-
-_DEVICES = ["mobile", "desktop", "tablet"]
-
-
-def _slot_payload(rng: random.Random, users: int, k: int) -> dict[str, object]:
-    """One slot request's body: 90 % known users, a small context."""
-    uid = f"user-{rng.randrange(users)}" if rng.random() < 0.9 else f"stranger-{rng.randrange(10**6)}"
-    return {"user_id": uid, "k": k, "context": {"device": rng.choice(_DEVICES), "hour": rng.randrange(24)}}
-
-
-# --------------------------------------------------------------------------- load generator process
-async def _loadgen(
-    port: int,
-    rate: float,
-    duration: float,
-    warmup: float,
-    users: int,
-    k: int,
-    conns: int,
-    target: str = "slots",
-) -> dict[str, Any]:
-    rng = random.Random(7)
-
-    def body() -> bytes:
-        payload = _slot_payload(rng, users, k)
-        path = "/v1/exploration/slots"
-        if target == "feast":  # Feast's feature server: the same user read the slot service makes
-            path = "/get-online-features"
-            payload = {
-                "features": USER_FEATURES,
-                "entities": {"user_id": [payload["user_id"]]},
-                "full_feature_names": True,
-            }
-        raw = json.dumps(payload).encode()
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {API_KEY}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n\r\n"
-        ).encode()
-        return head + raw
-
-    idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
-    for _ in range(conns):
-        idle.put_nowait(await asyncio.open_connection("127.0.0.1", port))
-    lat: list[float] = []
-    lag: list[float] = []  # scheduled time -> the request written (the generator's own lateness)
-    errors = 0
-    done_times: list[float] = []
-
-    async def one(scheduled: float, record: bool) -> None:
-        nonlocal errors
-        reader, writer = await idle.get()
-        try:
-            payload = body()
-            sent = time.perf_counter()
-            writer.write(payload)
-            await writer.drain()
-            status_line = await reader.readline()
-            length = 0
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b""):
-                    break
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
-            end = time.perf_counter()
-            if record:
-                if not status_line.startswith(b"HTTP/1.1 200"):
-                    errors += 1
-                lat.append((end - scheduled) * 1e3)
-                lag.append((sent - scheduled) * 1e3)
-                done_times.append(end)
-        finally:
-            idle.put_nowait((reader, writer))
-
-    tasks = []
-    total = int((warmup + duration) * rate)
-    t0 = time.perf_counter() + 0.1
-    measure_from = t0 + warmup
-    for i in range(total):
-        scheduled = t0 + i / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(scheduled, scheduled >= measure_from)))
-    await asyncio.gather(*tasks)
-    span = (max(done_times) - measure_from) if done_times else float("nan")
-    return {
-        "latencies_ms": lat,
-        "lags_ms": lag,
-        "errors": errors,
-        "achieved_rps": len(lat) / span if span > 0 else 0.0,
-        "sent": total,
-    }
-
-
-def loadgen_main(args: argparse.Namespace) -> None:
-    import uvloop
-
-    start = resource.getrusage(resource.RUSAGE_SELF)
-    out = uvloop.run(
-        _loadgen(
-            args.port,
-            args.rate,
-            args.duration,
-            args.warmup,
-            args.users,
-            args.k,
-            args.connections,
-            args.target,
-        )
-    )
-    lat = out["latencies_ms"]
-    lag = out["lags_ms"]
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(
-        json.dumps(
-            {
-                "n": len(lat),
-                "errors": out["errors"],
-                "p50_ms": _pct(lat, 50),
-                "p90_ms": _pct(lat, 90),
-                "p99_ms": _pct(lat, 99),
-                "max_ms": max(lat) if lat else float("nan"),
-                "send_lag_p50_ms": _pct(lag, 50),
-                "send_lag_p99_ms": _pct(lag, 99),
-                "achieved_rps": out["achieved_rps"],
-                "sent": out["sent"],
-                "cpu_s": usage.ru_utime + usage.ru_stime - start.ru_utime - start.ru_stime,
-            }
-        )
-    )
-
-
-# --------------------------------------------------------------------------- the HTTP floor
-#: What the floor server answers to every request: a 200 with a body the size of a slots response.
-_FLOOR_BODY = json.dumps(
-    {
-        "decision_id": "0" * 32,
-        "model_version": "floor",
-        "slots": [
-            {"item_id": f"item-{i:05d}", "position": i, "propensity": 0.2, "score": 0.5} for i in range(5)
-        ],
-    }
-).encode()
-_FLOOR_RESPONSE = (
-    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-    + str(len(_FLOOR_BODY)).encode()
-    + b"\r\n\r\n"
-    + _FLOOR_BODY
+from loadgen import (
+    API_KEY,
+    USER_FEATURES,
+    connections_per_worker,
+    cpu_s,
+    free_port,
+    pct,
+    rss_mb,
+    slot_payload,
+    start_floor_server,
+    stop,
 )
 
-
-class _FloorProtocol(asyncio.Protocol):
-    """HTTP/1.1 keep-alive server that does nothing: each complete request (head + ``Content-Length``
-    bytes of body) gets :data:`_FLOOR_RESPONSE`. The least any Python HTTP endpoint can cost here."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-        self._transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
-
-    def data_received(self, data: bytes) -> None:
-        self._buf += data
-        while True:
-            end = self._buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            length = 0
-            for line in self._buf[:end].split(b"\r\n")[1:]:
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            if len(self._buf) < end + 4 + length:
-                return
-            self._buf = self._buf[end + 4 + length :]
-            assert self._transport is not None
-            self._transport.write(_FLOOR_RESPONSE)
-
-
-def floor_server_main(port: int) -> None:
-    """Serve :class:`_FloorProtocol` on ``127.0.0.1:port`` (uvloop, one process) until killed."""
-    import uvloop
-
-    async def run() -> None:
-        server = await asyncio.get_running_loop().create_server(_FloorProtocol, "127.0.0.1", port)
-        async with server:
-            await server.serve_forever()
-
-    uvloop.run(run())
-
-
-def _start_floor_server(port: int) -> subprocess.Popen[bytes]:
-    proc: subprocess.Popen[bytes] = subprocess.Popen(
-        [sys.executable, __file__, "--floor-server", "--port", str(port)], cwd=ROOT
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"floor server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    _stop(proc)
-    raise RuntimeError("floor server not ready in time")
+ROOT = Path(__file__).resolve().parents[1]
+LOADGEN = Path(__file__).with_name("loadgen.py")
 
 
 # --------------------------------------------------------------------------- orchestration
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _seed(data_dir: Path, n_items: int, n_users: int, dim: int) -> object:
     from coldstart.settings import get_settings
     from feature_repo import open_store
@@ -366,7 +156,7 @@ def _in_process_slots(data_dir: Path, args: argparse.Namespace, n: int) -> list[
         }
     )
     rng = random.Random(11)
-    bodies = [SlotsRequest.model_validate(_slot_payload(rng, args.users, args.k)) for _ in range(n + 200)]
+    bodies = [SlotsRequest.model_validate(slot_payload(rng, args.users, args.k)) for _ in range(n + 200)]
     app = create_app(settings)
 
     async def timed() -> list[float]:
@@ -381,53 +171,6 @@ def _in_process_slots(data_dir: Path, args: argparse.Namespace, n: int) -> list[
         return out
 
     return asyncio.run(timed())
-
-
-def _cpu_s(roots: dict[str, int | None]) -> dict[str, float]:
-    """CPU seconds (user + system) used so far by each named process tree (the API: master, workers and
-    their decision-log producers; the broker). The API's tree is also split into ``api_workers``
-    (master + uvicorn workers) and ``api_decision_log`` (the workers' producer processes)."""
-    import psutil
-
-    out: dict[str, float] = {}
-    for name, pid in roots.items():
-        if pid is None:
-            continue
-        total = 0.0
-        deep = 0.0
-        try:
-            root = psutil.Process(pid)
-            for proc in [root, *root.children(recursive=True)]:
-                t = proc.cpu_times()
-                total += t.user + t.system
-                if proc.pid != pid and proc.ppid() != pid:
-                    deep += t.user + t.system
-        except psutil.Error:
-            pass
-        out[name] = total
-        if name == "api":
-            out["api_workers"] = total - deep
-            out["api_decision_log"] = deep
-    return out
-
-
-def _connections_per_worker(api_pid: int, port: int) -> list[int]:
-    """Established client connections held by each process of the API (busiest first)."""
-    import psutil
-
-    counts: list[int] = []
-    for proc in psutil.Process(api_pid).children(recursive=True):
-        try:
-            n = sum(
-                1
-                for c in proc.net_connections(kind="tcp")
-                if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
-            )
-        except psutil.Error:
-            continue
-        if n:
-            counts.append(n)
-    return sorted(counts, reverse=True)
 
 
 def _wait_ready(
@@ -454,20 +197,6 @@ def _wait_ready(
     raise RuntimeError("API not ready in time")
 
 
-def _rss_mb(api_pid: int) -> dict[str, Any]:
-    """Resident memory of the API's process tree (master, workers, decision-log producers), MB."""
-    import psutil
-
-    procs = []
-    try:
-        root = psutil.Process(api_pid)
-        for proc in [root, *root.children(recursive=True)]:
-            procs.append(round(proc.memory_info().rss / 2**20, 1))
-    except psutil.Error:
-        pass
-    return {"total": round(sum(procs), 1), "processes": sorted(procs, reverse=True)}
-
-
 def _calibration_ms(repeats: int = 5) -> float:
     """Median wall time of a fixed pure-Python loop (10**6 additions), ms: the machine's speed."""
     times = []
@@ -480,35 +209,26 @@ def _calibration_ms(repeats: int = 5) -> float:
     return float(np.median(times))
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def _phase(
     args: argparse.Namespace, port: int, rate: float, pids: dict[str, int | None], target: str
 ) -> dict[str, Any]:
     """One load phase: the load generator at ``rate`` against ``port``; CPU per request of ``pids``."""
-    before = _cpu_s(pids)
+    before = cpu_s(pids)
     load = subprocess.Popen(
-        [sys.executable, __file__, "--loadgen", "--port", str(port), "--rate", str(rate),
+        [sys.executable, str(LOADGEN), "--port", str(port), "--rate", str(rate),
          "--duration", str(args.duration), "--warmup", str(args.warmup), "--users", str(args.users),
          "--k", str(args.k), "--connections", str(args.connections), "--target", target],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     time.sleep(args.warmup)  # connections are open once the warm-up runs
     root = next(pid for pid in pids.values() if pid is not None)
-    split = _connections_per_worker(root, port)
+    split = connections_per_worker(root, port)
     stdout, _ = load.communicate()
     if load.returncode:
         raise RuntimeError(f"load generator exited with {load.returncode}")
     lg: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     lg["connections_per_worker"] = split
-    after = _cpu_s(pids)
+    after = cpu_s(pids)
     sent = max(1, lg["sent"])
     lg["cpu_ms_per_request"] = {
         **{k: round((after[k] - before[k]) / sent * 1e3, 3) for k in after},
@@ -526,12 +246,12 @@ def _baseline_phases(
 ) -> dict[float, dict[str, Any]]:
     """A baseline server started by ``start(port)``, driven at each of ``rates`` (load generator
     ``target``; its CPU counted as ``name``, default ``target``), then stopped."""
-    port = _free_port()
+    port = free_port()
     proc = start(port)
     try:
         return {rate: _phase(args, port, rate, {name or target: proc.pid}, target) for rate in rates}
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def _saturated(rate: float, phase: dict[str, Any]) -> bool:
@@ -572,7 +292,7 @@ def _start_feature_server(data_dir: Path, port: int, workers: int) -> subprocess
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    _stop(proc)
+    stop(proc)
     raise RuntimeError("feast serve not ready in time")
 
 
@@ -639,18 +359,7 @@ def main() -> None:
         help="Write the pool snapshot (coldstart exploration pool-snapshot) before the API starts, so it "
         "starts from it (default: with the hnsw pool).",
     )
-    ap.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--target", choices=["slots", "feast", "floor"], default="slots", help=argparse.SUPPRESS)
-    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.loadgen:
-        loadgen_main(args)
-        return
-    if args.floor_server:
-        floor_server_main(args.port)
-        return
-
     tmp = Path(tempfile.mkdtemp(prefix="cs-bench-slots-"))
     broker = None
     server = None
@@ -691,7 +400,7 @@ def main() -> None:
                 stdout=subprocess.DEVNULL,
             )
             snapshot_s = time.perf_counter() - t
-        port = _free_port()
+        port = free_port()
         started = time.perf_counter()
         server = subprocess.Popen(
             [sys.executable, "-m", "coldstart.cli", "api", "serve", "--host", "127.0.0.1",
@@ -708,15 +417,15 @@ def main() -> None:
         rates = args.rates if args.rates else [args.rate, *args.extra_rates]
         pids = {"api": server.pid, "broker": broker.pid if broker is not None else None}
         runs = [(rate, _phase(args, port, rate, pids, "slots")) for rate in rates]
-        rss = _rss_mb(server.pid)
+        rss = rss_mb(server.pid)
         if args.feature_server or args.floor:
             # the API and the broker stop first: each baseline gets the machine to itself
-            _stop(server)
+            stop(server)
             server = None
             if broker is not None:
                 broker.stop()
                 broker = None
-        floors = _baseline_phases(args, rates, _start_floor_server, "floor") if args.floor else {}
+        floors = _baseline_phases(args, rates, start_floor_server, "floor") if args.floor else {}
         fs = (
             _baseline_phases(
                 args, rates, lambda p: _start_feature_server(tmp, p, args.workers), "feast", "feature_server"
@@ -724,7 +433,7 @@ def main() -> None:
             if args.feature_server
             else {}
         )
-        feast_p99 = _pct(feast_ms, 99)
+        feast_p99 = pct(feast_ms, 99)
         rate, lg = runs[0]
 
         def baseline(f: dict[str, Any]) -> dict[str, Any]:
@@ -761,14 +470,14 @@ def main() -> None:
             "p99_ms": round(lg["p99_ms"], 3),
             "achieved_rps": round(lg["achieved_rps"], 1),
             "target_rps": rate,
-            "feast_read_p50_ms": round(_pct(feast_ms, 50), 3),
+            "feast_read_p50_ms": round(pct(feast_ms, 50), 3),
             "feast_read_p99_ms": round(feast_p99, 3),
             "ratio_p99": round(lg["p99_ms"] / feast_p99, 3),
             **(
                 {
-                    "in_process_p50_ms": round(_pct(in_process_ms, 50), 3),
-                    "in_process_p99_ms": round(_pct(in_process_ms, 99), 3),
-                    "in_process_ratio_p99": round(_pct(in_process_ms, 99) / feast_p99, 3),
+                    "in_process_p50_ms": round(pct(in_process_ms, 50), 3),
+                    "in_process_p99_ms": round(pct(in_process_ms, 99), 3),
+                    "in_process_ratio_p99": round(pct(in_process_ms, 99) / feast_p99, 3),
                 }
                 if in_process_ms
                 else {}
@@ -833,7 +542,7 @@ def main() -> None:
         print(json.dumps(result))
     finally:
         if server is not None:
-            _stop(server)
+            stop(server)
         if broker is not None:
             broker.stop()
         shutil.rmtree(tmp, ignore_errors=True)

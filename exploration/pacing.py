@@ -53,17 +53,18 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from coldstart.errors import InvalidInputError
 from exploration.config import PacingConfig
 from exploration.policies.base import (
     Arm,
     Choice,
-    ChosenSlot,
     Context,
     Policy,
     arm_groups,
     arm_ids,
-    mark_drawn,
+    draw_slots,
 )
+from exploration.supply import SupplyMeter
 
 GraduationReason = Literal["evidence", "aged_out"]
 
@@ -176,10 +177,7 @@ class ExposurePacer:
         self._listed = np.zeros(cap, dtype=np.float64)
         self._imps = np.zeros(cap, dtype=np.int64)
         self._clicks = np.zeros(cap, dtype=np.int64)
-        # slot supply: exponentially weighted count of impressions served (decayed to _supply_at)
-        self._supply_acc = 0.0
-        self._supply_at: float | None = None
-        self._supply_since: float | None = None
+        self._supply = SupplyMeter(self.config.supply_halflife * self.config.window_hours * 3600.0)
         # adaptive strength, recomputed at most every _strength_every_s
         self._strength_cache: tuple[float, float] | None = None  # (computed at, strength)
         # tracked rows by deadline, and those deadlines (see _deadline_order)
@@ -291,38 +289,14 @@ class ExposurePacer:
                 i = self._index.get(item_id)
                 if i is not None:
                     self._imps[i] += 1
-            self._add_supply(served, now)
-
-    def _add_supply(self, served: int, now_s: float) -> None:
-        """Fold ``served`` impressions at ``now_s`` into the decayed supply count (lock held)."""
-        if self._supply_at is None or self._supply_since is None:
-            self._supply_at = self._supply_since = now_s
-        elif now_s > self._supply_at:
-            self._supply_acc *= 0.5 ** ((now_s - self._supply_at) / self._supply_halflife_s())
-            self._supply_at = now_s
-        self._supply_acc += served
-
-    def _supply_halflife_s(self) -> float:
-        return self.config.supply_halflife * self.config.window_hours * 3600.0
+            self._supply.add(served, now)
 
     def supply_per_hour(self, now_s: float | None = None) -> float | None:
         """Estimated slot supply (impressions served per hour, exponentially weighted with half-life
         ``supply_halflife * window_hours``); ``None`` before two distinct instants have been seen."""
         now = self.clock() if now_s is None else now_s
         with self._lock:
-            return self._supply_rate(now)
-
-    def _supply_rate(self, now_s: float) -> float | None:
-        if self._supply_at is None or self._supply_since is None:
-            return None
-        h = self._supply_halflife_s()
-        elapsed = max(now_s, self._supply_at) - self._supply_since
-        if elapsed <= 0.0:
-            return None
-        acc = self._supply_acc * 0.5 ** (max(0.0, now_s - self._supply_at) / h)
-        # a constant rate r since _supply_since: acc = r * tau * (1 - 2 ** (-elapsed / h)), tau = h / ln 2
-        tau = h / np.log(2.0)
-        return float(acc / (tau * (1.0 - 0.5 ** (elapsed / h)))) * 3600.0
+            return self._supply.per_hour(now)
 
     def record_click(self, item_id: str, count: int = 1, *, key: str | None = None) -> None:
         """Count clicks (or any positive interaction) of an item.
@@ -528,7 +502,7 @@ class ExposurePacer:
         open_ = (deadline >= now_s) & (need > 0)
         if not np.any(open_):
             return 0.0
-        supply = self._supply_rate(now_s)
+        supply = self._supply.per_hour(now_s)
         if supply is None or supply <= 0.0:
             return float("inf")
         cum = np.cumsum(need[open_].astype(np.float64))
@@ -586,8 +560,6 @@ class ExposurePacer:
         Choice
             ``pmf``: ``(n_arms,)`` the first position's mixed distribution; ``scores``: the policy's.
         """
-        from coldstart.errors import InvalidInputError
-
         if k < 1:
             raise InvalidInputError("k", k, "must be >= 1")
         if max_per_group is not None and max_per_group < 1:
@@ -605,38 +577,10 @@ class ExposurePacer:
         if lam <= 0 or not np.any(urgency > 0):
             return policy.choose(context, arms, k, boosts=boosts, max_per_group=max_per_group)
         pmf, scores = policy.pmf(context, arms, boosts)
-        eligible = np.ones(n, dtype=bool)
-        groups = arm_groups(arms)
-        per_group: dict[str, int] = {}
-        slots: list[ChosenSlot] = []
-        first: NDArray[np.float64] | None = None
         with self._rng_lock:
-            for position in range(min(k, n)):
-                p = np.where(eligible, pmf, 0.0)
-                q = np.where(eligible, urgency, 0.0)
-                p_total, q_total = float(p.sum()), float(q.sum())
-                if p_total <= 0.0:
-                    break
-                weights = p / p_total
-                if q_total > 0.0:
-                    weights = (1.0 - lam) * weights + lam * (q / q_total)
-                if first is None:
-                    first = weights
-                cdf = np.cumsum(weights)
-                u = float(self._rng.random()) * float(cdf[-1])
-                index = min(int(np.searchsorted(cdf, u, side="right")), n - 1)
-                while not eligible[index] or weights[index] <= 0.0:  # float edge cases at the top
-                    index -= 1
-                slots.append(
-                    ChosenSlot(
-                        item_id=ids[index],
-                        index=index,
-                        position=position,
-                        propensity=min(1.0, float(weights[index] / cdf[-1])),
-                        score=float(scores[index]),
-                    )
-                )
-                mark_drawn(index, eligible, groups, per_group, max_per_group)
+            slots, first = draw_slots(
+                self._rng, pmf, k, ids, scores, arm_groups(arms), max_per_group, mix=(lam, urgency)
+            )
         return Choice(pmf=pmf if first is None else first, scores=scores, slots=tuple(slots))
 
     # ------------------------------------------------------------------ graduation

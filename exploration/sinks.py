@@ -237,7 +237,7 @@ class ProcessKafkaDecisionSink(DecisionSink):
     milliseconds per burst of decisions, which stalls requests (sequential requests: p99 15 ms with
     the in-process sink against 4 ms without a decision log). Here the request thread only appends the
     decision (a :class:`~exploration.records.DecisionDraft`: a few arrays) to a burst; the child
-    validates and serialises it (~0.45 ms per decision that the API no longer spends; the child runs
+    validates and serialises it (~0.45 ms per decision, off the API's request threads; the child runs
     at a lower priority, ``idle_class`` or ``niceness``, so this work waits for idle CPU). A burst
     goes to the child through a bounded ``multiprocessing`` queue when it holds ``max_batch``
     decisions or, from a flusher thread, ``linger_s`` after its first decision. One hand-over and
@@ -266,7 +266,7 @@ class ProcessKafkaDecisionSink(DecisionSink):
         Run the child in the ``SCHED_IDLE`` class where the OS has it (Linux; see
         :func:`_lower_priority`). A nice value only weighs the child's share: a nice-10 child that
         is running when a request arrives keeps its core for a while, and on 2 cores at 300
-        requests/s that showed in p99 (``docs/results/slots.md``, session 8). An idle-class child
+        requests/s that shows in p99 (``docs/results/slots.md``). An idle-class child
         gets the CPU the API leaves; under sustained saturation it falls behind and its queue drops
         decisions (counted in ``dropped``).
     """

@@ -229,7 +229,7 @@ def _train_tower(
     cold-validation (Recall@20 + NDCG@10 of their positives) for early stopping and the image stage."""
     from coldstart.errors import InvalidInputError
     from models.evaluate import validation_score
-    from models.item_tower import train_item_tower
+    from models.tower_training import train_item_tower
 
     if not 0.0 <= val_fraction < 1.0:
         raise InvalidInputError("val_fraction", val_fraction, "must be in [0, 1)")

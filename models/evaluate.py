@@ -37,7 +37,8 @@ from models.baselines import (
 )
 from models.blend import BlendRanker
 from models.catalog import Catalog
-from models.item_tower import FeatureRows, ItemTowerConfig, TrainedItemTower, train_item_tower
+from models.item_tower import FeatureRows, ItemTowerConfig, TrainedItemTower
+from models.tower_training import train_item_tower
 
 log = logging.getLogger(__name__)
 

@@ -140,9 +140,9 @@ class KafkaSettings(BaseModel):
     # Consumers that follow a topic without a group (the pools' items.stored feed): the longest a new
     # record waits for the next fetch. Tansu answers a fetch when its wait ends, so every fetch cycle
     # costs CPU in the follower and the broker even when idle (two idle API workers and the broker:
-    # 8.6% of a core at 100 ms, 3.4% at 500 ms). 500 ms was tried and reverted: in the replay
-    # (benchmarks/replay.py, items listed just before their first raters arrive) ours' median time to
-    # first click went from 164 to 320 arrivals and its cold_ctr from 0.068 to 0.060-0.064.
+    # 8.6% of a core at 100 ms, 3.4% at 500 ms). Longer waits delay new items reaching the pools: in
+    # the replay (benchmarks/replay.py) 500 ms doubled ours' median time to first click (164 -> 320
+    # arrivals) and lowered its cold_ctr (0.068 -> 0.060-0.064).
     follow_fetch_wait_ms: int = Field(default=100, ge=1, le=10_000)
     request_timeout_ms: int = Field(default=30_000, ge=1000)
     # Longest a send may block for metadata or buffer space while the broker is away.

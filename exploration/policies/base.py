@@ -139,6 +139,61 @@ def mark_drawn(
             eligible &= np.array([g != group for g in groups], dtype=bool)
 
 
+def draw_slots(
+    rng: np.random.Generator,
+    pmf: NDArray[np.float64],
+    k: int,
+    ids: Sequence[str],
+    scores: NDArray[np.float64],
+    groups: Sequence[str],
+    max_per_group: int | None = None,
+    mix: tuple[float, NDArray[np.float64]] | None = None,
+) -> tuple[list[ChosenSlot], NDArray[np.float64] | None]:
+    """Draw up to ``k`` distinct arms, position by position, without replacement: the one sampler of
+    the policies (:meth:`Policy.choose`) and of pacing (:meth:`exploration.pacing.ExposurePacer.choose`).
+
+    Position ``j`` is drawn from ``pmf`` restricted to the arms still eligible (not drawn, under the
+    per-group cap); with ``mix = (lam, q)`` from ``(1 - lam) p/Σp + lam q/Σq`` over the eligible arms
+    instead (``q`` drops out of a position where no eligible arm has ``q > 0``). A slot's propensity is
+    its probability at its position. Returns the slots and the first position's distribution
+    (``None`` when nothing was drawn). The caller holds the lock that guards ``rng``.
+    """
+    n = len(ids)
+    eligible = np.ones(n, dtype=bool)
+    per_group: dict[str, int] = {}
+    slots: list[ChosenSlot] = []
+    first: NDArray[np.float64] | None = None
+    for position in range(min(k, n)):
+        weights = np.where(eligible, pmf, 0.0)
+        p_total = float(weights.sum())
+        if p_total <= 0.0:
+            break
+        if mix is not None:
+            q = np.where(eligible, mix[1], 0.0)
+            q_total = float(q.sum())
+            weights = weights / p_total
+            if q_total > 0.0:
+                weights = (1.0 - mix[0]) * weights + mix[0] * (q / q_total)
+        cdf = np.cumsum(weights)
+        total = float(cdf[-1])
+        if first is None:
+            first = weights / total
+        index = min(int(np.searchsorted(cdf, float(rng.random()) * total, side="right")), n - 1)
+        while not eligible[index] or weights[index] <= 0.0:  # float edge cases at the top of the cdf
+            index -= 1
+        slots.append(
+            ChosenSlot(
+                item_id=ids[index],
+                index=index,
+                position=position,
+                propensity=min(1.0, float(weights[index] / total)),
+                score=float(scores[index]),
+            )
+        )
+        mark_drawn(index, eligible, groups, per_group, max_per_group)
+    return slots, first
+
+
 def arm_groups(arms: Sequence[Arm]) -> list[str]:
     """The arms' groups (no :class:`Arm` objects made for an :class:`ArmBatch`)."""
     return list(arms.groups) if isinstance(arms, ArmBatch) else [a.group for a in arms]
@@ -287,34 +342,8 @@ class Policy(ABC):
         if max_per_group is not None and max_per_group < 1:
             raise InvalidInputError("max_per_group", max_per_group, "must be >= 1")
         pmf, scores = self.pmf(context, arms, boosts)
-        n = len(arms)
-        ids, groups = arm_ids(arms), arm_groups(arms)
-        eligible = np.ones(n, dtype=bool)
-        per_group: dict[str, int] = {}
-        slots: list[ChosenSlot] = []
         with self._lock:
-            for position in range(min(k, n)):
-                weights = np.where(eligible, pmf, 0.0)
-                total = float(weights.sum())
-                if total <= 0.0:
-                    break
-                cdf = np.cumsum(weights)
-                u = float(self._rng.random()) * total
-                index = int(np.searchsorted(cdf, u, side="right"))
-                index = min(index, n - 1)
-                while not eligible[index]:  # guard against float edge cases at the top of the cdf
-                    index -= 1
-                propensity = float(weights[index] / total)
-                slots.append(
-                    ChosenSlot(
-                        item_id=ids[index],
-                        index=index,
-                        position=position,
-                        propensity=min(1.0, propensity),
-                        score=float(scores[index]),
-                    )
-                )
-                mark_drawn(index, eligible, groups, per_group, max_per_group)
+            slots, _ = draw_slots(self._rng, pmf, k, arm_ids(arms), scores, arm_groups(arms), max_per_group)
         return Choice(pmf=pmf, scores=scores, slots=tuple(slots))
 
     def learn(

@@ -42,7 +42,8 @@ from coldstart.errors import InvalidInputError
 from models.baselines import Features
 from models.catalog import Catalog
 from models.evaluate import extract_catalog_features, ranking_metrics, split_items
-from models.item_tower import ItemTowerConfig, train_item_tower
+from models.item_tower import ItemTowerConfig
+from models.tower_training import train_item_tower
 from models.warmup.base import Evidence, ItemWarmState, WarmupModel
 from models.warmup.posterior import PosteriorCalibration, PosteriorWarmup, fit_posterior_calibration
 from models.warmup.shrinkage import ShrinkageWarmup, fit_behavior_scale
