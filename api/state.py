@@ -38,6 +38,8 @@ from exploration.sinks import (
 )
 from feature_repo.base import FeatureStore
 from feature_repo.records import StoredItem
+from models.base import ItemEncoder
+from models.serving import load_encoder
 from stream.broker import embedded_address
 from stream.link import BrokerLink
 from stream.pool_feed import PoolFeed
@@ -72,8 +74,8 @@ class AppState:
     broker: BrokerLink | None = None
     model_store: ModelStore | None = None
     pool_synced: bool = False
-    pool_feed: Any = None
-    _encoder: Any = None
+    pool_feed: PoolFeed | None = None
+    _encoder: ItemEncoder | None = None
     _encoder_lock: threading.Lock = field(default_factory=threading.Lock)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set)
@@ -81,13 +83,12 @@ class AppState:
     _store_checked: float = 0.0
 
     # ------------------------------------------------------------------ encoder (lazy)
-    def encoder(self) -> Any:
-        """The item encoder for search queries (loaded on first use)."""
+    def encoder(self) -> ItemEncoder:
+        """The item encoder for search queries (loaded on first use: onnxruntime and the artifact
+        cost seconds and memory a replica without search never needs)."""
         if self._encoder is None:
             with self._encoder_lock:
                 if self._encoder is None:
-                    from models import load_encoder
-
                     try:
                         self._encoder = load_encoder(self.settings.models.artifact)
                     except NotFoundError as exc:

@@ -14,7 +14,7 @@ from exploration.report.config import ReportConfig
 from exploration.report.html import render_html
 from exploration.report.kpis import KPIs, KPISummary, compute_kpis, validate_window
 from exploration.report.records import ItemListing, ReportData
-from exploration.report.source import InMemorySource, OfflineStoreSource, ReportSource, open_offline_log
+from exploration.report.source import InMemorySource, OfflineStoreSource, ReportSource
 
 __all__ = [
     "InMemorySource",
@@ -28,7 +28,6 @@ __all__ = [
     "ReportSource",
     "build_report",
     "compute_kpis",
-    "open_offline_log",
     "render_html",
     "validate_window",
 ]

@@ -53,7 +53,8 @@ def report_command(
     """Cold-item KPIs and off-policy estimates of a window, as one HTML file with charts."""
     from coldstart.settings import get_settings
     from exploration.report import ReportConfig, build_report, render_html
-    from exploration.report.source import OfflineStoreSource, open_offline_log
+    from exploration.report.source import OfflineStoreSource
+    from feature_repo import open_offline_log
 
     lo, hi = parse_when("since", since), parse_when("until", until)
     if window_hours is not None and window_hours <= 0:
@@ -125,7 +126,8 @@ def export_command(
     from coldstart.settings import get_settings
     from exploration.export import iter_dsjson, to_obp
     from exploration.ope import join_rewards
-    from exploration.report.source import OfflineStoreSource, open_offline_log
+    from exploration.report.source import OfflineStoreSource
+    from feature_repo import open_offline_log
 
     if fmt not in ("obp", "dsjson"):
         raise InvalidInputError("format", fmt, "must be 'obp' or 'dsjson'")

@@ -20,7 +20,6 @@ from exploration.report.records import ItemListing, ReportData
 from feature_repo.records import InteractionLike
 
 if TYPE_CHECKING:
-    from coldstart.settings import Settings
     from feature_repo.offline.base import OfflineLog
 
 
@@ -98,20 +97,3 @@ class OfflineStoreSource(ReportSource):
             decisions=self.log.read_decisions(since, until),
             interactions=self.log.read_interactions(since, until + lookahead),
         )
-
-
-def open_offline_log(settings: Settings) -> OfflineLog:
-    """The offline store of ``settings.feast.profile`` (no Feast import: only the tables are read).
-
-    Embedded: the parquet files under ``<feast.repo_path or data_dir/feast>/data/offline`` (where
-    ``feature_repo.open_store`` writes them); production: the PostgreSQL tables in ``feast.pg_schema``.
-    """
-    feast = settings.feast
-    if feast.profile == "embedded":
-        from feature_repo.offline.parquet import ParquetOfflineLog
-
-        root = (feast.repo_path or settings.data_dir / "feast").expanduser().resolve()
-        return ParquetOfflineLog(root / "data" / "offline")
-    from feature_repo.offline.postgres import PostgresOfflineLog
-
-    return PostgresOfflineLog(feast.postgres_url, feast.pg_schema)
