@@ -17,8 +17,8 @@ import numpy as np
 
 from feature_repo.offline.base import epoch_us
 from feature_repo.records import StoredItem
-from models.warmup import ItemWarmState, UserWarmState
-from models.warmup.batch import EventBlock, StateBlock
+from models.warmup import UserWarmState
+from models.warmup.batch import EventBlock
 from stream.contracts import Interaction
 from stream.topics import INTERACTIONS
 from stream.warmup_checkpoint import ItemSlot, UserSlot
@@ -34,17 +34,6 @@ class Delivery:
     topic: str = INTERACTIONS
     partition: int = 0
     offset: int | None = None
-
-
-def state_block(states: Sequence[ItemWarmState] | Sequence[UserWarmState]) -> StateBlock:
-    """The statistics of ``states`` as one :class:`StateBlock` (rows in the order given)."""
-    return StateBlock(
-        np.stack([s.prior for s in states]).astype(np.float32),
-        np.stack([s.weighted_sum for s in states]).astype(np.float64),
-        np.array([s.evidence for s in states], dtype=np.float64),
-        np.array([s.positives for s in states], dtype=np.int64),
-        np.array([s.interactions for s in states], dtype=np.int64),
-    )
 
 
 @dataclass

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -43,6 +43,39 @@ class UserSlot:
 
 def _f32(buf: bytes) -> Vector:
     return np.frombuffer(buf, dtype=np.float32).copy()
+
+
+S = TypeVar("S", ItemWarmState, UserWarmState)
+
+
+def _stats(state: ItemWarmState | UserWarmState) -> tuple[bytes, bytes, float, int, int]:
+    """The checkpointed statistics of a state: prior, weighted sum, evidence, positives, interactions."""
+    return (
+        state.prior.astype(np.float32).tobytes(),
+        state.weighted_sum.astype(np.float32).tobytes(),
+        float(state.evidence),
+        int(state.positives),
+        int(state.interactions),
+    )
+
+
+def _tail(state: ItemWarmState | UserWarmState, last_us: int) -> tuple[str, int]:
+    """The seen event ids (JSON) and the last row's event time."""
+    return json.dumps(list(state.seen_event_ids)), int(last_us)
+
+
+def _restore(state: S, stats: list[Any], seen: str) -> S:
+    """``state`` with the checkpointed statistics ``(prior, weighted_sum, evidence, positives,
+    interactions)`` and seen event ids."""
+    _, wsum, evidence, positives, interactions = stats
+    return dataclasses.replace(
+        state,
+        weighted_sum=_f32(wsum),
+        evidence=float(evidence),
+        positives=int(positives),
+        interactions=int(interactions),
+        seen_event_ids=tuple(json.loads(seen)),
+    )
 
 
 class WarmupCheckpoint:
@@ -115,15 +148,8 @@ class WarmupCheckpoint:
         the stage recomputes it with its model."""
         out: dict[str, ItemSlot] = {}
         for item_id, row in self._load("items", "item_id", item_ids).items():
-            prior, wsum, evidence, positives, interactions, impressions, seen, last_us = row
-            state = dataclasses.replace(
-                ItemWarmState.new(item_id, _f32(prior)),
-                weighted_sum=_f32(wsum),
-                evidence=float(evidence),
-                positives=int(positives),
-                interactions=int(interactions),
-                seen_event_ids=tuple(json.loads(seen)),
-            )
+            *stats, impressions, seen, last_us = row
+            state = _restore(ItemWarmState.new(item_id, _f32(stats[0])), stats, seen)
             out[item_id] = ItemSlot(state, int(impressions), int(last_us))
         return out
 
@@ -131,15 +157,8 @@ class WarmupCheckpoint:
         """The checkpointed states of ``user_ids`` (absent: never seen); ``delta`` as for items."""
         out: dict[str, UserSlot] = {}
         for user_id, row in self._load("users", "user_id", user_ids).items():
-            prior, wsum, evidence, positives, interactions, seen, last_us = row
-            state = dataclasses.replace(
-                UserWarmState.new(user_id, _f32(prior)),
-                weighted_sum=_f32(wsum),
-                evidence=float(evidence),
-                positives=int(positives),
-                interactions=int(interactions),
-                seen_event_ids=tuple(json.loads(seen)),
-            )
+            *stats, seen, last_us = row
+            state = _restore(UserWarmState.new(user_id, _f32(stats[0])), stats, seen)
             out[user_id] = UserSlot(state, int(last_us))
         return out
 
@@ -162,32 +181,9 @@ class WarmupCheckpoint:
     ) -> None:
         """Write statistics and offsets in one transaction."""
         item_rows = [
-            (
-                s.state.item_id,
-                s.state.prior.astype(np.float32).tobytes(),
-                s.state.weighted_sum.astype(np.float32).tobytes(),
-                float(s.state.evidence),
-                int(s.state.positives),
-                int(s.state.interactions),
-                int(s.impressions),
-                json.dumps(list(s.state.seen_event_ids)),
-                int(s.last_us),
-            )
-            for s in items
+            (s.state.item_id, *_stats(s.state), int(s.impressions), *_tail(s.state, s.last_us)) for s in items
         ]
-        user_rows = [
-            (
-                u.state.user_id,
-                u.state.prior.astype(np.float32).tobytes(),
-                u.state.weighted_sum.astype(np.float32).tobytes(),
-                float(u.state.evidence),
-                int(u.state.positives),
-                int(u.state.interactions),
-                json.dumps(list(u.state.seen_event_ids)),
-                int(u.last_us),
-            )
-            for u in users
-        ]
+        user_rows = [(u.state.user_id, *_stats(u.state), *_tail(u.state, u.last_us)) for u in users]
         off_rows = [(t, p, o) for (t, p), o in offsets.items()]
         with self._lock:
             try:

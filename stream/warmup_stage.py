@@ -59,13 +59,13 @@ from feature_repo.records import StoredItem, StoredUser
 from models.artifact import read_manifest, resolve_artifact
 from models.warmup import ItemWarmState, UserWarmState, WarmupModel
 from models.warmup.base import Vector
-from models.warmup.batch import apply_batch, apply_per_event
+from models.warmup.batch import StateBlock, apply_batch, apply_per_event
 from models.warmup.served import ServedWarmup, load_served_warmup
 from stream.config import WarmupStageConfig
 from stream.contracts import Interaction, decode_event
 from stream.pool_feed import StoredAnnouncer
 from stream.topics import INTERACTIONS
-from stream.warmup_batch import Delivery, WarmupBatch, state_block
+from stream.warmup_batch import Delivery, WarmupBatch
 from stream.warmup_checkpoint import ItemSlot, UserSlot, WarmupCheckpoint
 
 if TYPE_CHECKING:
@@ -435,8 +435,8 @@ class WarmupStage:
         kernel = apply_batch if self.config.kernel == "batch" else apply_per_event
         res = kernel(
             self.model,
-            state_block([s.state for s in item_slots]),
-            state_block([s.state for s in user_slots]),
+            StateBlock.of([s.state for s in item_slots]),
+            StateBlock.of([s.state for s in user_slots]),
             batch.events(),
             counterparts,
         )
@@ -444,16 +444,7 @@ class WarmupStage:
         rows: list[StoredItem] = []
         for j, slot in enumerate(item_slots):
             item_id = slot.state.item_id
-            slot.state = dataclasses.replace(
-                slot.state,
-                delta=res.item_delta[j],
-                weighted_sum=res.items.weighted_sum[j].astype(np.float32),
-                evidence=float(res.items.evidence[j]),
-                positives=int(res.items.positives[j]),
-                interactions=int(res.items.interactions[j]),
-                seen_event_ids=(slot.state.seen_event_ids + tuple(batch.item_keys[item_id]))[-keep:],
-                status=res.item_status[j],
-            )
+            slot.state = res.item_state(j, slot.state, batch.item_keys[item_id], keep)
             slot.impressions += batch.impressions.get(item_id, 0)
             row = stored[item_id]
             slot.last_us = max(batch.item_ts[item_id], epoch_us(row.updated_at) + 1, slot.last_us + 1)
@@ -472,15 +463,7 @@ class WarmupStage:
         for j, u in enumerate(user_slots):
             user_id = u.state.user_id
             before = u.state.vector
-            u.state = dataclasses.replace(
-                u.state,
-                delta=res.user_delta[j],
-                weighted_sum=res.users.weighted_sum[j].astype(np.float32),
-                evidence=float(res.users.evidence[j]),
-                positives=int(res.users.positives[j]),
-                interactions=int(res.users.interactions[j]),
-                seen_event_ids=(u.state.seen_event_ids + tuple(batch.user_keys.get(user_id, ())))[-keep:],
-            )
+            u.state = res.user_state(j, u.state, batch.user_keys.get(user_id, ()), keep)
             if not self.config.write_unchanged_users and np.array_equal(u.state.vector, before):
                 continue  # only weight-0 evidence (impressions): the checkpoint counts it, the row waits
             u.last_us = max(batch.user_ts[user_id], u.last_us + 1)

@@ -220,6 +220,18 @@ class HnswPool(CandidatePool):
         self._lock = threading.RLock()
         self._reset()
 
+    def _empty(self, dim: int | None) -> HnswPool:
+        """An empty pool with this one's parameters (built aside, then swapped in)."""
+        return HnswPool(
+            dim,
+            m=self.m,
+            ef_construction=self.ef_construction,
+            ef_add=self.ef_add,
+            ef_search=self.ef_search,
+            graph_min=self.graph_min,
+            rebuild_ratio=self.rebuild_ratio,
+        )
+
     def _reset(self) -> None:
         self._all = _Part(self)
         self._by_category: dict[str, _Part] = {}
@@ -287,15 +299,7 @@ class HnswPool(CandidatePool):
         probe.replace_all(entries)
         kept = [e for e in (probe.get(i) for i in probe.ids()) if e is not None]
         # built aside and swapped in: searches keep the old pool while graphs are built
-        fresh = HnswPool(
-            probe.dim,
-            m=self.m,
-            ef_construction=self.ef_construction,
-            ef_add=self.ef_add,
-            ef_search=self.ef_search,
-            graph_min=self.graph_min,
-            rebuild_ratio=self.rebuild_ratio,
-        )
+        fresh = self._empty(probe.dim)
         if kept:
             fresh.upsert(kept)
         with self._lock:
@@ -330,15 +334,7 @@ class HnswPool(CandidatePool):
         built (a part whose saved graph does not match its rows gets a new one)."""
         index = directory / "graphs.json"
         meta = json.loads(index.read_text()) if index.exists() else {"graphs": []}
-        fresh = HnswPool(
-            int(vectors.shape[1]) if len(entries) else self.dim,
-            m=self.m,
-            ef_construction=self.ef_construction,
-            ef_add=self.ef_add,
-            ef_search=self.ef_search,
-            graph_min=self.graph_min,
-            rebuild_ratio=self.rebuild_ratio,
-        )
+        fresh = self._empty(int(vectors.shape[1]) if len(entries) else self.dim)
         fresh._all.exact.load_rows(entries, vectors)
         groups: tuple[dict[str, list[int]], dict[str, list[int]]] = ({}, {})
         for i, e in enumerate(entries):

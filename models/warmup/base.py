@@ -9,9 +9,9 @@ transitions); implementations only say how evidence turns into ``δ`` (``_delta`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,6 +21,10 @@ from coldstart.errors import InvalidInputError
 WarmStatus = Literal["cold", "warming", "warm"]
 
 Vector = NDArray[np.float32]
+#: ``(n, d)`` rows of the batch form, one per event or per state.
+Rows = NDArray[np.float64]
+AnyRows = NDArray[np.floating]
+F32Rows = NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -193,13 +197,7 @@ class WarmupModel(ABC):
         )
 
     # ------------------------------------------------------------------ batch form (models.warmup.batch)
-    def statistics(
-        self,
-        prior: NDArray[np.floating],
-        counterpart: NDArray[np.float64],
-        weight: NDArray[np.float64],
-        side: str,
-    ) -> NDArray[np.float64]:
+    def statistics(self, prior: AnyRows, counterpart: Rows, weight: Rows, side: str) -> Rows:
         """``(m, d)``: what each of ``m`` events adds to its state's ``weighted_sum`` (row ``k`` equals
         ``_statistic(prior[k], counterpart[k], weight[k], side)``)."""
         if prior.shape != counterpart.shape or weight.shape != (prior.shape[0],):
@@ -209,11 +207,7 @@ class WarmupModel(ABC):
         return np.asarray(self._statistics(prior, counterpart, weight, side), dtype=np.float64)
 
     def item_deltas(
-        self,
-        prior: NDArray[np.float32],
-        weighted_sum: NDArray[np.float64],
-        evidence: NDArray[np.float64],
-        positives: NDArray[np.int64],
+        self, prior: NDArray[np.float32], weighted_sum: Rows, evidence: Rows, positives: NDArray[np.int64]
     ) -> NDArray[np.float32]:
         """``(n, d)`` served corrections of ``n`` items: bounded, and zero below the gate."""
         raw = np.asarray(self._deltas(prior, weighted_sum.astype(np.float32), evidence, "item"), np.float64)
@@ -224,39 +218,17 @@ class WarmupModel(ABC):
         out[positives < self.min_positives] = 0.0
         return out.astype(np.float32)
 
-    def user_deltas(
-        self, prior: NDArray[np.float32], weighted_sum: NDArray[np.float64], evidence: NDArray[np.float64]
-    ) -> NDArray[np.float32]:
+    def user_deltas(self, prior: F32Rows, weighted_sum: Rows, evidence: Rows) -> F32Rows:
         """``(n, d)`` corrections of ``n`` users (unbounded, see :meth:`update_user`)."""
         return np.asarray(self._deltas(prior, weighted_sum.astype(np.float32), evidence, "user"), np.float32)
 
-    def _statistics(
-        self,
-        prior: NDArray[np.floating],
-        counterpart: NDArray[np.float64],
-        weight: NDArray[np.float64],
-        side: str,
-    ) -> NDArray[np.float64]:
+    def _statistics(self, prior: AnyRows, counterpart: Rows, weight: Rows, side: str) -> Rows:
         """Row by row through :meth:`_statistic`; models override it with one array expression."""
-        rows = [
-            self._statistic(p.astype(np.float32), c, float(w), side)
-            for p, c, w in zip(prior, counterpart, weight, strict=True)
-        ]
-        return np.asarray(rows, dtype=np.float64).reshape(counterpart.shape)
+        return _row_by_row(self._statistic, prior, counterpart, weight, side)
 
-    def _deltas(
-        self,
-        prior: NDArray[np.floating],
-        weighted_sum: NDArray[np.float32],
-        evidence: NDArray[np.float64],
-        side: str,
-    ) -> NDArray[np.floating]:
+    def _deltas(self, prior: AnyRows, sums: F32Rows, evidence: Rows, side: str) -> AnyRows:
         """Row by row through :meth:`_delta`; models override it with one array expression."""
-        rows = [
-            self._delta(p.astype(np.float32), s, float(n), side)
-            for p, s, n in zip(prior, weighted_sum, evidence, strict=True)
-        ]
-        return np.asarray(rows, dtype=np.float64).reshape(prior.shape)
+        return _row_by_row(self._delta, prior, sums, evidence, side)
 
     def _bound(self, prior: Vector, delta: Vector) -> Vector:
         limit = self.delta_max * max(float(np.linalg.norm(prior)), 1e-3)
@@ -273,3 +245,11 @@ class WarmupModel(ABC):
     @abstractmethod
     def _delta(self, prior: Vector, weighted_sum: Vector, evidence: float, side: str) -> Vector:
         """Unbounded correction ``δ`` (``(d,)``) from the prior and the sufficient statistics."""
+
+
+def _row_by_row(
+    fn: Callable[[Vector, Any, float, str], Vector], prior: AnyRows, rows: AnyRows, scalars: Rows, side: str
+) -> Rows:
+    """``fn(prior[k], rows[k], scalars[k], side)`` stacked over ``k``: the batch form of a per-row hook."""
+    out = [fn(p.astype(np.float32), r, float(x), side) for p, r, x in zip(prior, rows, scalars, strict=True)]
+    return np.asarray(out, dtype=np.float64).reshape(rows.shape)

@@ -19,9 +19,10 @@ through the per-event rules one event at a time: the reference the batch form is
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -54,6 +55,42 @@ class StateBlock:
     def __len__(self) -> int:
         return int(self.prior.shape[0])
 
+    @classmethod
+    def of(cls, states: Sequence[ItemWarmState] | Sequence[UserWarmState]) -> StateBlock:
+        """The statistics of ``states`` (rows in the order given)."""
+        return cls(
+            np.stack([s.prior for s in states]).astype(np.float32),
+            np.stack([s.weighted_sum for s in states]).astype(np.float64),
+            np.array([s.evidence for s in states], dtype=np.float64),
+            np.array([s.positives for s in states], dtype=np.int64),
+            np.array([s.interactions for s in states], dtype=np.int64),
+        )
+
+    def add(
+        self,
+        rows: NDArray[np.int64],
+        sums: NDArray[np.float64],
+        evidence: NDArray[np.float64],
+        positives: NDArray[np.bool_],
+        counted: NDArray[np.bool_] | None = None,
+    ) -> StateBlock:
+        """A new block with each event's statistics added to its row (``counted``: which events count
+        as interactions, default all)."""
+        out = StateBlock(
+            self.prior,
+            self.weighted_sum.copy(),
+            self.evidence.copy(),
+            self.positives.copy(),
+            self.interactions.copy(),
+        )
+        np.add.at(out.weighted_sum, rows, sums)
+        np.add.at(out.evidence, rows, evidence)
+        np.add.at(out.positives, rows, positives.astype(np.int64))
+        np.add.at(out.interactions, rows, 1 if counted is None else counted.astype(np.int64))
+        # the per-event rules keep the sums in float32 between updates: so do the blocks
+        out.weighted_sum = out.weighted_sum.astype(np.float32).astype(np.float64)
+        return out
+
 
 @dataclass(frozen=True)
 class EventBlock:
@@ -78,6 +115,33 @@ class BatchResult:
     item_delta: NDArray[np.float32]  # (n_items, d)
     user_delta: NDArray[np.float32]  # (n_users, d)
     item_status: list[WarmStatus]
+
+    def item_state(self, row: int, state: ItemWarmState, new_keys: Sequence[str], keep: int) -> ItemWarmState:
+        """``state`` (row ``row`` of the item block) after the batch; ``new_keys`` join its seen event
+        ids, of which the last ``keep`` are kept."""
+        new = _restated(state, self.items, row, self.item_delta[row], new_keys, keep)
+        return dataclasses.replace(new, status=self.item_status[row])
+
+    def user_state(self, row: int, state: UserWarmState, new_keys: Sequence[str], keep: int) -> UserWarmState:
+        """``state`` (row ``row`` of the user block) after the batch, as :meth:`item_state`."""
+        return _restated(state, self.users, row, self.user_delta[row], new_keys, keep)
+
+
+S = TypeVar("S", ItemWarmState, UserWarmState)
+
+
+def _restated(
+    state: S, block: StateBlock, row: int, delta: NDArray[np.float32], keys: Sequence[str], keep: int
+) -> S:
+    return dataclasses.replace(
+        state,
+        delta=delta,
+        weighted_sum=block.weighted_sum[row].astype(np.float32),
+        evidence=float(block.evidence[row]),
+        positives=int(block.positives[row]),
+        interactions=int(block.interactions[row]),
+        seen_event_ids=(state.seen_event_ids + tuple(keys))[-keep:],
+    )
 
 
 def _exclusive_group_prefix(values: NDArray[np.float64], group: NDArray[np.int64]) -> NDArray[np.float64]:
@@ -150,31 +214,8 @@ def apply_batch(
     # ---- items: each event's counterpart is that user vector (no evidence when it is all zeros)
     item_w = np.where(np.any(x_user != 0.0, axis=1), w, 0.0)
     s_item = model.statistics(items.prior[it], x_user.astype(np.float64), item_w, "item")
-    new_items = StateBlock(
-        items.prior,
-        items.weighted_sum.copy(),
-        items.evidence.copy(),
-        items.positives.copy(),
-        items.interactions.copy(),
-    )
-    np.add.at(new_items.weighted_sum, it, s_item)
-    np.add.at(new_items.evidence, it, np.abs(item_w))
-    np.add.at(new_items.positives, it, events.positive.astype(np.int64))
-    np.add.at(new_items.interactions, it, 1)
-    new_users = StateBlock(
-        users.prior,
-        users.weighted_sum.copy(),
-        users.evidence.copy(),
-        users.positives.copy(),
-        users.interactions.copy(),
-    )
-    np.add.at(new_users.weighted_sum, us, s_user)
-    np.add.at(new_users.evidence, us, abs_user)
-    np.add.at(new_users.positives, us, (events.positive & events.user_new).astype(np.int64))
-    np.add.at(new_users.interactions, us, events.user_new.astype(np.int64))
-    # the per-event rules keep the sums in float32 between updates: so do the blocks
-    new_items.weighted_sum = new_items.weighted_sum.astype(np.float32).astype(np.float64)
-    new_users.weighted_sum = new_users.weighted_sum.astype(np.float32).astype(np.float64)
+    new_items = items.add(it, s_item, np.abs(item_w), events.positive)
+    new_users = users.add(us, s_user, abs_user, events.positive & events.user_new, events.user_new)
     item_delta = model.item_deltas(
         new_items.prior, new_items.weighted_sum, new_items.evidence, new_items.positives
     )
@@ -200,15 +241,7 @@ def _states(block: StateBlock, cls: type[ItemWarmState] | type[UserWarmState]) -
 
 
 def _block(states: Sequence[ItemWarmState] | Sequence[UserWarmState], like: StateBlock) -> StateBlock:
-    if not states:
-        return like
-    return StateBlock(
-        like.prior,
-        np.stack([s.weighted_sum for s in states]).astype(np.float64),
-        np.array([s.evidence for s in states], dtype=np.float64),
-        np.array([s.positives for s in states], dtype=np.int64),
-        np.array([s.interactions for s in states], dtype=np.int64),
-    )
+    return dataclasses.replace(StateBlock.of(states), prior=like.prior) if states else like
 
 
 def apply_per_event(

@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from coldstart.errors import InvalidInputError
-from models.warmup.base import Vector, WarmupModel
+from models.warmup.base import AnyRows, F32Rows, Rows, Vector, WarmupModel
 
 
 @dataclass(frozen=True)
@@ -170,30 +170,18 @@ class PosteriorWarmup(WarmupModel):
         r = cal.basis.T @ weighted_sum.astype(np.float64)
         return np.asarray(cal.basis @ (r / (kappa + evidence * cal.spectrum)), dtype=np.float32)
 
-    def _statistics(
-        self,
-        prior: NDArray[np.floating],
-        counterpart: NDArray[np.float64],
-        weight: NDArray[np.float64],
-        side: str,
-    ) -> NDArray[np.float64]:
+    def _statistics(self, prior: AnyRows, counterpart: Rows, weight: Rows, side: str) -> Rows:
         cal, _ = self._side(side)
         target = np.where(weight > 0, cal.target_positive, cal.target_negative)
         residual = target - np.einsum("ij,ij->i", counterpart, prior.astype(np.float64))
         return np.asarray((np.abs(weight) * residual)[:, None] * counterpart)
 
-    def _deltas(
-        self,
-        prior: NDArray[np.floating],
-        weighted_sum: NDArray[np.float32],
-        evidence: NDArray[np.float64],
-        side: str,
-    ) -> NDArray[np.floating]:
+    def _deltas(self, prior: AnyRows, sums: F32Rows, evidence: Rows, side: str) -> AnyRows:
         cal, strength = self._side(side)
         if math.isinf(strength):
             return np.zeros(prior.shape, dtype=np.float64)
         kappa = strength * cal.scale
-        r = weighted_sum.astype(np.float64) @ cal.basis
+        r = sums.astype(np.float64) @ cal.basis
         out = (r / (kappa + evidence[:, None] * cal.spectrum[None, :])) @ cal.basis.T
         out[evidence <= 0] = 0.0
         return np.asarray(out)

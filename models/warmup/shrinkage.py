@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.warmup.base import Vector, WarmupModel
+from models.warmup.base import AnyRows, F32Rows, Rows, Vector, WarmupModel
 
 
 class ShrinkageConfig(BaseModel):
@@ -99,27 +99,15 @@ class ShrinkageWarmup(WarmupModel):
         target = self.behavior_vector(weighted_sum, evidence, side)
         return np.asarray(lam * (target - prior), dtype=np.float32)
 
-    def _statistics(
-        self,
-        prior: NDArray[np.floating],
-        counterpart: NDArray[np.float64],
-        weight: NDArray[np.float64],
-        side: str,
-    ) -> NDArray[np.float64]:
+    def _statistics(self, prior: AnyRows, counterpart: Rows, weight: Rows, side: str) -> Rows:
         return np.asarray(weight[:, None] * counterpart)
 
-    def _deltas(
-        self,
-        prior: NDArray[np.floating],
-        weighted_sum: NDArray[np.float32],
-        evidence: NDArray[np.float64],
-        side: str,
-    ) -> NDArray[np.floating]:
+    def _deltas(self, prior: AnyRows, sums: F32Rows, evidence: Rows, side: str) -> AnyRows:
         kappa = self.prior_strength if side == "item" else self.user_prior_strength
         rho = self.behavior_scale if side == "item" else self.user_behavior_scale
         n = np.where(evidence > 0, evidence, 1.0)[:, None]
         lam = np.where(evidence > 0, evidence / (evidence + kappa), 0.0)[:, None]
-        target = rho * weighted_sum.astype(np.float64) / n
+        target = rho * sums.astype(np.float64) / n
         return np.asarray(lam * (target - prior.astype(np.float64)))
 
 

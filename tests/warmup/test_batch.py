@@ -40,14 +40,7 @@ def _models() -> list[WarmupModel]:
     ]
 
 
-def _block(states: list[ItemWarmState] | list[UserWarmState]) -> StateBlock:
-    return StateBlock(
-        np.stack([s.prior for s in states]).astype(np.float32),
-        np.stack([s.weighted_sum for s in states]).astype(np.float64),
-        np.array([s.evidence for s in states], dtype=np.float64),
-        np.array([s.positives for s in states], dtype=np.int64),
-        np.array([s.interactions for s in states], dtype=np.int64),
-    )
+_block = StateBlock.of
 
 
 def _case(
