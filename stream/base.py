@@ -27,6 +27,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from kafka import ConsumerRebalanceListener, KafkaConsumer
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
 from coldstart.errors import BrokerError, InvalidInputError
 from stream.config import KafkaSettings
 from stream.dlq import DeadLetterQueue
@@ -180,8 +184,6 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
             The broker is unreachable, or a batch could not be written (nothing is committed for it;
             its records will be re-delivered to the group).
         """
-        from kafka import ConsumerRebalanceListener, KafkaConsumer
-        from kafka.errors import KafkaError
 
         owner = self
 
@@ -285,7 +287,6 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
 
     @staticmethod
     def _tp(record: Any) -> Any:
-        from kafka.structs import TopicPartition
 
         return TopicPartition(record.topic, record.partition)
 
@@ -376,8 +377,6 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
             block = False
 
     def _commit(self, offsets: dict[Any, int]) -> None:
-        from kafka.errors import KafkaError
-        from kafka.structs import OffsetAndMetadata
 
         owned = self._consumer.assignment()
         to_commit = {

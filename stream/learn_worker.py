@@ -22,22 +22,29 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
 
 from coldstart.errors import BrokerError, InvalidInputError
+from coldstart.settings import Settings, get_settings
 from exploration.config import ExplorationSettings
-from exploration.model_store import ModelStore, load_policy
+from exploration.model_store import LocalModelStore, ModelStore, load_policy
 from exploration.policies import Policy, build_policy, learn_slot
 from exploration.records import Decision
 from exploration.rewards import RewardJoiner, SlotReward
+from feature_repo import open_offline_log
+from stream.archive_worker import run_archive
+from stream.broker import resolve_bootstrap
 from stream.config import KafkaSettings
 from stream.contracts import Interaction, decode_event
+from stream.dlq import DeadLetterQueue
 from stream.link import TopicKeeper
-from stream.topics import DECISIONS, INTERACTIONS
+from stream.producer import EventProducer
+from stream.topics import DECISIONS, INTERACTIONS, ensure_topics
 from stream.warmup_stage import WarmupStats, build_warmup_stage
-
-if TYPE_CHECKING:
-    from coldstart.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -208,11 +215,6 @@ class LearnWorker:
 
     def run(self, *, idle_exit_s: float | None = None, max_s: float | None = None) -> LearnerStats:
         """Consume until stopped (or idle for ``idle_exit_s`` / running for ``max_s`` seconds)."""
-        from kafka import KafkaConsumer
-        from kafka.errors import KafkaError
-
-        from stream.dlq import DeadLetterQueue
-        from stream.producer import EventProducer
 
         try:
             consumer = KafkaConsumer(
@@ -262,7 +264,6 @@ class LearnWorker:
         return self.learner.stats
 
     def _handle(self, record: Any) -> None:
-        from kafka import TopicPartition
 
         tp = TopicPartition(record.topic, record.partition)
         if record.topic == DECISIONS:
@@ -293,8 +294,6 @@ class LearnWorker:
 
     def _commit(self, consumer: Any) -> None:
         """Commit, per partition, up to the oldest record that still matters."""
-        from kafka.errors import KafkaError
-        from kafka.structs import OffsetAndMetadata
 
         self._dlq.flush(self._stop)
         open_ids = self.learner.joiner.open_decision_ids()
@@ -325,11 +324,6 @@ def learn_command(
 ) -> LearnerStats:
     """Run the learner, its warm-up stage and the archive from the process settings (what
     ``coldstart stream learn`` runs); ``settings`` overrides them (tests)."""
-    from coldstart.settings import get_settings
-    from exploration.model_store import LocalModelStore
-    from stream.broker import resolve_bootstrap
-    from stream.producer import EventProducer
-    from stream.topics import ensure_topics
 
     settings = settings or get_settings()
     store_dir = settings.exploration.model_store_dir or settings.data_dir / "model_store"
@@ -349,8 +343,6 @@ def learn_command(
     archive: threading.Thread | None = None
     if settings.kafka.archive.with_learner:
         # decisions and interactions into the offline store, each batch committed after its write
-        from feature_repo import open_offline_log
-        from stream.archive_worker import run_archive
 
         offline = open_offline_log(settings)
         archive = threading.Thread(

@@ -18,6 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
 from pydantic import BaseModel
 
 from coldstart.errors import BrokerError, InvalidInputError
@@ -40,8 +42,6 @@ class EventProducer:
     """
 
     def __init__(self, bootstrap_servers: str, settings: KafkaSettings | None = None) -> None:
-        from kafka import KafkaProducer
-        from kafka.errors import KafkaError
 
         cfg = settings or KafkaSettings()
         try:
@@ -93,7 +93,6 @@ class EventProducer:
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Block until every sent record is acknowledged (or raise :class:`BrokerError`)."""
-        from kafka.errors import KafkaError
 
         try:
             self._producer.flush(timeout=timeout_s)

@@ -6,6 +6,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
 from coldstart.errors import BrokerError
 
 ITEMS_LISTED = "items.listed"
@@ -56,9 +60,6 @@ def ensure_topics(
     BrokerError
         The broker cannot be reached or refuses to create a topic.
     """
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import KafkaError, TopicAlreadyExistsError
 
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
@@ -91,7 +92,6 @@ def ensure_topics(
 
 def partition_count(bootstrap_servers: str, topic: str) -> int:
     """Number of partitions of ``topic`` (raises :class:`BrokerError` when it does not exist)."""
-    from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, client_id="coldstart-meta")
     try:
