@@ -141,7 +141,7 @@ def _free_port() -> int:
 
 def _catalog_events(catalog_dir: Path) -> dict[str, Any]:
     """``item_id -> ItemListed`` of the catalog (``listed_at`` is set when the item is published)."""
-    from stream.producer import catalog_events
+    from stream.catalog_events import catalog_events
 
     return {e.item_id: e for e in catalog_events(catalog_dir, image_mode="path", seller_id="catalog")}
 

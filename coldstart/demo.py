@@ -158,11 +158,12 @@ def run_demo(
     from feature_repo.seed_users import seed_users_from_artifact
     from models.catalog import Catalog
     from stream.broker import ensure_broker
+    from stream.catalog_events import catalog_events
     from stream.dlq import read_dead_letters
     from stream.freshness import FreshnessProbe
     from stream.image_server import ImageServer
     from stream.pool_feed import PoolFeed
-    from stream.producer import EventProducer, catalog_events
+    from stream.producer import EventProducer
     from stream.topics import ITEMS_LISTED
 
     catalog_dir = ensure_catalog(settings)

@@ -162,7 +162,8 @@ def publish_catalog_command(
     from coldstart.errors import InvalidInputError
     from coldstart.settings import get_settings
     from stream.broker import resolve_bootstrap
-    from stream.producer import EventProducer, catalog_events
+    from stream.catalog_events import catalog_events
+    from stream.producer import EventProducer
 
     if image_mode not in ("path", "base64"):
         raise InvalidInputError("image_mode", image_mode, "must be 'path' or 'base64'")
