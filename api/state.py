@@ -80,6 +80,8 @@ class AppState:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set)
     _listed_count: int = 0  # distinct ids in the offline content history at the last sync
+    _pending: set[str] = field(default_factory=set)  # listed offline, not yet read online
+    _sync_lock: threading.Lock = field(default_factory=threading.Lock)
     _store_ok: bool = True
     _store_checked: float = 0.0
 
@@ -156,12 +158,16 @@ class AppState:
         replica has never seen are read (their ids come from the offline content history, one column
         scan), and only when that history holds ids it did not hold at the last sync: with a million
         items, comparing every id with the seen set every few seconds cost ~0.1 s of the GIL each
-        time. An id whose online row was not there yet comes with its ``items.stored`` announcement,
-        the next new listing, or the next full sync.
+        time. An id whose online row is not there yet is asked for again at every sync until it is.
         """
         if self.store is None:
             self.pool_synced = True
             return 0, 0
+        with self._sync_lock:  # the maintenance loop's syncs and an explicit one never interleave
+            return self._sync_pool(full)
+
+    def _sync_pool(self, full: bool) -> tuple[int, int]:
+        assert self.store is not None
         items: list[StoredItem]
         offline = getattr(self.store, "offline", None)
         if full or offline is None:
@@ -169,12 +175,14 @@ class AppState:
             self._seen = {i.item_id for i in items}
         else:
             listed = offline.distinct_ids("item_content", "item_id")
-            ids: list[str] = []
             if len(listed) != self._listed_count:  # the history only grows: same count, no new id
                 self._listed_count = len(listed)
-                ids = [i for i in listed if i not in self._seen]
-            items = list(self.store.get_items(ids).values()) if ids else []
+                self._pending.update(i for i in listed if i not in self._seen)
+            # ids listed offline whose online row is not there yet (written offline first) stay
+            # pending and are asked for again at the next sync
+            items = list(self.store.get_items(sorted(self._pending)).values()) if self._pending else []
             self._seen.update(i.item_id for i in items)
+            self._pending.difference_update(i.item_id for i in items)
         added, removed = self.service.sync_from_store(items)
         self._sync_search_pool(items)
         self.pool_synced = True

@@ -201,7 +201,7 @@ def test_pool_follows_the_store_and_graduation_updates_it(tmp_path: Path) -> Non
         assert len(state.service) == 10
         extra = [dataclasses.replace(it, item_id=f"late-{n}") for n, it in enumerate(make_items(3, seed=5))]
         state.store.write_items(extra)
-        assert state.sync_pool(full=False) == (3, 0)
+        state.sync_pool(full=False)  # the maintenance loop may have synced them first: either adds them
         assert len(state.service) == 13 and state.search_pool is not None and len(state.search_pool) == 13
         assert state.sync_pool(full=False) == (0, 0)
         for _ in range(10):
