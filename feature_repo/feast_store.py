@@ -104,6 +104,14 @@ def _latest_per_key(items: Sequence[Any], key: str) -> list[Any]:
     return list(best.values())
 
 
+def _checked_latest(rows: Sequence[Any], key: str) -> list[Any]:
+    """The newest row per ``key`` (``item_id`` or ``user_id``); a row with an empty key is refused."""
+    for r in rows:
+        if not getattr(r, key):
+            raise InvalidInputError(f"{key[:-3]}s[].{key}", getattr(r, key), "must be a non-empty string")
+    return _latest_per_key(rows, key)
+
+
 # -- proto conversion (the online stores speak Feast's ValueProto) ---------------------------------
 def _to_proto(kind: ColumnKind, value: Any) -> ValueProto:
     if value is None:
@@ -236,10 +244,7 @@ class FeastFeatureStore(FeatureStore):
             return
         if mode not in ("full", "content", "state"):
             raise InvalidInputError("mode", mode, "must be 'full', 'content' or 'state'")
-        for it in items:
-            if not it.item_id:
-                raise InvalidInputError("items[].item_id", it.item_id, "must be a non-empty string")
-        batch: list[StoredItem] = _latest_per_key(items, "item_id")
+        batch: list[StoredItem] = _checked_latest(items, "item_id")
         now = datetime.now(UTC)
         with self._write_lock:
             existing = self._read_items([i.item_id for i in batch])
@@ -254,31 +259,30 @@ class FeastFeatureStore(FeatureStore):
                 changed = old is not None and ts > old.state_ts and not old.same_state(it)
                 if initial or (mode != "content" and changed):
                     state_new.append(it)
-            c_rows = [content_row(i, now) for i in content_new]
-            s_rows = [state_row(i, now) for i in state_new]
             # offline first: a crash before the online write is healed by the re-delivery
             self.offline.write_item_content(content_new)
-            self.offline.write_item_states(state_new)
-            self._online_write(ITEM_CONTENT, "item_id", c_rows)
-            self._online_write(ITEM_STATE, "item_id", s_rows)
+            self._put_states(state_new, now)
+            self._online_write(ITEM_CONTENT, "item_id", [content_row(i, now) for i in content_new])
 
     def write_states(self, items: Sequence[StoredItem], users: Sequence[StoredUser]) -> None:
         """The learner's batch: state and user rows as given (the newest per key), offline first,
         with no read-and-compare (see :meth:`FeatureStore.write_states`)."""
-        for it in items:
-            if not it.item_id:
-                raise InvalidInputError("items[].item_id", it.item_id, "must be a non-empty string")
-        for u in users:
-            if not u.user_id:
-                raise InvalidInputError("users[].user_id", u.user_id, "must be a non-empty string")
-        item_rows: list[StoredItem] = _latest_per_key(items, "item_id")
-        user_rows: list[StoredUser] = _latest_per_key(users, "user_id")
+        item_rows: list[StoredItem] = _checked_latest(items, "item_id")
+        user_rows: list[StoredUser] = _checked_latest(users, "user_id")
         now = datetime.now(UTC)
         with self._write_lock:
-            self.offline.write_item_states(item_rows)
-            self.offline.write_users(user_rows)
-            self._online_write(ITEM_STATE, "item_id", [state_row(i, now) for i in item_rows])
-            self._online_write(USER_VECTOR, "user_id", [user_row(u, now) for u in user_rows])
+            self._put_states(item_rows, now)
+            self._put_users(user_rows, now)
+
+    def _put_states(self, items: Sequence[StoredItem], now: datetime) -> None:
+        """State rows to the offline history, then online (write lock held)."""
+        self.offline.write_item_states(items)
+        self._online_write(ITEM_STATE, "item_id", [state_row(i, now) for i in items])
+
+    def _put_users(self, users: Sequence[StoredUser], now: datetime) -> None:
+        """User rows to the offline history, then online (write lock held)."""
+        self.offline.write_users(users)
+        self._online_write(USER_VECTOR, "user_id", [user_row(u, now) for u in users])
 
     # -- reads ----------------------------------------------------------------------------------
     def _read_items(self, item_ids: Sequence[str]) -> dict[str, _OnlineItem]:
@@ -417,10 +421,7 @@ class FeastUserStore(UserStore):
         """Write user rows offline, then online; stale rows (not newer than the stored one) are skipped."""
         if not users:
             return
-        for u in users:
-            if not u.user_id:
-                raise InvalidInputError("users[].user_id", u.user_id, "must be a non-empty string")
-        batch: list[StoredUser] = _latest_per_key(users, "user_id")
+        batch: list[StoredUser] = _checked_latest(users, "user_id")
         now = datetime.now(UTC)
         with self._p._write_lock:
             current = self.get_users([u.user_id for u in batch])
@@ -430,8 +431,7 @@ class FeastUserStore(UserStore):
                 if u.user_id not in current
                 or utc(u.updated_at, f"users[{u.user_id}].updated_at") > current[u.user_id].updated_at
             ]
-            self._p.offline.write_users(fresh)
-            self._p._online_write(USER_VECTOR, "user_id", [user_row(u, now) for u in fresh])
+            self._p._put_users(fresh, now)
 
     def get_users(self, user_ids: Sequence[str]) -> dict[str, StoredUser]:
         """Online read; unknown users are absent. ``updated_at`` keeps microseconds."""
