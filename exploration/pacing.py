@@ -61,8 +61,8 @@ from exploration.policies.base import (
     Policy,
     arm_groups,
     arm_ids,
-    draw_slots,
 )
+from exploration.policies.sampling import draw_slots
 from exploration.supply import SupplyMeter
 
 GraduationReason = Literal["evidence", "aged_out"]

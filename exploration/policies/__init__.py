@@ -14,7 +14,8 @@ from exploration.config import (
     UniformPolicyConfig,
     VWPolicyConfig,
 )
-from exploration.policies.base import Arm, ArmBatch, Choice, ChosenSlot, Context, Policy
+from exploration.policies.base import Arm, ArmBatch, Choice, Context, Policy
+from exploration.policies.sampling import ChosenSlot
 from exploration.records import Decision
 
 __all__ = [
