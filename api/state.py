@@ -146,7 +146,7 @@ class AppState:
         if snap is None:
             return False
         self.service.track(snap.entries["item"], snap.rows.counts())
-        self._seen = set(snap.rows.item_ids)
+        self._seen = set(snap.rows.known_ids)
         self.metrics.pool_size.set(len(self.service))
         log.info("pool: %d items from the snapshot taken at %s", len(snap.rows), snap.taken_at.isoformat())
         return True

@@ -4,7 +4,8 @@ A replica that rebuilds its pool from the store reads every stored item one onli
 builds every HNSW graph again: at a million items that is minutes. A snapshot is the bulk form:
 
 * ``rows.npz``: the cold items as arrays (ids, the ``item`` and ``content`` vectors, category,
-  seller, listing time, status, encoder version, impressions, clicks);
+  seller, listing time, status, encoder version, impressions, clicks), and the ids of every item the
+  store held (graduated ones too, so a replica does not read them again);
 * one folder per pool space with what the index keeps beyond those rows
   (:meth:`~exploration.pool.base.CandidatePool.save`: the HNSW graphs in FAISS's format; nothing for
   an exact pool);
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2
 _META = "snapshot.json"
 _ROWS = "rows.npz"
 
@@ -66,6 +67,7 @@ class PoolRows:
     encoder_versions: list[str]
     impressions: NDArray[np.int64]
     clicks: NDArray[np.int64]
+    known_ids: list[str]  # every item the store held, cold or not: a replica need not read them again
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -102,6 +104,7 @@ class PoolRows:
             encoder_versions=[it.encoder_version for it in cold],
             impressions=np.array([it.impressions for it in cold], dtype=np.int64),
             clicks=np.array([it.clicks for it in cold], dtype=np.int64),
+            known_ids=sorted({it.item_id for it in items}),
         )
 
     def entries(self, space: PoolSpace) -> list[PoolEntry]:
@@ -157,6 +160,7 @@ def write_snapshot(
             "listed_at_s": rows.listed_at_s,
             "impressions": rows.impressions,
             "clicks": rows.clicks,
+            "known_ids": np.asarray(rows.known_ids, dtype=str),
         }
         arrays.update({f"vectors_{space}": v for space, v in rows.vectors.items()})
         np.savez(tmp / _ROWS, **arrays)  # type: ignore[arg-type]
@@ -201,6 +205,7 @@ def read_snapshot(directory: Path, pools: Mapping[str, CandidatePool]) -> PoolSn
                 encoder_versions=z["encoder_versions"].tolist(),
                 impressions=z["impressions"],
                 clicks=z["clicks"],
+                known_ids=z["known_ids"].tolist(),
             )
         entries = {space: rows.entries(space) for space in pools}  # type: ignore[arg-type]
         for space, pool in pools.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from exploration.pool.base import CandidatePool
 from exploration.pool.hnsw import _Part
 from exploration.pool.snapshot import PoolRows, read_snapshot, snapshot_dir, write_snapshot
 from feature_repo import open_store
+from feature_repo.feast_store import FeastFeatureStore
+from feature_repo.records import StoredItem
 from feature_repo.testing import random_items
 from tests.api.conftest import seeded_settings
 from tests.exploration.slot_env import make_items
@@ -46,6 +49,7 @@ def test_a_loaded_snapshot_answers_like_the_saved_pools(
     hnsw = saved["item"]
     assert isinstance(hnsw, HnswPool) and hnsw._all.graph is not None  # graphs to save
     assert len(rows) == 1499 and items[3].item_id not in rows.item_ids
+    assert items[3].item_id in rows.known_ids and len(rows.known_ids) == 1500
     write_snapshot(tmp_path / "snap", rows, saved)
 
     def no_build(self: _Part) -> None:
@@ -87,11 +91,16 @@ def test_missing_foreign_or_broken_snapshots_are_not_used(tmp_path: Path) -> Non
     assert read_snapshot(tmp_path / "snap", {"item": pool}) is None and len(pool) == 0
 
 
-def test_the_api_starts_from_the_snapshot_and_reads_only_newer_items(tmp_path: Path) -> None:
+def test_the_api_starts_from_the_snapshot_and_reads_only_newer_items(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings: Settings = seeded_settings(tmp_path, n_items=40)
     store = open_store(settings)
-    stored = list(store.iter_items())
-    rows = PoolRows.from_items(stored, ("item", "content"))  # the API's search index is on by default
+    first = next(iter(store.iter_items()))
+    # an item that graduated before the snapshot: known to it, not in the pool
+    store.write_items([dataclasses.replace(first, item_id="graduated-before", status="graduated")])
+    rows = PoolRows.from_items(list(store.iter_items()), ("item", "content"))  # search index: on by default
+    assert "graduated-before" in rows.known_ids and "graduated-before" not in rows.item_ids
     # the snapshot's vector of one item differs from the store's: the replica serves the snapshot's
     marked = rows.item_ids.index("item-00001")
     rows.vectors["item"][marked] = 0.5
@@ -99,9 +108,18 @@ def test_the_api_starts_from_the_snapshot_and_reads_only_newer_items(tmp_path: P
     later = dataclasses.replace(make_items(41, seed=9)[40], item_id="listed-later")
     store.write_items([later])
     store.close()
+    asked: list[str] = []
+    read = FeastFeatureStore.get_items
+
+    def spy(self: FeastFeatureStore, item_ids: Sequence[str]) -> dict[str, StoredItem]:
+        asked.extend(item_ids)
+        return read(self, item_ids)
+
+    monkeypatch.setattr(FeastFeatureStore, "get_items", spy)
     with TestClient(create_app(settings)) as client:
         state = client.app.state.coldstart  # type: ignore[attr-defined]
         assert len(state.service) == 41
+        assert asked == ["listed-later"]  # neither the snapshot's items nor the graduated one
         assert np.allclose(state.service.entry("item-00001").vector, 0.5)  # from the snapshot
         assert state.service.entry("listed-later") is not None  # the incremental sync after it
         ready = client.get("/readyz").json()
