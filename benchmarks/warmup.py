@@ -11,6 +11,8 @@ JSON object:
   path before the batch kernel), and ``ratio_vs_baseline``;
 * ``learner_no_warmup_per_s``: the same backlog through the learner without the stage;
 * ``stage_only_per_s``: the stage alone on the same kind of batches, no Kafka;
+* ``partitioned_one_member_per_s``: the same backlog through one member of the partitioned warm-up
+  (``warmup.layout = "partitioned"``: user side, ``warmup.item_evidence``, item side; no policy);
 * ``freshness_p50_s`` / ``freshness_p99_s``: a live stream at ``--rate`` interactions/s (default 5,000:
   half the 10,000/s target) into a learner with the stage; for each click, event ``ts`` → the item's
   row in the online store counts that click (``clicks >= k`` for the item's k-th click), polled every
@@ -97,6 +99,36 @@ def _learner(settings: Any, bootstrap: str, group: str, stage: Any) -> Any:
     )
     worker.warmup = stage
     return worker
+
+
+def _group(settings: Any, store: Any, producer: Any, served: Any, state_dir: Path) -> Any:
+    """One member of the partitioned warm-up (what a ``partitioned`` learner runs beside the policy)."""
+    from exploration.pool import ExactPool, ItemPools
+    from stream.config import WarmupStageConfig
+    from stream.pool_feed import StoredAnnouncer
+    from stream.warmup_group import EvidencePublisher, WarmupGroupWorker
+    from stream.warmup_sides import ItemSide, UserSide
+    from stream.warmup_stage import build_warmup_model
+
+    cfg = WarmupStageConfig(layout="partitioned")
+    model, version = build_warmup_model(cfg, served, "bench")
+    return WarmupGroupWorker(
+        settings.kafka.bootstrap_servers,
+        settings.kafka,
+        UserSide(store, model, cfg, version, EvidencePublisher(producer)),
+        ItemSide(
+            store,
+            model,
+            cfg,
+            version,
+            pools=ItemPools(ExactPool(), ExactPool()),
+            announce=StoredAnnouncer(producer, wait=False),
+        ),
+        "grp-partitioned.warmup",
+        state_dir,
+        durable=cfg.durable,
+        max_poll_records=settings.exploration.learner_max_poll_records,
+    )
 
 
 def _served(rng: np.random.Generator) -> Any:
@@ -284,6 +316,20 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             worker = _learner(settings, bootstrap, f"grp-{name}", stage)
             rates[name] = _throughput(worker, _progress(worker, stage), args.events)
             producer.close()
+    # 2b. the partitioned layout, one member (the per-process cost of the user/item split)
+    with TansuBroker(partitions=4) as broker:
+        bootstrap = broker.bootstrap_servers
+        settings = settings_for(bootstrap)
+        producer = EventProducer(bootstrap, settings.kafka)
+        _seed_store(store, "partitioned", args.items, args.users, rng)
+        for e in _events("partitioned", args.events, args.items, args.users, rng):
+            producer.publish_interaction(e)
+        producer.flush()
+        group = _group(settings, store, producer, served, tmp / "warmup-partitioned")
+        # each interaction is applied twice: on its user's side, then (as evidence) on its item's
+        rates["partitioned"] = _throughput(group, lambda: group.stats.applied // 2, args.events)
+        producer.close()
+    out["partitioned_one_member_per_s"] = round(rates["partitioned"], 1)
     out["interactions_per_s"] = round(rates["batch"], 1)
     out["baseline_interactions_per_s"] = round(rates["per_event"], 1)
     out["ratio_vs_baseline"] = round(rates["batch"] / rates["per_event"], 3)

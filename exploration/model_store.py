@@ -22,7 +22,7 @@ import shutil
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ class Checkpoint:
     seed: int
     n_learned: int
     parent: str | None
+    state: dict[str, Any] = field(default_factory=dict)  # the learner's resume point (JSON)
 
     def policy_config(self) -> PolicyConfig:
         """The policy configuration the checkpoint was trained with."""
@@ -64,9 +65,17 @@ class ModelStore(ABC):
 
     @abstractmethod
     def publish(
-        self, data: bytes, *, config: PolicyConfig, seed: int, n_learned: int, parent: str | None
+        self,
+        data: bytes,
+        *,
+        config: PolicyConfig,
+        seed: int,
+        n_learned: int,
+        parent: str | None,
+        state: dict[str, Any] | None = None,
     ) -> Checkpoint:
-        """Store a new version (atomically: readers never see a partial one) and make it the latest."""
+        """Store a new version (atomically: readers never see a partial one) and make it the latest;
+        ``state`` (JSON) is stored with it (what the learner needs to resume exactly from it)."""
 
     @abstractmethod
     def latest(self) -> Checkpoint | None:
@@ -105,7 +114,14 @@ class LocalModelStore(ModelStore):
         return sorted(names, key=lambda n: int(n[1:]))
 
     def publish(
-        self, data: bytes, *, config: PolicyConfig, seed: int, n_learned: int, parent: str | None
+        self,
+        data: bytes,
+        *,
+        config: PolicyConfig,
+        seed: int,
+        n_learned: int,
+        parent: str | None,
+        state: dict[str, Any] | None = None,
     ) -> Checkpoint:
         with self._lock:
             existing = self.versions()
@@ -121,6 +137,7 @@ class LocalModelStore(ModelStore):
                     seed=seed,
                     n_learned=n_learned,
                     parent=parent,
+                    state=dict(state or {}),
                 )
                 (tmp / "model.bin").write_bytes(data)
                 meta = {**vars(checkpoint), "created_at": checkpoint.created_at.isoformat()}
@@ -174,6 +191,7 @@ class LocalModelStore(ModelStore):
             seed=int(meta["seed"]),
             n_learned=int(meta["n_learned"]),
             parent=meta.get("parent"),
+            state=dict(meta.get("state") or {}),
         )
 
 

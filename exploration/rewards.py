@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from exploration.config import RewardConfig
 from exploration.records import Decision
@@ -70,6 +70,8 @@ class RewardJoiner:
         self._pending: dict[str, _Pending] = {}
         self._orphans: dict[str, list[tuple[float, InteractionLike]]] = {}
         self._closed: dict[str, float] = {}  # decision_id -> when it closed (ignore late duplicates)
+        self._early: dict[str, float] = {}  # closed before its window ended (every slot final) -> deadline
+        self.expired_through = float("-inf")  # every decision added with a deadline up to this is closed
         self._lock = threading.Lock()
         self._max_reward = max(self.config.by_kind.values(), default=self.config.default_reward)
         self.late_interactions = 0
@@ -84,19 +86,19 @@ class RewardJoiner:
         with self._lock:
             return set(self._pending) | set(self._orphans)
 
-    def add_decision(self, decision: Decision) -> list[SlotReward]:
-        """Open a decision's window; returns slots already final (from interactions that came first)."""
+    def add_decision(self, decision: Decision, *, final: Iterable[int] = ()) -> list[SlotReward]:
+        """Open a decision's window; returns slots already final (from interactions that came first).
+        ``final``: positions learned already (a learner resuming from a checkpoint)."""
         out: list[SlotReward] = []
         with self._lock:
             if decision.decision_id in self._pending or decision.decision_id in self._closed:
                 return out
             deadline = decision.ts.timestamp() + self.config.window_s
-            self._pending[decision.decision_id] = p = _Pending(decision, deadline)
+            self._pending[decision.decision_id] = p = _Pending(decision, deadline, final=set(final))
             for _, it in self._orphans.pop(decision.decision_id, []):
                 out.extend(self._apply(p, it))
             if len(p.final) == len(decision.slots):
-                del self._pending[decision.decision_id]
-                self._closed[decision.decision_id] = self.clock()
+                self._close_early(p)
             if len(self._pending) > self.max_pending:
                 oldest = min(self._pending.values(), key=lambda q: q.deadline_s)
                 out.extend(self._close(oldest))
@@ -117,9 +119,25 @@ class RewardJoiner:
                 return []
             out = self._apply(p, interaction)
             if len(p.final) == len(p.decision.slots):
-                del self._pending[did]
-                self._closed[did] = self.clock()
+                self._close_early(p)
             return out
+
+    def mark_closed(self, decision_id: str) -> None:
+        """Treat a decision as closed (learned before a checkpoint this joiner resumes from): it and
+        its interactions are ignored from now on."""
+        with self._lock:
+            self._orphans.pop(decision_id, None)
+            self._closed[decision_id] = self.clock()
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a learner resuming from a checkpoint taken now needs to learn no slot twice: the
+        expiry horizon, the learned positions of open decisions, and the decisions closed early."""
+        with self._lock:
+            return {
+                "expired_through": self.expired_through,
+                "final": {d: sorted(p.final) for d, p in self._pending.items() if p.final},
+                "closed_early": sorted(self._early),
+            }
 
     def expire(self, now_s: float | None = None) -> list[SlotReward]:
         """Close every decision whose window has passed; returns their non-final slots' rewards."""
@@ -128,6 +146,9 @@ class RewardJoiner:
         with self._lock:
             for p in [p for p in self._pending.values() if p.deadline_s <= now]:
                 out.extend(self._close(p))
+            self.expired_through = max(self.expired_through, now)
+            for did in [d for d, deadline in self._early.items() if deadline <= now]:
+                del self._early[did]
             horizon = now - self.config.window_s
             for did in [d for d, items in self._orphans.items() if items[-1][0] < horizon]:
                 del self._orphans[did]
@@ -154,6 +175,12 @@ class RewardJoiner:
                 p.final.add(slot.position)
                 out.append(SlotReward(p.decision, slot.position, slot.item_id, best, "max_reward"))
         return out
+
+    def _close_early(self, p: _Pending) -> None:
+        did = p.decision.decision_id
+        del self._pending[did]
+        self._closed[did] = self.clock()
+        self._early[did] = p.deadline_s
 
     def _close(self, p: _Pending) -> list[SlotReward]:
         out = [

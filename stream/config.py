@@ -190,6 +190,13 @@ class WarmupStageConfig(BaseModel):
         Also write user rows whose vector did not change in the batch (only weight-0 evidence such as
         impressions): ``False`` saves most user writes; the row's ``interactions`` then catches up at
         the user's next vector change (the checkpoint always has the exact count).
+    layout
+        ``single``: one learner per consumer group holds the whole warm-up state in one checkpoint
+        (``state_path``); ``partitioned``: any number of learners share the group, each applying the
+        users of the ``interactions`` partitions it owns and the items of the ``warmup.item_evidence``
+        partitions it owns, with one checkpoint per partition in the folder ``state_path`` names
+        (default ``<data_dir>/warmup/<learner group>/``) and the policy learned by one member at a
+        time (``stream.learn_worker``; docs/scale-out.md).
     kernel
         ``batch``: a polled batch's arithmetic in numpy (``models.warmup.batch.apply_batch``);
         ``per_event``: the same numbers through the per-event rules, one event at a time (the reference
@@ -210,6 +217,7 @@ class WarmupStageConfig(BaseModel):
     announce: bool = True
     cache_size: int = Field(default=100_000, ge=1)
     write_unchanged_users: bool = False
+    layout: Literal["single", "partitioned"] = "single"
     kernel: Literal["batch", "per_event"] = "batch"
 
     def model_version(self, served: dict[str, Any] | None = None, artifact: str = "") -> str:

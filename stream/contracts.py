@@ -12,6 +12,7 @@ topic                         record            key      produced by
 ``interactions``              :class:`Interaction` user_id  recommendation APIs / frontends
 ``decisions``                 ``exploration.records.Decision``  user_id  the exploration API
 ``items.stored``              :class:`ItemStored`  item_id  the encoder worker, after each write
+``warmup.item_evidence``      :class:`ItemEvidence` item_id  the learners' user side (partitioned)
 ``items.listed.dlq``          :class:`DeadLetter`  source key  the encoder worker
 ``interactions.dlq``          :class:`DeadLetter`  source key  the interaction consumers
 ============================  ================  =======  ==========================================
@@ -26,6 +27,8 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -235,6 +238,55 @@ class ItemStored(Event):
     status: Literal["cold", "warming", "warm", "graduated"] = "cold"
     content_vector: list[float]
     item_vector: list[float]
+
+
+class ItemEvidence(Event):
+    """One interaction's evidence about an item, on ``warmup.item_evidence`` (key ``item_id``).
+
+    The user side of a partitioned warm-up (``warmup.layout = "partitioned"``) publishes one per
+    interaction of the partitions it owns; the item side that owns the item's partition adds it to the
+    item's statistics. ``user_vector`` is the user's warm-up vector just before the event (little-endian
+    float64, base64); ``source_partition`` / ``source_offset`` name the interaction, so an item side drops
+    evidence re-published by a restarted user side.
+    """
+
+    item_id: Id
+    event_id: Id
+    count_key: str = Field(min_length=1, max_length=4 * _MAX_ID)
+    kind: InteractionKind
+    weight: float
+    positive: bool
+    ts: AwareDatetime
+    user_vector: str = Field(max_length=1_000_000)
+    source_partition: int = Field(ge=0)
+    source_offset: int = Field(ge=0)
+
+    @field_validator("weight")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"weight={value!r} must be finite")
+        return value
+
+    @field_validator("user_vector")
+    @classmethod
+    def _float64s(cls, value: str) -> str:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(f"not valid base64 ({exc})") from None
+        if not raw or len(raw) % 8:
+            raise ValueError(f"{len(raw)} bytes is not a whole number of float64s")
+        return value
+
+    @staticmethod
+    def pack(vector: NDArray[np.floating]) -> str:
+        """``user_vector`` of a vector."""
+        return base64.b64encode(np.asarray(vector, dtype="<f8").tobytes()).decode("ascii")
+
+    def vector(self) -> NDArray[np.float64]:
+        """The user's vector before the event."""
+        return np.frombuffer(base64.b64decode(self.user_vector), dtype="<f8").astype(np.float64)
 
 
 class DeadLetter(Event):

@@ -9,9 +9,16 @@ hot-reload.
 
 Delivery: offsets are committed only after the checkpoint that contains what they stand for, and
 never past a record that still matters (a decision whose window is open, or an interaction joined to
-one), so a crash re-delivers everything the last checkpoint lacks. Slots of decisions that closed
-after the oldest still-open decision may be learned twice after a crash (at-least-once).
+one), so a crash re-delivers everything the last checkpoint lacks. Each checkpoint also stores its
+resume point (the offsets it had read, its expiry horizon, the final slots of open decisions and the
+decisions closed early): a learner starting from it skips the re-delivered decisions it had closed
+and keeps the learned slots of the open ones, so no slot is learned twice.
 Malformed interactions go to ``interactions.dlq``; malformed decisions are logged and counted.
+
+Several learners may share the group when the warm-up is partitioned (``warmup.layout``): the
+warm-up runs in its own consumer group (:mod:`stream.warmup_group`), and every ``decisions`` and
+``interactions`` partition of this group goes to one member (:class:`OneOwnerAssignor`), which learns
+the policy; if it leaves, another takes over from the newest checkpoint.
 """
 
 from __future__ import annotations
@@ -24,8 +31,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
+from kafka.protocol.consumer.metadata import ConsumerProtocolAssignment, ConsumerProtocolSubscription
 from kafka.structs import OffsetAndMetadata
 
 from coldstart.errors import BrokerError, InvalidInputError
@@ -44,6 +54,7 @@ from stream.dlq import DeadLetterQueue
 from stream.link import TopicKeeper
 from stream.producer import EventProducer
 from stream.topics import DECISIONS, INTERACTIONS, ensure_topics
+from stream.warmup_group import build_warmup_group
 from stream.warmup_stage import WarmupStats, build_warmup_stage
 
 log = logging.getLogger(__name__)
@@ -61,6 +72,34 @@ class PollHook(Protocol):
         """Release what the hook holds (its checkpoint)."""
 
 
+class OneOwnerAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
+    """Gives every partition of the group's topics to one member (the policy is one model): the
+    member that owned them in the last generation when it is still there, else the smallest member
+    id. The others stay in the group with nothing assigned, ready to take over."""
+
+    name = "coldstart-one-owner"
+    version = 0
+
+    def __init__(self) -> None:
+        self.owner = False
+
+    def assign(self, cluster: Any, members: Any) -> dict[str, Any]:
+        ids = sorted(m.member_id for m in members)
+        sitting = [m.member_id for m in members if m.metadata.user_data == b"owner"]
+        owner = min(sitting) if sitting else ids[0]
+        topics = sorted({t for m in members for t in m.metadata.topics})
+        everything = [(t, sorted(cluster.partitions_for_topic(t) or [])) for t in topics]
+        return {
+            m: ConsumerProtocolAssignment(self.version, everything if m == owner else [], b"") for m in ids
+        }
+
+    def metadata(self, topics: Any) -> Any:
+        return ConsumerProtocolSubscription(self.version, list(topics), b"owner" if self.owner else b"")
+
+    def on_assignment(self, assignment: Any, generation: Any = None) -> None:
+        self.owner = bool(assignment.partitions())
+
+
 @dataclass
 class LearnerStats:
     """Counters of one learner run (``warmup``: the warm-up stage's, when it ran)."""
@@ -73,6 +112,17 @@ class LearnerStats:
     last_version: str | None = None
     rewards: dict[str, int] = field(default_factory=lambda: {"max_reward": 0, "window": 0})
     warmup: WarmupStats | None = None
+
+
+class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: LearnWorker) -> None:
+        self.worker = worker
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        pass  # a revoked member keeps its state until it knows whether it keeps the partitions
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.worker.takeover(assigned)
 
 
 class OnlineLearner:
@@ -103,28 +153,57 @@ class OnlineLearner:
         self.model_store = model_store
         self.clock = clock
         self.seed = seed
-        latest = model_store.latest()
+        self.stats = LearnerStats()
+        self.reload()
+
+    def reload(self) -> None:
+        """Start over from the newest checkpoint in the store (a member taking over the policy from
+        another): its policy and count, no open reward windows."""
+        latest = self.model_store.latest()
         self.policy: Policy
         if latest is not None:
-            self.policy = load_policy(model_store, latest.version)
+            self.policy = load_policy(self.model_store, latest.version)
             self.config = latest.policy_config()
             self.seed = latest.seed
             self.version: str | None = latest.version
             self._learned_total = latest.n_learned
         else:
-            self.config = settings.policy
-            self.policy = build_policy(self.config, seed=seed)
+            self.config = self.settings.policy
+            self.policy = build_policy(self.config, seed=self.seed)
             self.version = None
             self._learned_total = 0
-        self.joiner = RewardJoiner(settings.rewards, clock=clock)
-        self.stats = LearnerStats(last_version=self.version)
+        self.joiner = RewardJoiner(self.settings.rewards, clock=self.clock)
+        resume = latest.state if latest is not None else {}
+        # where the checkpoint's reading stopped and what it had learned of the decisions read
+        self._read: dict[str, int] = dict(resume.get("positions", {}))
+        self._expired_through = float(resume.get("expired_through", float("-inf")))
+        self._final: dict[str, list[int]] = dict(resume.get("final", {}))
+        self._closed_early: set[str] = set(resume.get("closed_early", ()))
+        self.positions: dict[str, int] = {}  # "topic:partition" -> next offset read (set by the worker)
+        self.stats.last_version = self.version
         self._since_checkpoint = 0
-        self._last_checkpoint = clock()
+        self._last_checkpoint = self.clock()
 
-    def on_decision(self, decision: Decision) -> list[SlotReward]:
-        """Open a decision's reward window (and learn slots already final)."""
+    def on_decision(
+        self, decision: Decision, *, source: str | None = None, offset: int | None = None
+    ) -> list[SlotReward]:
+        """Open a decision's reward window (and learn slots already final). ``source`` ("topic:partition")
+        and ``offset`` say where it was read: a decision the checkpoint this learner resumed from had
+        read already is not learned again (closed ones are skipped, open ones keep their learned slots)."""
         self.stats.decisions += 1
-        return self._learn(self.joiner.add_decision(decision))
+        if self._learned_before(decision, source, offset):
+            self.joiner.mark_closed(decision.decision_id)
+            return []
+        final = self._final.get(decision.decision_id, ())
+        return self._learn(self.joiner.add_decision(decision, final=final))
+
+    def _learned_before(self, decision: Decision, source: str | None, offset: int | None) -> bool:
+        read = self._read.get(source) if source is not None else None
+        if read is None or offset is None or offset >= read:
+            return False  # read after the checkpoint: new to this policy
+        if decision.ts.timestamp() + self.settings.rewards.window_s <= self._expired_through:
+            return True  # its window had closed: every slot is in the checkpoint
+        return decision.decision_id in self._closed_early
 
     def on_interaction(self, interaction: Interaction) -> list[SlotReward]:
         """Join one interaction; learn the slots it made final."""
@@ -147,6 +226,7 @@ class OnlineLearner:
             seed=self.seed,
             n_learned=self._learned_total,
             parent=self.version,
+            state={**self.joiner.snapshot(), "positions": dict(self.positions)},
         )
         self.version = cp.version
         self._since_checkpoint = 0
@@ -185,6 +265,11 @@ class LearnWorker:
         Consumer group of the learners (run one learner per group: the policy is one model).
     max_poll_records
         Most records per poll (one warm-up batch).
+    one_owner
+        Several learners share the group (partitioned warm-up): every partition goes to one member
+        (:class:`OneOwnerAssignor`), which learns the policy; when it leaves, another member takes
+        over from the newest checkpoint and the committed offsets. ``False``: Kafka's range assignor
+        (run one learner per group).
     """
 
     def __init__(
@@ -195,8 +280,10 @@ class LearnWorker:
         group_id: str,
         *,
         max_poll_records: int = 4000,
+        one_owner: bool = False,
     ) -> None:
         self.max_poll_records = max_poll_records
+        self.one_owner = one_owner
         self.bootstrap_servers = bootstrap_servers
         self.kafka = kafka
         self.learner = learner
@@ -208,6 +295,7 @@ class LearnWorker:
         self._dlq: Any = None
         self._committed_version: str | None = learner.version
         self.warmup: PollHook | None = None  # applied to every poll before any commit
+        self._owning = False
 
     def stop(self) -> None:
         """Finish the current poll, checkpoint, commit and return from :meth:`run`."""
@@ -226,12 +314,15 @@ class LearnWorker:
                 auto_offset_reset="earliest",
                 session_timeout_ms=self.kafka.session_timeout_ms,
                 heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
+                partition_assignment_strategy=[OneOwnerAssignor()]
+                if self.one_owner
+                else [RangePartitionAssignor],
             )
             self._producer = EventProducer(self.bootstrap_servers, self.kafka)
             self._dlq = DeadLetterQueue(self._producer, self.bootstrap_servers, self.group_id, INTERACTIONS)
         except KafkaError as exc:
             raise BrokerError(f"learner cannot connect to {self.bootstrap_servers}: {exc}") from exc
-        consumer.subscribe([DECISIONS, INTERACTIONS])
+        consumer.subscribe([DECISIONS, INTERACTIONS], listener=_Handover(self))
         # a broker that came back empty has none of our topics: the keeper recreates them
         keeper = TopicKeeper(self.bootstrap_servers, self.kafka.partitions)
         start = last_data = time.monotonic()
@@ -248,6 +339,9 @@ class LearnWorker:
                     self.warmup.apply_polled(polled)  # warm-up written before any offset is committed
                 if polled:
                     last_data = now
+                    self.learner.positions = {
+                        f"{tp.topic}:{tp.partition}": o for tp, o in self._position.items()
+                    }
                 self.learner.tick()
                 if self.learner.version is not None and self._committed_version != self.learner.version:
                     self._commit(consumer)  # a new checkpoint holds what the offsets stand for
@@ -263,6 +357,26 @@ class LearnWorker:
                 self._producer.close()
         return self.learner.stats
 
+    def takeover(self, assigned: Any) -> None:
+        """A new assignment (runs inside ``poll``, on the consumer's IO thread: no blocking Kafka call).
+
+        A member that keeps its partitions goes on with its reward windows (records re-delivered from
+        the committed offsets are recognised by the joiner); one that gains them starts from the
+        newest checkpoint and its resume point; one that loses them drops what it learned since its
+        last checkpoint (the new owner learns it from the committed offsets), so it never publishes a
+        stale policy.
+        """
+        owning = bool(assigned)
+        if owning != self._owning and self.one_owner:
+            self.learner.reload()
+            self._open.clear()
+            self._position.clear()
+            self._committed_version = self.learner.version
+            log.info(
+                "learner %s the policy at %s", "took over" if owning else "handed over", self.learner.version
+            )
+        self._owning = owning
+
     def _handle(self, record: Any) -> None:
 
         tp = TopicPartition(record.topic, record.partition)
@@ -276,7 +390,7 @@ class LearnWorker:
                 )
                 return
             self._open.setdefault(decision.decision_id, []).append((tp, int(record.offset)))
-            self.learner.on_decision(decision)
+            self.learner.on_decision(decision, source=f"{tp.topic}:{tp.partition}", offset=int(record.offset))
             return
         try:
             interaction = decode_event(record.value, Interaction)
@@ -330,39 +444,63 @@ def learn_command(
     learner = OnlineLearner(settings.exploration, LocalModelStore(store_dir), seed=settings.seed)
     bootstrap = resolve_bootstrap(settings.kafka)
     ensure_topics(bootstrap, settings.kafka.partitions)
+    producer = EventProducer(bootstrap, settings.kafka)
+    group = build_warmup_group(settings, producer=producer)
     worker = LearnWorker(
         bootstrap,
         settings.kafka,
         learner,
         settings.exploration.learner_group_id,
         max_poll_records=settings.exploration.learner_max_poll_records,
+        one_owner=group is not None,
     )
-    producer = EventProducer(bootstrap, settings.kafka)
-    worker.warmup = build_warmup_stage(settings, producer=producer)
+    worker.warmup = None if group is not None else build_warmup_stage(settings, producer=producer)
+    threads: list[threading.Thread] = []
+    if group is not None:
+        # the partitioned warm-up: its own consumer group, in its own thread
+        threads.append(
+            threading.Thread(
+                target=group.run,
+                kwargs={"idle_exit_s": idle_exit_s, "max_s": max_s},
+                name="warmup",
+                daemon=True,
+            )
+        )
     archive_stop = threading.Event()
-    archive: threading.Thread | None = None
     if settings.kafka.archive.with_learner:
         # decisions and interactions into the offline store, each batch committed after its write
-
-        offline = open_offline_log(settings)
-        archive = threading.Thread(
-            target=run_archive,
-            args=(bootstrap, settings.kafka, offline, archive_stop),
-            kwargs={"idle_exit_s": idle_exit_s},
-            name="archive",
-            daemon=True,
+        threads.append(
+            threading.Thread(
+                target=run_archive,
+                args=(bootstrap, settings.kafka, open_offline_log(settings), archive_stop),
+                kwargs={"idle_exit_s": idle_exit_s},
+                name="archive",
+                daemon=True,
+            )
         )
-        archive.start()
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
-    signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    for t in threads:
+        t.start()
+
+    def stop(*_: Any) -> None:
+        worker.stop()
+        if group is not None:
+            group.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         stats = worker.run(idle_exit_s=idle_exit_s, max_s=max_s)
-        stats.warmup = worker.warmup.stats if worker.warmup is not None else None
+        for t in threads:
+            if t.name == "warmup":
+                t.join()  # it ends by itself (idle, max_s) or was stopped with the learner
+        stats.warmup = group.stats if group is not None else (worker.warmup.stats if worker.warmup else None)
         return stats
     finally:
         archive_stop.set()
-        if archive is not None:
-            archive.join(60)
+        if group is not None:
+            group.stop()
+        for t in threads:
+            t.join(60)
         if worker.warmup is not None:
             worker.warmup.close()
         producer.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,10 +13,13 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from coldstart.errors import BrokerError
 
+log = logging.getLogger(__name__)
+
 ITEMS_LISTED = "items.listed"
 INTERACTIONS = "interactions"
 DECISIONS = "decisions"
 ITEMS_STORED = "items.stored"
+ITEM_EVIDENCE = "warmup.item_evidence"
 DLQ_SUFFIX = ".dlq"
 
 
@@ -38,6 +42,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(INTERACTIONS, "user_id", "Interaction events (impressions, clicks, ratings...)"),
     TopicSpec(DECISIONS, "user_id", "exploration Decision records"),
     TopicSpec(ITEMS_STORED, "item_id", "ItemStored notifications (feed of in-process pool indexes)"),
+    TopicSpec(ITEM_EVIDENCE, "item_id", "ItemEvidence of the partitioned warm-up (user side to item side)"),
     TopicSpec(dlq_topic(ITEMS_LISTED), "source key", "DeadLetter records of the encoder worker"),
     TopicSpec(dlq_topic(INTERACTIONS), "source key", "DeadLetter records of the interaction consumers"),
     TopicSpec(dlq_topic(DECISIONS), "source key", "DeadLetter records of the decisions archive"),
@@ -88,6 +93,22 @@ def ensure_topics(
         finally:
             admin.close()
     raise BrokerError(f"could not create topics on {bootstrap_servers} within {timeout_s:.0f}s: {last}")
+
+
+def topic_id(bootstrap_servers: str, topic: str) -> str | None:
+    """The Kafka topic id of ``topic`` (a re-created topic gets a new one); ``None`` when the broker
+    does not say (older brokers, the zero id) or cannot be asked."""
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="coldstart-admin")
+        try:
+            described = admin.describe_topics([topic])
+        finally:
+            admin.close()
+    except KafkaError as exc:
+        log.warning("cannot read the topic id of %s: %s", topic, exc)
+        return None
+    found = str(described[0].get("topic_id") or "") if described else ""
+    return None if not found or found == "00000000-0000-0000-0000-000000000000" else found
 
 
 def partition_count(bootstrap_servers: str, topic: str) -> int:

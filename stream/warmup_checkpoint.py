@@ -143,6 +143,19 @@ class WarmupCheckpoint:
                 self._db.execute("ROLLBACK")
                 raise StoreError(f"cannot write the warm-up checkpoint {self.path}: {exc}") from exc
 
+    def adopt_topic_id(self, topic: str, topic_id: str | None) -> bool:
+        """Record that the offsets of ``topic`` belong to the log ``topic_id``; when the checkpoint
+        had another id (the topic was re-created, e.g. an embedded broker restarted with memory
+        storage) its offsets are dropped and ``True`` returned. ``None``: nothing to check."""
+        if topic_id is None:
+            return False
+        old = self.topic_id(topic)
+        if old == topic_id:
+            return False
+        stale = old is not None  # first sight: the offsets (if any) were taken without an id check
+        self.set_topic_id(topic, topic_id, forget_offsets=stale)
+        return stale
+
     def load_items(self, item_ids: Sequence[str]) -> dict[str, ItemSlot]:
         """The checkpointed states of ``item_ids`` (absent: never seen). ``delta`` is not stored:
         the stage recomputes it with its model."""

@@ -31,7 +31,8 @@ Delivery (docs/warmup.md "State and restarts"):
   ahead of the checkpoint, and on restart it resumes from its checkpoint plus the uncommitted
   offsets.
 
-Run one learner per consumer group (the policy is one model, and the checkpoint is per learner).
+This is the ``single`` layout: one learner per consumer group (the checkpoint is per learner). With
+``warmup.layout = "partitioned"`` any number of learners share the work (:mod:`stream.warmup_group`).
 """
 
 from __future__ import annotations
@@ -40,33 +41,28 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
 
 from coldstart.errors import InvalidInputError, NotFoundError
-from exploration.pool.base import POOL_STATUSES, entry_from_item
 from exploration.pool.pools import ItemPools
 from feature_repo import open_store
 from feature_repo.base import FeatureStore
-from feature_repo.offline.base import epoch_us, from_epoch_us
 from feature_repo.records import StoredItem, StoredUser
 from models.artifact import read_manifest, resolve_artifact
 from models.warmup import ItemWarmState, UserWarmState, WarmupModel
-from models.warmup.base import Vector
 from models.warmup.batch import StateBlock, apply_batch, apply_per_event
 from models.warmup.served import ServedWarmup, load_served_warmup
 from stream.config import WarmupStageConfig
 from stream.contracts import Interaction, decode_event
 from stream.pool_feed import StoredAnnouncer
-from stream.topics import INTERACTIONS
+from stream.topics import INTERACTIONS, topic_id
 from stream.warmup_batch import Delivery, WarmupBatch
 from stream.warmup_checkpoint import ItemSlot, UserSlot, WarmupCheckpoint
+from stream.warmup_rows import Classifier, StateCache, feed_pools, item_row, item_start, user_row, user_start
 
 if TYPE_CHECKING:
     from coldstart.settings import Settings
@@ -141,20 +137,11 @@ class WarmupStage:
         self.checkpoint = checkpoint
         self.pools = pools
         self.announce = announce
-        self.model: WarmupModel
-        if served is not None:
-            self.model = served.build(warm_after=self.config.shrinkage.warm_after)
-            self.model_version = self.config.model_version(served.card(), served_version)
-        else:
-            self.model = self.config.shrinkage.build()
-            self.model_version = self.config.model_version()
-        self.model.max_tracked_events = self.config.max_tracked_events
-        self.weights = dict(self.config.shrinkage.weights)
-        self.positive_kinds = frozenset(self.config.positive_kinds)
+        self.model, self.model_version = build_warmup_model(self.config, served, served_version)
+        self.classify = Classifier(self.config)
         self.stats = WarmupStats()
         self._offsets: dict[tuple[str, int], int] = checkpoint.offsets()
-        self._items: OrderedDict[str, ItemSlot] = OrderedDict()
-        self._users: OrderedDict[str, UserSlot] = OrderedDict()
+        self._cache = StateCache(self.model, self.config.cache_size)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ construction
@@ -178,7 +165,7 @@ class WarmupStage:
         announce: Callable[[Sequence[StoredItem]], None] | None = None
         if producer is not None and config.announce:
             announce = StoredAnnouncer(producer, wait=False)
-        served, version = _served_warmup(settings) if config.model == "artifact" else (None, "")
+        served, version = served_warmup(settings) if config.model == "artifact" else (None, "")
         return cls(
             store,
             WarmupCheckpoint(path, durable=config.durable),
@@ -226,32 +213,9 @@ class WarmupStage:
         self._verified.add(topic)
         if self.bootstrap_servers is None:
             return
-        try:
-            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id="coldstart-warmup")
-            try:
-                described = admin.describe_topics([topic])
-            finally:
-                admin.close()
-        except KafkaError as exc:
-            log.warning("cannot check the topic id of %s (offsets kept): %s", topic, exc)
-            return
-        topic_id = str(described[0].get("topic_id") or "") if described else ""
-        if not topic_id or topic_id == "00000000-0000-0000-0000-000000000000":
-            return
-        old = self.checkpoint.topic_id(topic)
-        if old == topic_id:
-            return
-        stale = old is not None  # first sight: the offsets (if any) were taken without an id check
-        if stale:
-            log.warning(
-                "topic %s is a new log (id %s, checkpoint has %s): its checkpointed offsets are dropped",
-                topic,
-                topic_id,
-                old,
-            )
         with self._lock:
-            self.checkpoint.set_topic_id(topic, topic_id, forget_offsets=stale)
-            if stale:
+            if self.checkpoint.adopt_topic_id(topic, topic_id(self.bootstrap_servers, topic)):
+                log.warning("topic %s is a new log: its checkpointed offsets are dropped", topic)
                 self._offsets = {k: v for k, v in self._offsets.items() if k[0] != topic}
 
     def process(
@@ -276,13 +240,13 @@ class WarmupStage:
     def item_state(self, item_id: str) -> ItemWarmState | None:
         """The current warm-up state of an item (from the checkpoint), or ``None``."""
         with self._lock:
-            slot = self._load_items([item_id]).get(item_id)
+            slot = self._cache.items(self.checkpoint, [item_id]).get(item_id)
         return None if slot is None else slot.state
 
     def user_state(self, user_id: str) -> UserWarmState | None:
         """The current warm-up state of a user (from the checkpoint), or ``None``."""
         with self._lock:
-            slot = self._load_users([user_id]).get(user_id)
+            slot = self._cache.users(self.checkpoint, [user_id]).get(user_id)
         return None if slot is None else slot.state
 
     def close(self) -> None:
@@ -293,41 +257,6 @@ class WarmupStage:
         self.checkpoint.close()
 
     # ------------------------------------------------------------------ internals
-    def _classify(self, it: Interaction) -> tuple[float, bool]:
-        """Evidence weight and positiveness of an interaction."""
-        if it.kind == "rating":
-            good = it.value is not None and it.value >= self.config.rating_threshold
-            return self.weights.get("rating_positive" if good else "rating_negative", 0.0), good
-        return self.weights.get(it.kind, 0.0), it.kind in self.positive_kinds
-
-    def _load_items(self, ids: Sequence[str]) -> dict[str, ItemSlot]:
-        out = {i: self._items[i] for i in ids if i in self._items}
-        missing = [i for i in ids if i not in out]
-        for item_id, slot in self.checkpoint.load_items(missing).items():
-            slot.state = self.model.update_item(slot.state, [])  # δ is not checkpointed
-            out[item_id] = slot
-        return out
-
-    def _load_users(self, ids: Sequence[str]) -> dict[str, UserSlot]:
-        out = {i: self._users[i] for i in ids if i in self._users}
-        missing = [i for i in ids if i not in out]
-        for user_id, slot in self.checkpoint.load_users(missing).items():
-            slot.state = self.model.update_user(slot.state, [])
-            out[user_id] = slot
-        return out
-
-    def _remember(self, items: Sequence[ItemSlot], users: Sequence[UserSlot]) -> None:
-        for s in items:
-            self._items[s.state.item_id] = s
-            self._items.move_to_end(s.state.item_id)
-        for u in users:
-            self._users[u.state.user_id] = u
-            self._users.move_to_end(u.state.user_id)
-        while len(self._items) > self.config.cache_size:
-            self._items.popitem(last=False)
-        while len(self._users) > self.config.cache_size:
-            self._users.popitem(last=False)
-
     def _process(self, deliveries: Sequence[Delivery], offsets: dict[tuple[str, int], int]) -> WarmupStats:
         st = WarmupStats()
         fresh: list[Delivery] = []
@@ -344,7 +273,7 @@ class WarmupStage:
             return st
         t0 = time.perf_counter()
         stored, items, users = self._read_states(fresh)
-        batch = WarmupBatch.collect(fresh, stored, items, users, self._classify)
+        batch = WarmupBatch.collect(fresh, stored, items, users, self.classify)
         st.applied, st.duplicates, st.unknown_items = batch.applied, batch.duplicates, len(batch.unknown)
         if batch.unknown:
             log.warning(
@@ -359,7 +288,7 @@ class WarmupStage:
         st.compute_s = t1 - t0
         self.store.write_states(rows, user_rows)
         t2 = time.perf_counter()
-        self._feed_pools(rows)
+        feed_pools(self.pools, rows)
         if self.announce is not None and rows:
             self.announce(rows)
         t3 = time.perf_counter()
@@ -367,7 +296,7 @@ class WarmupStage:
         st.write_s, st.publish_s, st.checkpoint_s = t2 - t1, t3 - t2, time.perf_counter() - t3
         for key, off in offsets.items():
             self._offsets[key] = max(self._offsets.get(key, 0), off)
-        self._remember(new_items, new_users)
+        self._cache.remember(new_items, new_users)
         st.items_written = len(rows)
         st.users_written = len(user_rows)
         return st
@@ -380,39 +309,21 @@ class WarmupStage:
         item_ids = list(dict.fromkeys(d.interaction.item_id for d in fresh))
         user_ids = list(dict.fromkeys(d.interaction.user_id for d in fresh))
         stored = self.store.get_items(item_ids)
-        items = {k: dataclasses.replace(v) for k, v in self._load_items(item_ids).items()}
-        users = {k: dataclasses.replace(v) for k, v in self._load_users(user_ids).items()}
-        # the content prior: the stored content_item_vector (a re-encoded item gets its new c)
+        items = self._cache.items(self.checkpoint, item_ids)
+        users = self._cache.users(self.checkpoint, user_ids)
+        new_items = [i for i in stored if i not in items]
         for item_id, row in stored.items():
-            c = self._content(row, items.get(item_id))
-            slot = items.get(item_id)
-            if slot is None:
-                items[item_id] = ItemSlot(ItemWarmState.new(item_id, c), 0, epoch_us(row.updated_at))
-            elif not np.array_equal(slot.state.prior, c):
-                slot.state = self.model.update_item(dataclasses.replace(slot.state, prior=c), [])
+            items[item_id] = item_start(self.model, row, items.get(item_id))
         dim = next((s.state.prior.shape[0] for s in items.values()), None)
-        unseen = [u for u in user_ids if u not in users]
+        unseen = [u for u in user_ids if u not in users] if dim is not None else []
         if unseen and dim is not None:
             known = self.store.users().get_users(unseen)
             for user_id in unseen:
-                row_u = known.get(user_id)
-                prior = np.zeros(dim, dtype=np.float32)
-                last = 0
-                if row_u is not None:
-                    vec = np.asarray(row_u.vector, dtype=np.float32)
-                    last = epoch_us(row_u.updated_at)
-                    if vec.shape == (dim,) and bool(np.isfinite(vec).all()):
-                        # a vector written by a warm-up whose checkpoint this one is not (deleted, or
-                        # another learner group) is the best prior there is, like a trained one
-                        prior = vec
-                    else:
-                        log.warning(
-                            "user %s: stored vector of shape %s ignored (item_dim %d)",
-                            user_id,
-                            vec.shape,
-                            dim,
-                        )
-                users[user_id] = UserSlot(UserWarmState.new(user_id, prior), last)
+                users[user_id] = user_start(user_id, known.get(user_id), dim)
+        if new_items or unseen:
+            # pin the starting states before any row derived from them is written: a restart after
+            # that write must not take the written (warmed) vector for the prior
+            self.checkpoint.commit([items[i] for i in new_items], [users[u] for u in unseen], {})
         return stored, items, users
 
     def _apply(
@@ -446,19 +357,7 @@ class WarmupStage:
             item_id = slot.state.item_id
             slot.state = res.item_state(j, slot.state, batch.item_keys[item_id], keep)
             slot.impressions += batch.impressions.get(item_id, 0)
-            row = stored[item_id]
-            slot.last_us = max(batch.item_ts[item_id], epoch_us(row.updated_at) + 1, slot.last_us + 1)
-            rows.append(
-                dataclasses.replace(
-                    row,
-                    item_vector=slot.state.vector,
-                    status="graduated" if row.status == "graduated" else slot.state.status,
-                    impressions=slot.impressions,
-                    clicks=slot.state.positives,
-                    model_version=self.model_version,
-                    updated_at=from_epoch_us(slot.last_us),
-                )
-            )
+            rows.append(item_row(stored[item_id], slot, batch.item_ts[item_id], self.model_version))
         user_rows: list[StoredUser] = []
         for j, u in enumerate(user_slots):
             user_id = u.state.user_id
@@ -466,16 +365,7 @@ class WarmupStage:
             u.state = res.user_state(j, u.state, batch.user_keys.get(user_id, ()), keep)
             if not self.config.write_unchanged_users and np.array_equal(u.state.vector, before):
                 continue  # only weight-0 evidence (impressions): the checkpoint counts it, the row waits
-            u.last_us = max(batch.user_ts[user_id], u.last_us + 1)
-            user_rows.append(
-                StoredUser(
-                    user_id,
-                    u.state.vector,
-                    u.state.interactions,
-                    self.model_version,
-                    from_epoch_us(u.last_us),
-                )
-            )
+            user_rows.append(user_row(u, batch.user_ts[user_id], self.model_version))
         return item_slots, rows, user_slots, user_rows
 
     def _checkpoint_offsets(self, offsets: Mapping[tuple[str, int], int]) -> None:
@@ -484,31 +374,24 @@ class WarmupStage:
             self.checkpoint.commit([], [], moved)
             self._offsets.update(moved)
 
-    def _content(self, row: StoredItem, slot: ItemSlot | None) -> Vector:
-        """The frozen content vector ``c`` of a stored item, shape ``(item_dim,)``."""
-        ivec = np.asarray(row.item_vector, dtype=np.float32)
-        civ = row.content_item_vector
-        if civ is not None:
-            c = np.asarray(civ, dtype=np.float32)
-            if c.shape == ivec.shape:
-                return c
-        if slot is not None:
-            return slot.state.prior
-        return ivec  # never warmed: the item vector is the content vector
 
-    def _feed_pools(self, rows: Sequence[StoredItem]) -> None:
-        if self.pools is None or not rows:
-            return
-        if isinstance(self.pools, ItemPools):
-            self.pools.upsert_items(rows)
-            return
-        self.pools.upsert([entry_from_item(r, "item") for r in rows if r.status in POOL_STATUSES])
-        gone = [r.item_id for r in rows if r.status not in POOL_STATUSES]
-        if gone:
-            self.pools.remove(gone)
+def build_warmup_model(
+    config: WarmupStageConfig, served: ServedWarmup | None = None, served_version: str = ""
+) -> tuple[WarmupModel, str]:
+    """The warm-up rules a stage runs and the ``model_version`` its rows carry: the served posterior
+    when there is one, else the shrinkage warm-up of ``config``."""
+    model: WarmupModel
+    if served is not None:
+        model = served.build(warm_after=config.shrinkage.warm_after)
+        version = config.model_version(served.card(), served_version)
+    else:
+        model = config.shrinkage.build()
+        version = config.model_version()
+    model.max_tracked_events = config.max_tracked_events
+    return model, version
 
 
-def _served_warmup(settings: Settings) -> tuple[ServedWarmup | None, str]:
+def served_warmup(settings: Settings) -> tuple[ServedWarmup | None, str]:
     """The warm-up of the encoder artifact the settings serve, and that artifact's version; ``None``
     (the shrinkage warm-up runs) when there is no artifact or it carries no warm-up."""
     try:

@@ -119,8 +119,7 @@ class BatchResult:
     def item_state(self, row: int, state: ItemWarmState, new_keys: Sequence[str], keep: int) -> ItemWarmState:
         """``state`` (row ``row`` of the item block) after the batch; ``new_keys`` join its seen event
         ids, of which the last ``keep`` are kept."""
-        new = _restated(state, self.items, row, self.item_delta[row], new_keys, keep)
-        return dataclasses.replace(new, status=self.item_status[row])
+        return ItemPass(self.items, self.item_delta, self.item_status).state(row, state, new_keys, keep)
 
     def user_state(self, row: int, state: UserWarmState, new_keys: Sequence[str], keep: int) -> UserWarmState:
         """``state`` (row ``row`` of the user block) after the batch, as :meth:`item_state`."""
@@ -181,6 +180,78 @@ def _check(
         raise InvalidInputError("events.weight", "non-finite", "must be finite")
 
 
+@dataclass(frozen=True)
+class UserPass:
+    """The users' half of a batch: new user statistics, their ``δ``, and the user's vector just before
+    each event (the item's evidence counterpart)."""
+
+    users: StateBlock
+    user_delta: NDArray[np.float32]  # (n_users, d)
+    before: NDArray[np.float64]  # (m, d)
+
+    def state(self, row: int, state: UserWarmState, new_keys: Sequence[str], keep: int) -> UserWarmState:
+        """``state`` (row ``row``) after the pass, as :meth:`BatchResult.user_state`."""
+        return _restated(state, self.users, row, self.user_delta[row], new_keys, keep)
+
+
+@dataclass(frozen=True)
+class ItemPass:
+    """The items' half of a batch: new item statistics, their ``δ`` and status."""
+
+    items: StateBlock
+    item_delta: NDArray[np.float32]  # (n_items, d)
+    item_status: list[WarmStatus]
+
+    def state(self, row: int, state: ItemWarmState, new_keys: Sequence[str], keep: int) -> ItemWarmState:
+        """``state`` (row ``row``) after the pass, as :meth:`BatchResult.item_state`."""
+        new = _restated(state, self.items, row, self.item_delta[row], new_keys, keep)
+        return dataclasses.replace(new, status=self.item_status[row])
+
+
+def user_pass(
+    model: WarmupModel, users: StateBlock, events: EventBlock, counterparts: NDArray[np.floating]
+) -> UserPass:
+    """Apply ``events`` in order to the users; ``counterparts`` is ``(m, d)``: what each event's item
+    contributes to its user (its content vector, or its served vector at the start of the batch).
+    ``events.item`` is not read."""
+    us, w = events.user, events.weight
+    user_w = np.where(events.user_new, w, 0.0)
+    s_user = model.statistics(users.prior[us], np.asarray(counterparts, dtype=np.float64), user_w, "user")
+    s_user[~events.user_new] = 0.0
+    abs_user = np.abs(user_w)
+    sum_before = users.weighted_sum[us] + _exclusive_group_prefix(s_user, us)
+    n_before = users.evidence[us] + _exclusive_group_prefix(abs_user[:, None], us)[:, 0]
+    user_prior = users.prior[us]
+    before = (user_prior + model.user_deltas(user_prior, sum_before, n_before)).astype(np.float64)
+    new_users = users.add(us, s_user, abs_user, events.positive & events.user_new, events.user_new)
+    user_delta = model.user_deltas(new_users.prior, new_users.weighted_sum, new_users.evidence)
+    return UserPass(new_users, user_delta, before)
+
+
+def item_pass(
+    model: WarmupModel,
+    items: StateBlock,
+    rows: NDArray[np.int64],
+    before: NDArray[np.floating],
+    weight: NDArray[np.float64],
+    positive: NDArray[np.bool_],
+) -> ItemPass:
+    """Add each event's evidence to its item (``rows``): the user's vector just before the event
+    (``before``, ``(m, d)``), with no weight when that vector is all zeros (it says nothing about where
+    the item is). Item sums are order-free, so events may come from any number of user passes."""
+    x_user = np.asarray(before, dtype=np.float64)
+    item_w = np.where(np.any(x_user != 0.0, axis=1), weight, 0.0)
+    s_item = model.statistics(items.prior[rows], x_user, item_w, "item")
+    new_items = items.add(rows, s_item, np.abs(item_w), positive)
+    item_delta = model.item_deltas(
+        new_items.prior, new_items.weighted_sum, new_items.evidence, new_items.positives
+    )
+    status = [
+        model.status(int(p), int(n)) for p, n in zip(new_items.positives, new_items.interactions, strict=True)
+    ]
+    return ItemPass(new_items, item_delta, status)
+
+
 def apply_batch(
     model: WarmupModel,
     items: StateBlock,
@@ -188,7 +259,8 @@ def apply_batch(
     events: EventBlock,
     item_counterparts: NDArray[np.floating] | None = None,
 ) -> BatchResult:
-    """Apply ``events`` in order to both blocks; the inputs are not modified.
+    """Apply ``events`` in order to both blocks (:func:`user_pass`, then :func:`item_pass`); the
+    inputs are not modified.
 
     Parameters
     ----------
@@ -200,30 +272,9 @@ def apply_batch(
     """
     counterparts = items.prior if item_counterparts is None else np.asarray(item_counterparts)
     _check(items, users, events, counterparts)
-    it, us = events.item, events.user
-    w = events.weight
-    user_w = np.where(events.user_new, w, 0.0)
-    # ---- users: statistics of every event, and the sums each user had just before it
-    s_user = model.statistics(users.prior[us], counterparts[it].astype(np.float64), user_w, "user")
-    s_user[~events.user_new] = 0.0
-    abs_user = np.abs(user_w)
-    sum_before = users.weighted_sum[us] + _exclusive_group_prefix(s_user, us)
-    n_before = users.evidence[us] + _exclusive_group_prefix(abs_user[:, None], us)[:, 0]
-    user_prior = users.prior[us]
-    x_user = user_prior + model.user_deltas(user_prior, sum_before, n_before)
-    # ---- items: each event's counterpart is that user vector (no evidence when it is all zeros)
-    item_w = np.where(np.any(x_user != 0.0, axis=1), w, 0.0)
-    s_item = model.statistics(items.prior[it], x_user.astype(np.float64), item_w, "item")
-    new_items = items.add(it, s_item, np.abs(item_w), events.positive)
-    new_users = users.add(us, s_user, abs_user, events.positive & events.user_new, events.user_new)
-    item_delta = model.item_deltas(
-        new_items.prior, new_items.weighted_sum, new_items.evidence, new_items.positives
-    )
-    user_delta = model.user_deltas(new_users.prior, new_users.weighted_sum, new_users.evidence)
-    status = [
-        model.status(int(p), int(n)) for p, n in zip(new_items.positives, new_items.interactions, strict=True)
-    ]
-    return BatchResult(new_items, new_users, item_delta, user_delta, status)
+    up = user_pass(model, users, events, counterparts[events.item])
+    ip = item_pass(model, items, events.item, up.before, events.weight, events.positive)
+    return BatchResult(ip.items, up.users, ip.item_delta, up.user_delta, ip.item_status)
 
 
 def _states(block: StateBlock, cls: type[ItemWarmState] | type[UserWarmState]) -> list[Any]:

@@ -157,9 +157,9 @@ def test_learner_recovers_from_a_broker_restart(tmp_path: Path) -> None:
     seen: list[str] = []
     on_decision = learner.on_decision
 
-    def record(decision: Decision) -> Any:
+    def record(decision: Decision, **where: Any) -> Any:
         seen.append(decision.decision_id)
-        return on_decision(decision)
+        return on_decision(decision, **where)
 
     learner.on_decision = record  # type: ignore[method-assign]
     _decisions_through_a_restart(broker, kafka, worker.run, worker.stop, lambda did: did in seen)
