@@ -27,14 +27,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer
+from kafka import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from coldstart.errors import BrokerError, InvalidInputError
+from coldstart.errors import InvalidInputError
 from stream.config import KafkaSettings
 from stream.dlq import DeadLetterQueue
-from stream.link import TopicKeeper
+from stream.link import TopicKeeper, group_consumer
 from stream.metrics import ConsumerMetrics
 
 log = logging.getLogger(__name__)
@@ -205,25 +205,15 @@ class MicroBatchConsumer(ABC, Generic[E, P, C]):
                 owner._joined = True
                 log.info("assigned %s", sorted(tp.partition for tp in assigned))
 
-        try:
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=self.bootstrap_servers,
-                group_id=self.batch.group_id,
-                client_id=f"{self.kafka.client_id}-{self.batch.group_id}",
-                enable_auto_commit=False,
-                allow_auto_create_topics=False,  # the TopicKeeper creates them with kafka.partitions
-                auto_offset_reset="earliest",
-                session_timeout_ms=self.kafka.session_timeout_ms,
-                heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
-                max_poll_interval_ms=self.batch.max_poll_interval_ms,
-                max_poll_records=self.batch.max_batch_size,
-                fetch_max_wait_ms=self.batch.fetch_max_wait_ms,
-                request_timeout_ms=max(self.kafka.request_timeout_ms, self.kafka.session_timeout_ms + 5000),
-            )
-        except KafkaError as exc:
-            raise BrokerError(
-                f"cannot join group {self.batch.group_id!r} at {self.bootstrap_servers}: {exc}"
-            ) from exc
+        self._consumer = group_consumer(
+            self.bootstrap_servers,
+            self.kafka,
+            self.batch.group_id,
+            max_poll_interval_ms=self.batch.max_poll_interval_ms,
+            max_poll_records=self.batch.max_batch_size,
+            fetch_max_wait_ms=self.batch.fetch_max_wait_ms,
+            request_timeout_ms=max(self.kafka.request_timeout_ms, self.kafka.session_timeout_ms + 5000),
+        )
         self._consumer.subscribe([self.topic], listener=_Listener())
         last_data = time.monotonic()
         last_progress = time.monotonic()

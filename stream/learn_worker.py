@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
@@ -51,7 +51,7 @@ from stream.broker import resolve_bootstrap
 from stream.config import KafkaSettings
 from stream.contracts import Interaction, decode_event
 from stream.dlq import DeadLetterQueue
-from stream.link import TopicKeeper
+from stream.link import TopicKeeper, group_consumer
 from stream.producer import EventProducer
 from stream.topics import DECISIONS, INTERACTIONS, ensure_topics
 from stream.warmup_group import build_warmup_group
@@ -304,23 +304,15 @@ class LearnWorker:
     def run(self, *, idle_exit_s: float | None = None, max_s: float | None = None) -> LearnerStats:
         """Consume until stopped (or idle for ``idle_exit_s`` / running for ``max_s`` seconds)."""
 
+        strategy = [OneOwnerAssignor()] if self.one_owner else [RangePartitionAssignor]
+        consumer = group_consumer(
+            self.bootstrap_servers, self.kafka, self.group_id, partition_assignment_strategy=strategy
+        )
         try:
-            consumer = KafkaConsumer(
-                bootstrap_servers=self.bootstrap_servers,
-                group_id=self.group_id,
-                client_id=f"{self.kafka.client_id}-{self.group_id}",
-                enable_auto_commit=False,
-                allow_auto_create_topics=False,  # the TopicKeeper creates them with kafka.partitions
-                auto_offset_reset="earliest",
-                session_timeout_ms=self.kafka.session_timeout_ms,
-                heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
-                partition_assignment_strategy=[OneOwnerAssignor()]
-                if self.one_owner
-                else [RangePartitionAssignor],
-            )
             self._producer = EventProducer(self.bootstrap_servers, self.kafka)
             self._dlq = DeadLetterQueue(self._producer, self.bootstrap_servers, self.group_id, INTERACTIONS)
         except KafkaError as exc:
+            consumer.close()
             raise BrokerError(f"learner cannot connect to {self.bootstrap_servers}: {exc}") from exc
         consumer.subscribe([DECISIONS, INTERACTIONS], listener=_Handover(self))
         # a broker that came back empty has none of our topics: the keeper recreates them

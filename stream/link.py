@@ -20,12 +20,42 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from kafka import KafkaConsumer
+from kafka.errors import KafkaError
+
 from coldstart.errors import BrokerError
 from stream.config import KafkaSettings
 from stream.producer import EventProducer
 from stream.topics import TOPICS, TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
+
+
+def group_consumer(bootstrap_servers: str, kafka: KafkaSettings, group_id: str, **options: Any) -> Any:
+    """A consumer-group member as coldstart's consumers open it: offsets committed by the caller after
+    the write they stand for, topics created by the :class:`TopicKeeper` with ``kafka.partitions``
+    (never by a fetch), the earliest offset when the group has none, the group timeouts of ``kafka``;
+    ``options`` adds or overrides ``KafkaConsumer`` settings.
+
+    Raises
+    ------
+    BrokerError
+        The consumer cannot be created.
+    """
+    settings: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers,
+        "group_id": group_id,
+        "client_id": f"{kafka.client_id}-{group_id}",
+        "enable_auto_commit": False,
+        "allow_auto_create_topics": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": kafka.session_timeout_ms,
+        "heartbeat_interval_ms": kafka.heartbeat_interval_ms,
+    }
+    try:
+        return KafkaConsumer(**(settings | options))
+    except KafkaError as exc:
+        raise BrokerError(f"cannot join group {group_id!r} at {bootstrap_servers}: {exc}") from exc
 
 
 def broker_reachable(bootstrap_servers: str, timeout_s: float) -> bool:

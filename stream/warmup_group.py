@@ -24,11 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from coldstart.errors import BrokerError, ColdstartError, InvalidInputError
+from coldstart.errors import ColdstartError, InvalidInputError
 from coldstart.settings import Settings
 from exploration.pool.base import CandidatePool
 from exploration.pool.pools import ItemPools
@@ -37,6 +37,7 @@ from feature_repo.base import FeatureStore
 from stream.broker import resolve_bootstrap
 from stream.config import KafkaSettings, WarmupStageConfig
 from stream.contracts import Interaction, ItemEvidence, decode_event
+from stream.link import group_consumer
 from stream.pool_feed import StoredAnnouncer
 from stream.producer import EventProducer
 from stream.topics import INTERACTIONS, ITEM_EVIDENCE, topic_id
@@ -171,19 +172,7 @@ class WarmupGroupWorker:
         return self.stats
 
     def _consume(self, start: float, idle_exit_s: float | None, max_s: float | None) -> None:
-        try:
-            consumer = KafkaConsumer(
-                bootstrap_servers=self.bootstrap_servers,
-                group_id=self.group_id,
-                client_id=f"{self.kafka.client_id}-{self.group_id}",
-                enable_auto_commit=False,
-                allow_auto_create_topics=False,
-                auto_offset_reset="earliest",
-                session_timeout_ms=self.kafka.session_timeout_ms,
-                heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
-            )
-        except KafkaError as exc:
-            raise BrokerError(f"warm-up cannot connect to {self.bootstrap_servers}: {exc}") from exc
+        consumer = group_consumer(self.bootstrap_servers, self.kafka, self.group_id)
         consumer.subscribe([INTERACTIONS, ITEM_EVIDENCE], listener=_Rebalance(self))
         last_data = time.monotonic()
         try:

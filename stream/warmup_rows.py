@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -53,19 +54,19 @@ class StateCache:
 
     def items(self, checkpoint: WarmupCheckpoint, ids: Sequence[str]) -> dict[str, ItemSlot]:
         """Copies of the states of ``ids`` (absent: never seen)."""
-        out = {i: self._items[i] for i in ids if i in self._items}
-        for item_id, slot in checkpoint.load_items([i for i in ids if i not in out]).items():
-            slot.state = self.model.update_item(slot.state, [])
-            out[item_id] = slot
-        return {k: dataclasses.replace(v) for k, v in out.items()}
+
+        def loaded(slot: ItemSlot) -> ItemSlot:
+            return dataclasses.replace(slot, state=self.model.update_item(slot.state, []))
+
+        return _cached(self._items, ids, checkpoint.load_items, loaded)
 
     def users(self, checkpoint: WarmupCheckpoint, ids: Sequence[str]) -> dict[str, UserSlot]:
         """Copies of the states of ``ids`` (absent: never seen)."""
-        out = {i: self._users[i] for i in ids if i in self._users}
-        for user_id, slot in checkpoint.load_users([i for i in ids if i not in out]).items():
-            slot.state = self.model.update_user(slot.state, [])
-            out[user_id] = slot
-        return {k: dataclasses.replace(v) for k, v in out.items()}
+
+        def loaded(slot: UserSlot) -> UserSlot:
+            return dataclasses.replace(slot, state=self.model.update_user(slot.state, []))
+
+        return _cached(self._users, ids, checkpoint.load_users, loaded)
 
     def remember(self, items: Sequence[ItemSlot], users: Sequence[UserSlot]) -> None:
         """Keep the committed states (call after their checkpoint commit)."""
@@ -84,6 +85,22 @@ class StateCache:
         """Forget every state (the partitions they belong to may have moved)."""
         self._items.clear()
         self._users.clear()
+
+
+Slot = TypeVar("Slot", ItemSlot, UserSlot)
+
+
+def _cached(
+    cache: Mapping[str, Slot],
+    ids: Sequence[str],
+    load: Callable[[Sequence[str]], dict[str, Slot]],
+    loaded: Callable[[Slot], Slot],
+) -> dict[str, Slot]:
+    """Copies of the cached states of ``ids``, the others loaded (and passed through ``loaded``)."""
+    out = {i: cache[i] for i in ids if i in cache}
+    for key, slot in load([i for i in ids if i not in out]).items():
+        out[key] = loaded(slot)
+    return {k: dataclasses.replace(v) for k, v in out.items()}
 
 
 def content_vector(row: StoredItem, slot: ItemSlot | None) -> Vector:

@@ -22,7 +22,6 @@ from coldstart.settings import Settings
 from exploration.config import ExplorationSettings, RewardConfig
 from exploration.model_store import LocalModelStore
 from exploration.records import Candidate, Decision, Slot
-from feature_repo import open_store
 from feature_repo.feast_store import FeastFeatureStore
 from feature_repo.records import StoredItem, StoredUser
 from stream.broker import TansuBroker
@@ -30,11 +29,9 @@ from stream.config import ArchiveSettings, KafkaSettings, WarmupStageConfig
 from stream.contracts import Interaction
 from stream.producer import EventProducer
 from stream.topics import INTERACTIONS, ITEM_EVIDENCE
-from stream.warmup_batch import Delivery
-from stream.warmup_checkpoint import WarmupCheckpoint
 from stream.warmup_stage import WarmupStage
 from tests.stream.helpers import module_store_fixtures
-from tests.stream.test_warmup_stage_kafka import N_ITEMS, N_USERS, _events, _items, _users, _wait
+from tests.stream.test_warmup_stage_kafka import N_ITEMS, N_USERS, _events, _items, _users, _wait, clean_run
 
 store_dir, store = module_store_fixtures()
 
@@ -203,22 +200,6 @@ def _stop(procs: list[Any]) -> None:
         assert p.exitcode == 0
 
 
-def _expected(
-    tmp_path: Path, items: list[StoredItem], users: list[StoredUser], events: list[Interaction]
-) -> tuple[Any, WarmupStage]:
-    """One learner's result: the single-checkpoint stage over every event, in publish order."""
-    clean_store = open_store(Settings(data_dir=tmp_path / "clean"))
-    clean_store.write_items(items)
-    clean_store.users().write_users(users)
-    stage = WarmupStage(
-        clean_store,
-        WarmupCheckpoint(tmp_path / "clean.sqlite3", durable=False),
-        WarmupStageConfig(announce=False, max_tracked_events=8),
-    )
-    stage.process([Delivery(e) for e in events])
-    return clean_store, stage
-
-
 def _assert_same(
     store: FeastFeatureStore, expected: Any, stage: WarmupStage, state_dir: Path, items: list[StoredItem]
 ) -> None:
@@ -253,6 +234,21 @@ def _publish(producer: EventProducer, decisions: list[Decision], events: list[In
     producer.flush()
 
 
+def _two_members(store_dir: Path, bootstrap: str, group: str, tmp_path: Path) -> tuple[list[Any], list[Path]]:
+    """Two learner processes, returned once both are in the warm-up group (before the stream)."""
+    procs = [_start(store_dir, bootstrap, group, tmp_path / f"{k}.json") for k in range(2)]
+    logs = [tmp_path / f"{k}.json.log" for k in range(2)]
+    _wait(lambda: _settled(logs), 60, "both members to join")
+    return procs, logs
+
+
+def _finish(bootstrap: str, state_dir: Path, procs: list[Any]) -> None:
+    """Wait until every record is applied and every reward window closed; stop the learners."""
+    _wait(lambda: _lag(bootstrap, state_dir) == 0, 120, "the group to apply the stream")
+    time.sleep(WINDOW_S + 2.0)
+    _stop(procs)
+
+
 def _fixture(prefix: str, store: FeastFeatureStore) -> tuple[list[StoredItem], list[StoredUser]]:
     items, users = _items(prefix), _users(prefix)
     store.write_items(items)
@@ -269,15 +265,11 @@ def test_two_learners_share_the_group_and_end_as_one(
     state_dir = store_dir / "warmup" / group
     with TansuBroker(partitions=PARTITIONS) as broker, EventProducer(broker.bootstrap_servers) as producer:
         bootstrap = broker.bootstrap_servers
-        procs = [_start(store_dir, bootstrap, group, tmp_path / f"{k}.json") for k in range(2)]
-        logs = [tmp_path / f"{k}.json.log" for k in range(2)]
-        _wait(lambda: _settled(logs), 60, "both members to join")  # before the stream starts
+        procs, _ = _two_members(store_dir, bootstrap, group, tmp_path)
         decisions, joined = _decisions(prefix, 30)
         events = _events(prefix, 400) + joined
         _publish(producer, decisions, events)
-        _wait(lambda: _lag(bootstrap, state_dir) == 0, 90, "both learners to apply the stream")
-        time.sleep(WINDOW_S + 2.0)  # every reward window closed
-        _stop(procs)
+        _finish(bootstrap, state_dir, procs)
     reports = [json.loads((tmp_path / f"{k}.json").read_text()) for k in range(2)]
     # the work was shared: both members applied interactions
     assert all(r["warmup"]["applied"] > 0 for r in reports), reports
@@ -285,7 +277,7 @@ def test_two_learners_share_the_group_and_end_as_one(
     assert sum(r["learned"] for r in reports) == len(decisions) * SLOTS, reports
     latest = LocalModelStore(tmp_path / "models").latest()
     assert latest is not None and latest.n_learned == len(decisions) * SLOTS
-    expected, stage = _expected(tmp_path, items, users, events)
+    expected, stage = clean_run(tmp_path, items, users, events)
     _assert_same(store, expected, stage, state_dir, items)
 
 
@@ -298,9 +290,7 @@ def test_a_learner_killed_mid_stream_loses_and_double_counts_nothing(
     state_dir = store_dir / "warmup" / group
     with TansuBroker(partitions=PARTITIONS) as broker, EventProducer(broker.bootstrap_servers) as producer:
         bootstrap = broker.bootstrap_servers
-        procs = [_start(store_dir, bootstrap, group, tmp_path / f"{k}.json") for k in range(2)]
-        logs = [tmp_path / f"{k}.json.log" for k in range(2)]
-        _wait(lambda: _settled(logs), 60, "both members to join")
+        procs, logs = _two_members(store_dir, bootstrap, group, tmp_path)
         decisions, joined = _decisions(prefix, 30)
         events = joined + _events(prefix, 600)  # the clicks first: slots are learned before the kill
         first, second = events[:400], events[400:]
@@ -318,11 +308,9 @@ def test_a_learner_killed_mid_stream_loses_and_double_counts_nothing(
         assert procs[k].exitcode == -signal.SIGKILL
         _publish(producer, [], second + dups)
         procs[k] = _start(store_dir, bootstrap, group, tmp_path / f"{k}b.json")
-        _wait(lambda: _lag(bootstrap, state_dir) == 0, 120, "the group to apply the stream")
-        time.sleep(WINDOW_S + 2.0)
-        _stop(procs)
+        _finish(bootstrap, state_dir, procs)
     latest = LocalModelStore(tmp_path / "models").latest()
     assert latest is not None and latest.n_learned == len(decisions) * SLOTS
-    expected, stage = _expected(tmp_path, items, users, events + dups)
+    expected, stage = clean_run(tmp_path, items, users, events + dups)
     assert stage.stats.duplicates == len(dups)
     _assert_same(store, expected, stage, state_dir, items)

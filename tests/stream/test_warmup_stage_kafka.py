@@ -74,6 +74,23 @@ def _events(prefix: str, n: int) -> list[Interaction]:
     return out
 
 
+def clean_run(
+    tmp_path: Path, items: list[StoredItem], users: list[StoredUser], events: list[Interaction]
+) -> tuple[Any, WarmupStage]:
+    """One learner's result, the reference: the stage over ``events`` in one batch, no Kafka, no
+    crash, on a store of its own (returned with the stage)."""
+    clean_store = open_store(Settings(data_dir=tmp_path / "clean"))
+    clean_store.write_items(items)
+    clean_store.users().write_users(users)
+    stage = WarmupStage(
+        clean_store,
+        WarmupCheckpoint(tmp_path / "clean.sqlite3", durable=False),
+        WarmupStageConfig(announce=False, max_tracked_events=8),
+    )
+    stage.process([Delivery(e) for e in events])
+    return clean_store, stage
+
+
 def _settings(data_dir: Path, bootstrap: str, group: str) -> Settings:
     return Settings(
         data_dir=data_dir,
@@ -181,17 +198,8 @@ def test_learner_killed_mid_stream_resumes_from_checkpoint_without_loss(
                 15,
                 "the pool feed to deliver the warmed-up vectors",
             )
-    # a clean single run (no Kafka, no crash) over the same events, on a separate store
-    clean_store = open_store(Settings(data_dir=tmp_path / "clean"))
-    clean_store.write_items(items)
-    clean_store.users().write_users(users)
-    clean = WarmupStage(
-        clean_store,
-        WarmupCheckpoint(tmp_path / "clean.sqlite3", durable=False),
-        WarmupStageConfig(announce=False, max_tracked_events=8),
-    )
-    res = clean.process([Delivery(e) for e in events + dups])
-    assert res.applied == 600 and res.duplicates == 10
+    clean_store, clean = clean_run(tmp_path, items, users, events + dups)
+    assert clean.stats.applied == 600 and clean.stats.duplicates == 10
     expected = clean_store.get_items(ids)
     for i in ids:
         np.testing.assert_allclose(final[i].item_vector, expected[i].item_vector, rtol=1e-5, atol=1e-5)
