@@ -31,7 +31,16 @@ from stream.producer import EventProducer
 from stream.topics import INTERACTIONS, ITEM_EVIDENCE
 from stream.warmup_stage import WarmupStage
 from tests.stream.helpers import module_store_fixtures
-from tests.stream.test_warmup_stage_kafka import N_ITEMS, N_USERS, _events, _items, _users, _wait, clean_run
+from tests.stream.test_warmup_stage_kafka import (
+    N_ITEMS,
+    N_USERS,
+    _events,
+    _items,
+    _users,
+    _wait,
+    assert_same_items,
+    clean_run,
+)
 
 store_dir, store = module_store_fixtures()
 
@@ -203,16 +212,7 @@ def _stop(procs: list[Any]) -> None:
 def _assert_same(
     store: FeastFeatureStore, expected: Any, stage: WarmupStage, state_dir: Path, items: list[StoredItem]
 ) -> None:
-    ids = [it.item_id for it in items]
-    got, exp = store.get_items(ids), expected.get_items(ids)
-    for i in ids:
-        np.testing.assert_allclose(got[i].item_vector, exp[i].item_vector, rtol=1e-5, atol=1e-5)
-        assert (got[i].clicks, got[i].impressions, got[i].status) == (
-            exp[i].clicks,
-            exp[i].impressions,
-            exp[i].status,
-        ), i
-        assert not np.allclose(got[i].item_vector, items[ids.index(i)].item_vector)  # it did warm up
+    assert_same_items(store, expected, items)
     counts: dict[str, int] = {}
     for path in state_dir.glob(f"{INTERACTIONS}-*.sqlite3"):
         with sqlite3.connect(path) as db:
@@ -260,12 +260,11 @@ def test_two_learners_share_the_group_and_end_as_one(
     store: FeastFeatureStore, store_dir: Path, tmp_path: Path
 ) -> None:
     prefix = uuid.uuid4().hex[:8]
-    group = f"learn-{prefix}"
     items, users = _fixture(prefix, store)
-    state_dir = store_dir / "warmup" / group
+    state_dir = store_dir / "warmup" / f"learn-{prefix}"
     with TansuBroker(partitions=PARTITIONS) as broker, EventProducer(broker.bootstrap_servers) as producer:
         bootstrap = broker.bootstrap_servers
-        procs, _ = _two_members(store_dir, bootstrap, group, tmp_path)
+        procs, _ = _two_members(store_dir, bootstrap, f"learn-{prefix}", tmp_path)
         decisions, joined = _decisions(prefix, 30)
         events = _events(prefix, 400) + joined
         _publish(producer, decisions, events)

@@ -91,6 +91,20 @@ def clean_run(
     return clean_store, stage
 
 
+def assert_same_items(got_store: Any, expected_store: Any, items: list[StoredItem]) -> None:
+    """Every item's vector (1e-5), clicks, impressions and status are the reference's, and it warmed up."""
+    ids = [it.item_id for it in items]
+    got, expected = got_store.get_items(ids), expected_store.get_items(ids)
+    for i, item in zip(ids, items, strict=True):
+        np.testing.assert_allclose(got[i].item_vector, expected[i].item_vector, rtol=1e-5, atol=1e-5)
+        assert (got[i].clicks, got[i].impressions, got[i].status) == (
+            expected[i].clicks,
+            expected[i].impressions,
+            expected[i].status,
+        ), i
+        assert not np.allclose(got[i].item_vector, item.item_vector)  # it did warm up
+
+
 def _settings(data_dir: Path, bootstrap: str, group: str) -> Settings:
     return Settings(
         data_dir=data_dir,
@@ -200,15 +214,7 @@ def test_learner_killed_mid_stream_resumes_from_checkpoint_without_loss(
             )
     clean_store, clean = clean_run(tmp_path, items, users, events + dups)
     assert clean.stats.applied == 600 and clean.stats.duplicates == 10
-    expected = clean_store.get_items(ids)
-    for i in ids:
-        np.testing.assert_allclose(final[i].item_vector, expected[i].item_vector, rtol=1e-5, atol=1e-5)
-        assert (final[i].clicks, final[i].impressions, final[i].status) == (
-            expected[i].clicks,
-            expected[i].impressions,
-            expected[i].status,
-        )
-        assert not np.allclose(final[i].item_vector, items[ids.index(i)].item_vector)  # it did warm up
+    assert_same_items(store, clean_store, items)
     uids = [u.user_id for u in users]
     got_u, exp_u = store.users().get_users(uids), clean_store.users().get_users(uids)
     with sqlite3.connect(checkpoint) as db:
