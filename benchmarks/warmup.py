@@ -85,7 +85,8 @@ def _events(prefix: str, n: int, n_items: int, n_users: int, rng: np.random.Gene
 
 def _learner(settings: Any, bootstrap: str, group: str, stage: Any) -> Any:
     from exploration.model_store import LocalModelStore
-    from stream.learn_worker import LearnWorker, OnlineLearner
+    from stream.learn_worker import LearnWorker
+    from stream.online_learner import OnlineLearner
 
     learner = OnlineLearner(
         settings.exploration, LocalModelStore(settings.data_dir / f"models-{group}"), seed=0

@@ -277,6 +277,8 @@ class ItemEvidence(Event):
             raise ValueError(f"not valid base64 ({exc})") from None
         if not raw or len(raw) % 8:
             raise ValueError(f"{len(raw)} bytes is not a whole number of float64s")
+        if not bool(np.isfinite(np.frombuffer(raw, dtype="<f8")).all()):
+            raise ValueError("holds a non-finite number")
         return value
 
     @staticmethod

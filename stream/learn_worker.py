@@ -27,24 +27,18 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
-from kafka.protocol.consumer.metadata import ConsumerProtocolAssignment, ConsumerProtocolSubscription
 from kafka.structs import OffsetAndMetadata
 
 from coldstart.errors import BrokerError, InvalidInputError
 from coldstart.settings import Settings, get_settings
-from exploration.config import ExplorationSettings
-from exploration.model_store import LocalModelStore, ModelStore, load_policy
-from exploration.policies import Policy, build_policy, learn_slot
+from exploration.model_store import LocalModelStore
 from exploration.records import Decision
-from exploration.rewards import RewardJoiner, SlotReward
 from feature_repo import open_offline_log
 from stream.archive_worker import run_archive
 from stream.broker import resolve_bootstrap
@@ -52,6 +46,8 @@ from stream.config import KafkaSettings
 from stream.contracts import Interaction, decode_event
 from stream.dlq import DeadLetterQueue
 from stream.link import TopicKeeper, group_consumer
+from stream.one_owner import OneOwnerAssignor
+from stream.online_learner import LearnerStats, OnlineLearner
 from stream.producer import EventProducer
 from stream.topics import DECISIONS, INTERACTIONS, ensure_topics
 from stream.warmup_group import build_warmup_group
@@ -72,48 +68,6 @@ class PollHook(Protocol):
         """Release what the hook holds (its checkpoint)."""
 
 
-class OneOwnerAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
-    """Gives every partition of the group's topics to one member (the policy is one model): the
-    member that owned them in the last generation when it is still there, else the smallest member
-    id. The others stay in the group with nothing assigned, ready to take over."""
-
-    name = "coldstart-one-owner"
-    version = 0
-
-    def __init__(self) -> None:
-        self.owner = False
-
-    def assign(self, cluster: Any, members: Any) -> dict[str, Any]:
-        ids = sorted(m.member_id for m in members)
-        sitting = [m.member_id for m in members if m.metadata.user_data == b"owner"]
-        owner = min(sitting) if sitting else ids[0]
-        topics = sorted({t for m in members for t in m.metadata.topics})
-        everything = [(t, sorted(cluster.partitions_for_topic(t) or [])) for t in topics]
-        return {
-            m: ConsumerProtocolAssignment(self.version, everything if m == owner else [], b"") for m in ids
-        }
-
-    def metadata(self, topics: Any) -> Any:
-        return ConsumerProtocolSubscription(self.version, list(topics), b"owner" if self.owner else b"")
-
-    def on_assignment(self, assignment: Any, generation: Any = None) -> None:
-        self.owner = bool(assignment.partitions())
-
-
-@dataclass
-class LearnerStats:
-    """Counters of one learner run (``warmup``: the warm-up stage's, when it ran)."""
-
-    decisions: int = 0
-    interactions: int = 0
-    malformed: int = 0
-    learned: int = 0
-    checkpoints: int = 0
-    last_version: str | None = None
-    rewards: dict[str, int] = field(default_factory=lambda: {"max_reward": 0, "window": 0})
-    warmup: WarmupStats | None = None
-
-
 class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, worker: LearnWorker) -> None:
         self.worker = worker
@@ -123,131 +77,6 @@ class _Handover(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         self.worker.takeover(assigned)
-
-
-class OnlineLearner:
-    """The Kafka-free core: decisions and interactions in, learned policy and checkpoints out.
-
-    Parameters
-    ----------
-    settings
-        Exploration settings (policy, reward window and kinds, checkpoint period).
-    model_store
-        Where checkpoints go; the newest one is the starting point (with *its* policy config: changing
-        ``exploration.policy`` takes effect on an empty store, i.e. a new model).
-    seed
-        Policy seed when the store is empty.
-    clock
-        Epoch seconds (reward windows, checkpoint period).
-    """
-
-    def __init__(
-        self,
-        settings: ExplorationSettings,
-        model_store: ModelStore,
-        *,
-        seed: int = 0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.settings = settings
-        self.model_store = model_store
-        self.clock = clock
-        self.seed = seed
-        self.stats = LearnerStats()
-        self.reload()
-
-    def reload(self) -> None:
-        """Start over from the newest checkpoint in the store (a member taking over the policy from
-        another): its policy and count, no open reward windows."""
-        latest = self.model_store.latest()
-        self.policy: Policy
-        if latest is not None:
-            self.policy = load_policy(self.model_store, latest.version)
-            self.config = latest.policy_config()
-            self.seed = latest.seed
-            self.version: str | None = latest.version
-            self._learned_total = latest.n_learned
-        else:
-            self.config = self.settings.policy
-            self.policy = build_policy(self.config, seed=self.seed)
-            self.version = None
-            self._learned_total = 0
-        self.joiner = RewardJoiner(self.settings.rewards, clock=self.clock)
-        resume = latest.state if latest is not None else {}
-        # where the checkpoint's reading stopped and what it had learned of the decisions read
-        self._read: dict[str, int] = dict(resume.get("positions", {}))
-        self._expired_through = float(resume.get("expired_through", float("-inf")))
-        self._final: dict[str, list[int]] = dict(resume.get("final", {}))
-        self._closed_early: set[str] = set(resume.get("closed_early", ()))
-        self.positions: dict[str, int] = {}  # "topic:partition" -> next offset read (set by the worker)
-        self.stats.last_version = self.version
-        self._since_checkpoint = 0
-        self._last_checkpoint = self.clock()
-
-    def on_decision(
-        self, decision: Decision, *, source: str | None = None, offset: int | None = None
-    ) -> list[SlotReward]:
-        """Open a decision's reward window (and learn slots already final). ``source`` ("topic:partition")
-        and ``offset`` say where it was read: a decision the checkpoint this learner resumed from had
-        read already is not learned again (closed ones are skipped, open ones keep their learned slots)."""
-        self.stats.decisions += 1
-        if self._learned_before(decision, source, offset):
-            self.joiner.mark_closed(decision.decision_id)
-            return []
-        final = self._final.get(decision.decision_id, ())
-        return self._learn(self.joiner.add_decision(decision, final=final))
-
-    def _learned_before(self, decision: Decision, source: str | None, offset: int | None) -> bool:
-        read = self._read.get(source) if source is not None else None
-        if read is None or offset is None or offset >= read:
-            return False  # read after the checkpoint: new to this policy
-        if decision.ts.timestamp() + self.settings.rewards.window_s <= self._expired_through:
-            return True  # its window had closed: every slot is in the checkpoint
-        return decision.decision_id in self._closed_early
-
-    def on_interaction(self, interaction: Interaction) -> list[SlotReward]:
-        """Join one interaction; learn the slots it made final."""
-        self.stats.interactions += 1
-        return self._learn(self.joiner.add_interaction(interaction))
-
-    def tick(self, *, force_checkpoint: bool = False) -> str | None:
-        """Close expired windows, learn them, checkpoint when due; returns a new version or ``None``."""
-        self._learn(self.joiner.expire())
-        due = self.clock() - self._last_checkpoint >= self.settings.checkpoint_interval_s
-        if self._since_checkpoint and (due or force_checkpoint):
-            return self.checkpoint()
-        return None
-
-    def checkpoint(self) -> str:
-        """Publish the policy as a new version now."""
-        cp = self.model_store.publish(
-            self.policy.to_bytes(),
-            config=self.config,
-            seed=self.seed,
-            n_learned=self._learned_total,
-            parent=self.version,
-            state={**self.joiner.snapshot(), "positions": dict(self.positions)},
-        )
-        self.version = cp.version
-        self._since_checkpoint = 0
-        self._last_checkpoint = self.clock()
-        self.stats.checkpoints += 1
-        self.stats.last_version = cp.version
-        log.info("checkpoint %s (%d events learned in total)", cp.version, self._learned_total)
-        return cp.version
-
-    def _learn(self, finals: list[SlotReward]) -> list[SlotReward]:
-        for r in finals:
-            try:
-                learn_slot(self.policy, r.decision, r.position, r.reward)
-            except InvalidInputError as exc:
-                log.warning("decision %s slot %d not learnable: %s", r.decision.decision_id, r.position, exc)
-                continue
-            self.stats.learned += 1
-            self.stats.rewards[r.closed_by] = self.stats.rewards.get(r.closed_by, 0) + 1
-            self._learned_total += 1
-            self._since_checkpoint += 1
-        return finals
 
 
 class LearnWorker:
@@ -444,7 +273,8 @@ def learn_command(
         learner,
         settings.exploration.learner_group_id,
         max_poll_records=settings.exploration.learner_max_poll_records,
-        one_owner=group is not None,
+        # several learners may share the group: the policy goes to one of them (even without warm-up)
+        one_owner=settings.warmup.layout == "partitioned",
     )
     worker.warmup = None if group is not None else build_warmup_stage(settings, producer=producer)
     threads: list[threading.Thread] = []

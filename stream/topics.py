@@ -46,6 +46,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(dlq_topic(ITEMS_LISTED), "source key", "DeadLetter records of the encoder worker"),
     TopicSpec(dlq_topic(INTERACTIONS), "source key", "DeadLetter records of the interaction consumers"),
     TopicSpec(dlq_topic(DECISIONS), "source key", "DeadLetter records of the decisions archive"),
+    TopicSpec(
+        dlq_topic(ITEM_EVIDENCE), "source key", "DeadLetter records of the partitioned warm-up's item side"
+    ),
 )
 
 

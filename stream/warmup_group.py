@@ -35,8 +35,9 @@ from exploration.pool.pools import ItemPools
 from feature_repo import open_store
 from feature_repo.base import FeatureStore
 from stream.broker import resolve_bootstrap
-from stream.config import KafkaSettings, WarmupStageConfig
+from stream.config import KafkaSettings
 from stream.contracts import Interaction, ItemEvidence, decode_event
+from stream.dlq import DeadLetterQueue
 from stream.link import group_consumer
 from stream.pool_feed import StoredAnnouncer
 from stream.producer import EventProducer
@@ -90,6 +91,10 @@ class WarmupGroupWorker:
         ``fsync`` every checkpoint commit.
     max_poll_records
         Most records per poll (one batch of each side).
+    dlq_producer
+        Where undecodable evidence records are dead-lettered (``warmup.item_evidence.dlq``); ``None``:
+        they are counted and skipped. Undecodable interactions are the policy learner's to
+        dead-letter (it reads every one).
     """
 
     def __init__(
@@ -103,6 +108,7 @@ class WarmupGroupWorker:
         *,
         durable: bool = True,
         max_poll_records: int = 4000,
+        dlq_producer: EventProducer | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.kafka = kafka
@@ -113,6 +119,8 @@ class WarmupGroupWorker:
         self.durable = durable
         self.max_poll_records = max_poll_records
         self.stats = WarmupStats()
+        self.dlq_producer = dlq_producer
+        self._dlq: DeadLetterQueue | None = None
         self._owned: dict[tuple[str, int], Owned] = {}
         self._topic_ids: dict[str, str | None] = {}
         self._stop = threading.Event()
@@ -173,6 +181,10 @@ class WarmupGroupWorker:
 
     def _consume(self, start: float, idle_exit_s: float | None, max_s: float | None) -> None:
         consumer = group_consumer(self.bootstrap_servers, self.kafka, self.group_id)
+        if self.dlq_producer is not None and self._dlq is None:
+            self._dlq = DeadLetterQueue(
+                self.dlq_producer, self.bootstrap_servers, self.group_id, ITEM_EVIDENCE
+            )
         consumer.subscribe([INTERACTIONS, ITEM_EVIDENCE], listener=_Rebalance(self))
         last_data = time.monotonic()
         try:
@@ -195,7 +207,7 @@ class WarmupGroupWorker:
         """Apply one poll: the interactions to the user side, the evidence to the item side."""
         interactions: list[Delivery] = []
         evidence: list[EvidenceDelivery] = []
-        bad = WarmupStats()
+        skipped: dict[str, dict[int, int]] = {INTERACTIONS: {}, ITEM_EVIDENCE: {}}
         for tp, records in polled.items():
             if (str(tp.topic), int(tp.partition)) not in self._owned:
                 continue  # revoked during this poll: its new owner applies it
@@ -207,15 +219,17 @@ class WarmupGroupWorker:
                     else:
                         ev = decode_event(rec.value, ItemEvidence)
                         evidence.append(EvidenceDelivery(ev, int(rec.partition), int(rec.offset)))
-                except InvalidInputError:
-                    bad.malformed += 1  # the policy learner dead-letters malformed interactions
+                except InvalidInputError as exc:
+                    self.stats.malformed += 1
+                    skipped[str(tp.topic)][int(rec.partition)] = int(rec.offset) + 1
+                    if tp.topic == ITEM_EVIDENCE and self._dlq is not None:
+                        self._dlq.send(rec, getattr(exc, "error", "invalid_event"), str(exc))
         owned_users = {p: o for (t, p), o in self._owned.items() if t == INTERACTIONS}
         owned_items = {p: o for (t, p), o in self._owned.items() if t == ITEM_EVIDENCE}
-        if interactions:
-            self.stats.add(self.users.process(interactions, owned_users))
-        if evidence:
-            self.stats.add(self.items.process(evidence, owned_items))
-        self.stats.malformed += bad.malformed
+        if interactions or skipped[INTERACTIONS]:
+            self.stats.add(self.users.process(interactions, owned_users, skipped[INTERACTIONS]))
+        if evidence or skipped[ITEM_EVIDENCE]:
+            self.stats.add(self.items.process(evidence, owned_items, skipped[ITEM_EVIDENCE]))
 
     def _owned_tps(self) -> list[TopicPartition]:
         return [TopicPartition(t, p) for t, p in self._owned]
@@ -229,6 +243,8 @@ class WarmupGroupWorker:
         }
         if not offsets:
             return
+        if self._dlq is not None:
+            self._dlq.flush(self._stop)  # the dead letters are acknowledged before their offsets move
         try:
             consumer.commit(offsets)
         except KafkaError as exc:
@@ -244,8 +260,8 @@ def build_warmup_group(
 ) -> WarmupGroupWorker | None:
     """The partitioned warm-up member of a learner process, or ``None`` when the warm-up is disabled
     or not partitioned (``settings.warmup.layout``)."""
-    config = getattr(settings, "warmup", None)
-    if not isinstance(config, WarmupStageConfig) or not config.enabled or config.layout != "partitioned":
+    config = settings.warmup
+    if not config.enabled or config.layout != "partitioned":
         return None
     store = store or open_store(settings)
     served, version = served_warmup(settings) if config.model == "artifact" else (None, "")
@@ -261,4 +277,5 @@ def build_warmup_group(
         config.state_path or settings.data_dir / "warmup" / group,
         durable=config.durable,
         max_poll_records=settings.exploration.learner_max_poll_records,
+        dlq_producer=producer,
     )

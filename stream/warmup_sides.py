@@ -120,8 +120,15 @@ class UserSide(_Side):
         self.publish = publish
         self.classify = Classifier(config)
 
-    def process(self, deliveries: Sequence[Delivery], owned: Mapping[int, Owned]) -> WarmupStats:
-        """Apply a batch of interactions (each from an owned partition); returns its counters."""
+    def process(
+        self,
+        deliveries: Sequence[Delivery],
+        owned: Mapping[int, Owned],
+        skipped: Mapping[int, int] | None = None,
+    ) -> WarmupStats:
+        """Apply a batch of interactions (each from an owned partition); returns its counters.
+        ``skipped``: per partition, the offset after the batch's undecodable records (they count as
+        applied: the checkpoint moves past them)."""
         st = WarmupStats()
         started = time.perf_counter()
         moved: dict[int, int] = {}
@@ -135,7 +142,12 @@ class UserSide(_Side):
                 continue
             moved[d.partition] = off + 1
             fresh.append(d)
+        for p, off in (skipped or {}).items():
+            moved[p] = max(moved.get(p, 0), off)
         if not fresh:
+            for p, off in moved.items():
+                if off > owned[p].next_offset(INTERACTIONS, p):
+                    owned[p].commit([], [], {(INTERACTIONS, p): off})
             return st
         stored = self.store.get_items(list(dict.fromkeys(d.interaction.item_id for d in fresh)))
         known = [d for d in fresh if d.interaction.item_id in stored]
@@ -272,8 +284,14 @@ class ItemSide(_Side):
         self.pools = pools
         self.announce = announce
 
-    def process(self, deliveries: Sequence[EvidenceDelivery], owned: Mapping[int, Owned]) -> WarmupStats:
-        """Apply a batch of evidence (each from an owned partition); returns its counters."""
+    def process(
+        self,
+        deliveries: Sequence[EvidenceDelivery],
+        owned: Mapping[int, Owned],
+        skipped: Mapping[int, int] | None = None,
+    ) -> WarmupStats:
+        """Apply a batch of evidence (each from an owned partition); returns its counters.
+        ``skipped`` as for :meth:`UserSide.process`."""
         st = WarmupStats()
         started = time.perf_counter()
         offsets: dict[int, dict[tuple[str, int], int]] = {}
@@ -290,6 +308,9 @@ class ItemSide(_Side):
                 continue
             mine[src_key] = e.source_offset + 1
             fresh.append(d)
+        for p, after in (skipped or {}).items():
+            mine = offsets.setdefault(p, {})
+            mine[(ITEM_EVIDENCE, p)] = max(mine.get((ITEM_EVIDENCE, p), 0), after)
         ids = list(dict.fromkeys(d.evidence.item_id for d in fresh))
         stored = self.store.get_items(ids)
         part_of = {d.evidence.item_id: d.partition for d in fresh}
@@ -356,8 +377,8 @@ class ItemSide(_Side):
         if self.announce is not None and written:
             self.announce(written)
         t2 = time.perf_counter()
-        for p, off in offsets.items():
-            owned[p].commit([s for s in slots if part_of[s.state.item_id] == p], [], off)
+        for p, covered in offsets.items():
+            owned[p].commit([s for s in slots if part_of[s.state.item_id] == p], [], covered)
         self.cache.remember(slots, [])
         st.applied = len(item_rows)
         st.items_written = len(written)

@@ -17,7 +17,8 @@ from exploration.model_store import LocalModelStore
 from exploration.sinks import ProcessKafkaDecisionSink
 from stream.broker import TansuBroker
 from stream.contracts import ItemListed, decode_event
-from stream.learn_worker import LearnWorker, OnlineLearner
+from stream.learn_worker import LearnWorker
+from stream.online_learner import OnlineLearner
 from stream.topics import ITEMS_LISTED, ensure_topics
 from tests.api.conftest import KEY, seeded_settings
 

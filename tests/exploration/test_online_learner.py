@@ -11,7 +11,7 @@ from exploration.model_store import LocalModelStore, PolicyHolder, load_policy
 from exploration.policies import Arm, build_policy
 from exploration.records import Candidate, Decision, Slot
 from stream.contracts import Interaction
-from stream.learn_worker import OnlineLearner
+from stream.online_learner import OnlineLearner
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

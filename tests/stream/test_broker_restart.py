@@ -31,8 +31,9 @@ from stream.archive_worker import run_archive
 from stream.broker import TansuBroker, free_port
 from stream.config import ArchiveSettings, EncodeWorkerSettings, KafkaSettings
 from stream.encode_worker import EncodeWorker
-from stream.learn_worker import LearnWorker, OnlineLearner
+from stream.learn_worker import LearnWorker
 from stream.link import BrokerLink, TopicKeeper
+from stream.online_learner import OnlineLearner
 from stream.producer import EventProducer
 from stream.topics import DECISIONS, INTERACTIONS, ITEMS_LISTED, TOPICS
 from tests.faults import kill_broker, wait_for

@@ -26,11 +26,11 @@ from feature_repo.feast_store import FeastFeatureStore
 from feature_repo.records import StoredItem, StoredUser
 from stream.broker import TansuBroker
 from stream.config import ArchiveSettings, KafkaSettings, WarmupStageConfig
-from stream.contracts import Interaction
+from stream.contracts import Interaction, ItemEvidence, encode_event
 from stream.producer import EventProducer
 from stream.topics import INTERACTIONS, ITEM_EVIDENCE
 from stream.warmup_stage import WarmupStage
-from tests.stream.helpers import module_store_fixtures
+from tests.stream.helpers import module_store_fixtures, read_dlq
 from tests.stream.test_warmup_stage_kafka import (
     N_ITEMS,
     N_USERS,
@@ -249,6 +249,23 @@ def _finish(bootstrap: str, state_dir: Path, procs: list[Any]) -> None:
     _stop(procs)
 
 
+def _evidence_json(prefix: str) -> bytes:
+    """An ``ItemEvidence`` record as JSON with the placeholder ``VECTOR`` for its vector."""
+    ok = ItemEvidence(
+        item_id=f"{prefix}-i0",
+        event_id="hostile",
+        count_key="hostile",
+        kind="click",
+        weight=1.0,
+        positive=True,
+        ts=datetime.now(UTC),
+        user_vector=ItemEvidence.pack(np.zeros(8)),
+        source_partition=0,
+        source_offset=10**9,
+    )
+    return encode_event(ok).replace(ok.user_vector.encode(), b"VECTOR")
+
+
 def _fixture(prefix: str, store: FeastFeatureStore) -> tuple[list[StoredItem], list[StoredUser]]:
     items, users = _items(prefix), _users(prefix)
     store.write_items(items)
@@ -268,8 +285,15 @@ def test_two_learners_share_the_group_and_end_as_one(
         decisions, joined = _decisions(prefix, 30)
         events = _events(prefix, 400) + joined
         _publish(producer, decisions, events)
+        # hostile records on the internal topic: not JSON, and evidence whose vector holds a NaN
+        nan = ItemEvidence.pack(np.full(8, np.nan)).encode()
+        for raw in (b"{not json", _evidence_json(prefix).replace(b"VECTOR", nan)):
+            producer.send(ITEM_EVIDENCE, f"{prefix}-i0", raw)
+        producer.flush()
         _finish(bootstrap, state_dir, procs)
+        letters = read_dlq(bootstrap, ITEM_EVIDENCE)
     reports = [json.loads((tmp_path / f"{k}.json").read_text()) for k in range(2)]
+    assert sorted(letter.error for letter in letters) == ["invalid_event", "invalid_json"], letters
     # the work was shared: both members applied interactions
     assert all(r["warmup"]["applied"] > 0 for r in reports), reports
     # the policy is one model learned by one member: every slot learned exactly once
