@@ -122,7 +122,6 @@ class WarmupGroupWorker:
         self.dlq_producer = dlq_producer
         self._dlq: DeadLetterQueue | None = None
         self._owned: dict[tuple[str, int], Owned] = {}
-        self._topic_ids: dict[str, str | None] = {}
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -136,15 +135,16 @@ class WarmupGroupWorker:
     def adopt(self, assigned: Any) -> None:
         """Open the checkpoints of newly assigned partitions (checking each topic is still the log its
         offsets were taken from)."""
+        ids: dict[str, str | None] = {}
         for tp in assigned:
             key = (str(tp.topic), int(tp.partition))
             if key in self._owned:
                 continue
             cp = WarmupCheckpoint(self.state_dir / f"{key[0]}-{key[1]}.sqlite3", durable=self.durable)
             for topic in {key[0], INTERACTIONS}:  # the item side's source offsets are of interactions
-                if topic not in self._topic_ids:
-                    self._topic_ids[topic] = topic_id(self.bootstrap_servers, topic)
-                if cp.adopt_topic_id(topic, self._topic_ids[topic]):
+                if topic not in ids:  # asked at every assignment: a restarted broker has new logs
+                    ids[topic] = topic_id(self.bootstrap_servers, topic)
+                if cp.adopt_topic_id(topic, ids[topic]):
                     log.warning("%s-%d: topic %s is a new log, its offsets were dropped", *key, topic)
             self._owned[key] = Owned.open(cp)
         log.info("warm-up %s owns %s", self.group_id, self.owned())
