@@ -143,11 +143,21 @@ class WarmupGroupWorker:
             cp = WarmupCheckpoint(self.state_dir / f"{key[0]}-{key[1]}.sqlite3", durable=self.durable)
             for topic in {key[0], INTERACTIONS}:  # the item side's source offsets are of interactions
                 if topic not in ids:  # asked at every assignment: a restarted broker has new logs
-                    ids[topic] = topic_id(self.bootstrap_servers, topic)
+                    ids[topic] = self._topic_id(topic)
                 if cp.adopt_topic_id(topic, ids[topic]):
                     log.warning("%s-%d: topic %s is a new log, its offsets were dropped", *key, topic)
             self._owned[key] = Owned.open(cp)
         log.info("warm-up %s owns %s", self.group_id, self.owned())
+
+    def _topic_id(self, topic: str, tries: int = 10, wait_s: float = 0.2) -> str | None:
+        """The id of a topic this member was just assigned partitions of: it exists, so an empty
+        answer (a broker still re-creating it) is asked again, ``tries`` times at most."""
+        for _ in range(tries - 1):
+            found = topic_id(self.bootstrap_servers, topic)
+            if found is not None:
+                return found
+            time.sleep(wait_s)
+        return topic_id(self.bootstrap_servers, topic)
 
     def release(self, revoked: Any) -> None:
         """Close the checkpoints of revoked partitions; forget cached states (they may move)."""

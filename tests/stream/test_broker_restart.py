@@ -10,6 +10,7 @@ every topic it owns with ``kafka.partitions`` partitions by itself.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
@@ -242,3 +243,80 @@ def test_broker_link_never_closes_a_producer_it_does_not_own() -> None:
             link.close()
         time.sleep(0.2)  # a discarded producer is closed on a background thread
         assert injected.closed == 0
+
+
+def test_partitioned_warmup_applies_the_new_logs_after_a_broker_restart(tmp_path: Path) -> None:
+    """A member of the partitioned warm-up through a restart of the embedded broker (memory storage:
+    the topics come back empty and are re-created, as the learner's TopicKeeper does): the
+    interactions published after it are applied from offset 0 of the new log, not skipped as
+    re-deliveries of the old one."""
+    from coldstart.settings import Settings
+    from feature_repo import open_store
+    from stream.config import WarmupStageConfig
+    from stream.topics import ITEM_EVIDENCE, ensure_topics
+    from stream.warmup_group import build_warmup_group
+    from tests.stream.test_warmup_stage_kafka import _events, _items, _users
+
+    broker = TansuBroker(free_port(), partitions=PARTITIONS).start()
+    kafka = _kafka(broker)
+    group_id = f"learn-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        data_dir=tmp_path,
+        kafka=kafka,
+        exploration=ExplorationSettings(learner_group_id=group_id),
+        warmup=WarmupStageConfig(layout="partitioned", durable=False, announce=False),
+    )
+    store = open_store(settings)
+    prefix = uuid.uuid4().hex[:6]
+    store.write_items(_items(prefix))
+    store.users().write_users(_users(prefix))
+    events = _events(prefix, 60)
+    producer = EventProducer(broker.bootstrap_servers, kafka)
+    group = build_warmup_group(settings, producer=producer, store=store)
+    assert group is not None
+    state_dir = tmp_path / "warmup" / group_id
+
+    def applied() -> int:  # interactions the user-side checkpoints cover
+        total = 0
+        for p in range(PARTITIONS):
+            path = state_dir / f"{INTERACTIONS}-{p}.sqlite3"
+            if path.exists():
+                with sqlite3.connect(path) as db:
+                    row = db.execute(
+                        "SELECT next_offset FROM offsets WHERE topic = ? AND partition = ?", (INTERACTIONS, p)
+                    ).fetchone()
+                total += 0 if row is None else int(row[0])
+        return total
+
+    thread = threading.Thread(target=group.run, daemon=True)
+    thread.start()
+    try:
+        with EventProducer(broker.bootstrap_servers, kafka) as publisher:
+            for ev in events[:30]:
+                publisher.publish_interaction(ev)
+            publisher.flush()
+        wait_for(lambda: applied() == 30, 60, what="the first half applied")
+        broker = _restart_empty(broker)
+        ensure_topics(broker.bootstrap_servers, PARTITIONS)
+        wait_for(
+            partial(_recreated, broker.bootstrap_servers, [INTERACTIONS, ITEM_EVIDENCE]), 30, what="topics"
+        )
+        with EventProducer(broker.bootstrap_servers, kafka) as publisher:
+            for ev in events[30:50]:
+                publisher.publish_interaction(ev)
+            publisher.flush()
+        # the new logs hold 20 records: the checkpoints count them from 0, none skipped
+        wait_for(lambda: applied() == 20, 90, what="the new log applied")
+        assert thread.is_alive()
+        # every interaction of both logs counted once for its user (a re-delivery after a failed
+        # commit is skipped by the checkpoint; the evidence the dead broker held is lost with it)
+        counted = 0
+        for path in state_dir.glob(f"{INTERACTIONS}-*.sqlite3"):
+            with sqlite3.connect(path) as db:
+                counted += int(db.execute("SELECT coalesce(sum(interactions), 0) FROM users").fetchone()[0])
+        assert counted == 50, group.stats
+    finally:
+        group.stop()
+        thread.join(60)
+        producer.close()
+        broker.stop()
