@@ -277,31 +277,25 @@ def learn_command(
         one_owner=settings.warmup.layout == "partitioned",
     )
     worker.warmup = None if group is not None else build_warmup_stage(settings, producer=producer)
-    threads: list[threading.Thread] = []
+    warmup_thread: threading.Thread | None = None
     if group is not None:
         # the partitioned warm-up: its own consumer group, in its own thread
-        threads.append(
-            threading.Thread(
-                target=group.run,
-                kwargs={"idle_exit_s": idle_exit_s, "max_s": max_s},
-                name="warmup",
-                daemon=True,
-            )
+        warmup_thread = threading.Thread(
+            target=group.run, kwargs={"idle_exit_s": idle_exit_s, "max_s": max_s}, name="warmup", daemon=True
         )
+        warmup_thread.start()
     archive_stop = threading.Event()
+    archive: threading.Thread | None = None
     if settings.kafka.archive.with_learner:
         # decisions and interactions into the offline store, each batch committed after its write
-        threads.append(
-            threading.Thread(
-                target=run_archive,
-                args=(bootstrap, settings.kafka, open_offline_log(settings), archive_stop),
-                kwargs={"idle_exit_s": idle_exit_s},
-                name="archive",
-                daemon=True,
-            )
+        archive = threading.Thread(
+            target=run_archive,
+            args=(bootstrap, settings.kafka, open_offline_log(settings), archive_stop),
+            kwargs={"idle_exit_s": idle_exit_s},
+            name="archive",
+            daemon=True,
         )
-    for t in threads:
-        t.start()
+        archive.start()
 
     def stop(*_: Any) -> None:
         worker.stop()
@@ -312,17 +306,17 @@ def learn_command(
     signal.signal(signal.SIGINT, stop)
     try:
         stats = worker.run(idle_exit_s=idle_exit_s, max_s=max_s)
-        for t in threads:
-            if t.name == "warmup":
-                t.join()  # it ends by itself (idle, max_s) or was stopped with the learner
+        if warmup_thread is not None:
+            warmup_thread.join()  # it ends by itself (idle, max_s) or was stopped with the learner
         stats.warmup = group.stats if group is not None else (worker.warmup.stats if worker.warmup else None)
         return stats
     finally:
         archive_stop.set()
         if group is not None:
             group.stop()
-        for t in threads:
-            t.join(60)
+        for thread in (warmup_thread, archive):
+            if thread is not None:
+                thread.join(60)
         if worker.warmup is not None:
             worker.warmup.close()
         producer.close()

@@ -34,6 +34,7 @@ from feature_repo.base import FeatureStore
 from feature_repo.offline.base import epoch_us
 from feature_repo.records import StoredItem, StoredUser
 from models.warmup import UserWarmState, WarmupModel
+from models.warmup.base import Vector
 from models.warmup.batch import EventBlock, StateBlock, item_pass, user_pass
 from stream.config import WarmupStageConfig
 from stream.contracts import ItemEvidence
@@ -157,11 +158,19 @@ class UserSide(_Side):
         seen: dict[str, set[str]] = {}
         keys: dict[str, list[str]] = {}
         newest: dict[str, int] = {}
+        counterpart: dict[str, Vector] = {}  # per item: what its users move toward
         user_rows, counterparts, weights, positives, user_new = [], [], [], [], []
         for d in known:
             it = d.interaction
-            item = stored[it.item_id]
-            c = content_vector(item, None) if self.config.user_counterpart == "content" else item.item_vector
+            c = counterpart.get(it.item_id)
+            if c is None:
+                item = stored[it.item_id]
+                c = (
+                    content_vector(item, None)
+                    if self.config.user_counterpart == "content"
+                    else item.item_vector
+                )
+                counterpart[it.item_id] = c
             slot = users[it.user_id]
             if slot.state.prior.shape != np.shape(c):  # item_dim changed since the user's state
                 log.warning("user %s: state of another item_dim restarted from zeros", it.user_id)
@@ -249,8 +258,10 @@ class UserSide(_Side):
         by_part: dict[int, list[str]] = {}
         dims: dict[str, int] = {}
         for d in known:
-            by_part.setdefault(d.partition, []).append(d.interaction.user_id)
-            dims.setdefault(d.interaction.user_id, len(content_vector(stored[d.interaction.item_id], None)))
+            user_id = d.interaction.user_id
+            by_part.setdefault(d.partition, []).append(user_id)
+            if user_id not in dims:
+                dims[user_id] = len(content_vector(stored[d.interaction.item_id], None))
         users: dict[str, UserSlot] = {}
         for p, ids in by_part.items():
             users.update(self.cache.users(owned[p].checkpoint, list(dict.fromkeys(ids))))
@@ -258,8 +269,11 @@ class UserSide(_Side):
         if unseen:
             rows = self.store.users().get_users(unseen)
             users.update({u: user_start(u, rows.get(u), dims[u]) for u in unseen})
+            new = set(unseen)
             for p, ids in by_part.items():  # pinned before any row derived from them is written
-                owned[p].commit([], [users[u] for u in dict.fromkeys(ids) if u in unseen], {})
+                pinned = [users[u] for u in dict.fromkeys(ids) if u in new]
+                if pinned:
+                    owned[p].commit([], pinned, {})
         return users
 
 
