@@ -64,7 +64,7 @@ class ApiSettings(BaseModel):
         it then gets only the CPU the request handlers leave (see
         :class:`~exploration.sinks.ProcessKafkaDecisionSink`).
     store_timeout_ms
-        Longest one online-store call of this process may take (production profile: Redis connect
+        Longest one online-store call of this process may take (production store: Redis connect
         and read timeouts, no retries). A slot request whose user read fails is answered as for an
         unknown user with ``degraded`` set, and the store is not asked again for a second.
     publish_timeout_ms

@@ -18,7 +18,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from stream.contracts import MAX_ATTRIBUTES, NO_CONTROL, AttributeKey, AttributeValue, Id
+from coldstart.contracts import MAX_ATTRIBUTES, NO_CONTROL, AttributeKey, AttributeValue, Id
 
 #: A short label (category, context key or value): no control characters.
 Label = Annotated[str, StringConstraints(max_length=1000, pattern=NO_CONTROL)]

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from api.metrics import ApiMetrics
+from coldstart.decisions import Decision
 from coldstart.errors import ArtifactError, BrokerError, ColdstartError, NotFoundError
 from coldstart.settings import Settings
+from coldstart.topics import DECISIONS
 from exploration.model_store import LocalModelStore, ModelStore, PolicyHolder
 from exploration.pacing import ExposurePacer, GraduationEvent
 from exploration.policies import build_policy
@@ -37,6 +39,7 @@ from exploration.sinks import (
     ProcessKafkaDecisionSink,
 )
 from feature_repo.base import FeatureStore
+from feature_repo.config import ProductionStoreConfig
 from feature_repo.records import StoredItem
 from models.base import ItemEncoder
 from models.serving import load_encoder
@@ -44,7 +47,6 @@ from stream.broker import embedded_address
 from stream.link import BrokerLink
 from stream.pool_feed import PoolFeed
 from stream.producer import EventProducer
-from stream.topics import DECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ class AppState:
             self._store_ok, self._store_checked = ok, now
         return self._store_ok and self.service.users_available
 
-    def publish(self, send: Callable[[Any], Any]) -> Any:
+    def publish(self, send: Callable[[EventProducer], Any]) -> Any:
         """``send(producer)`` and its acknowledgement, or a 503-mapped :class:`BrokerError` within
         ``api.publish_timeout_ms`` (at once while the broker probe says it is away)."""
         if self.broker is None:
@@ -286,7 +288,7 @@ def build_state(
     *,
     store: FeatureStore | None = None,
     pool_factory: PoolFactory | None = None,
-    producer: Any = None,
+    producer: EventProducer | None = None,
 ) -> AppState:
     """Build the runtime state from settings (opening the store and, if enabled, a Kafka producer).
 
@@ -302,8 +304,10 @@ def build_state(
     if store is None:
         from feature_repo import open_store
 
-        # no request may wait for a lost online store: bounded calls without retries
-        feast = settings.feast.model_copy(update={"online_timeout_ms": settings.api.store_timeout_ms})
+        feast = settings.feast
+        if isinstance(feast, ProductionStoreConfig):
+            # no request may wait for a lost online store: bounded Redis calls without retries
+            feast = feast.model_copy(update={"online_timeout_ms": settings.api.store_timeout_ms})
         store = open_store(settings.model_copy(update={"feast": feast}))
     cfg = settings.exploration
     mstore = LocalModelStore(model_store_dir(settings))
@@ -382,7 +386,7 @@ class _LinkProducer:
     def __init__(self, link: BrokerLink) -> None:
         self.link = link
 
-    def publish_decision(self, decision: Any) -> Any:
+    def publish_decision(self, decision: Decision) -> Any:
         return self.link.producer().publish_decision(decision)
 
     def flush(self, timeout_s: float | None = None) -> None:

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from coldstart.contracts import ItemListed
 from coldstart.settings import Settings
 from stream.config import KafkaSettings
-from stream.contracts import ItemListed
 
 
 def _encode_worker_main(

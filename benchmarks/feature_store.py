@@ -1,6 +1,6 @@
-"""Feature-store latency on the serving path, for the embedded and the production profile.
+"""Feature-store latency on the serving path, for the embedded and the production store.
 
-Prints one JSON object: per profile, p50/p99 (ms) of one ``get_online_features`` for one user
+Prints one JSON object: per store, p50/p99 (ms) of one ``get_online_features`` for one user
 (``users().get_users([u])``), of ``get_items`` for 1 and 100 items, and of ``write_items`` for a
 32-item batch (offline + online). The production profile runs against the configured Redis and
 PostgreSQL (``COLDSTART_FEAST__REDIS_URL`` / ``__POSTGRES_URL``) in a throw-away project and schema,
@@ -31,14 +31,18 @@ def _ms(xs: list[float]) -> dict[str, float]:
 def run(profile: str, reads: int, tmp: Path) -> dict[str, Any]:
     from coldstart.settings import get_settings
     from feature_repo import open_store
+    from feature_repo.config import ProductionStoreConfig
     from feature_repo.records import StoredItem, StoredUser
 
     tag = uuid.uuid4().hex[:8]
-    feast: dict[str, Any] = {"profile": profile, "project": f"bench_{tag}", "pg_schema": f"bench_{tag}"}
-    base = get_settings()
+    feast: dict[str, Any] = {"type": profile, "project": f"bench_{tag}"}
     if profile == "production":
-        sep = "&" if "?" in base.feast.postgres_url else "?"
-        feast["registry_url"] = f"{base.feast.postgres_url}{sep}options=-csearch_path%3Dbench_{tag}"
+        # the production defaults, or the COLDSTART_FEAST__* URLs when the environment names them
+        urls = get_settings(feast={"type": "production"}).feast
+        assert isinstance(urls, ProductionStoreConfig)
+        sep = "&" if "?" in urls.postgres_url else "?"
+        feast["pg_schema"] = f"bench_{tag}"
+        feast["registry_url"] = f"{urls.postgres_url}{sep}options=-csearch_path%3Dbench_{tag}"
     settings = get_settings(data_dir=tmp / profile, feast=feast)
     t0 = time.perf_counter()
     store = open_store(settings)
@@ -92,7 +96,7 @@ def run(profile: str, reads: int, tmp: Path) -> dict[str, Any]:
         }
     finally:
         store.close()
-        if profile == "production":
+        if isinstance(settings.feast, ProductionStoreConfig):
             import redis
 
             from feature_repo.offline.postgres import PostgresOfflineLog

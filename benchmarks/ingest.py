@@ -52,9 +52,9 @@ sys.path.insert(0, str(ROOT))
 
 from encode_workers import workers_rate  # noqa: E402
 
+from coldstart.contracts import ImageRef, ItemListed  # noqa: E402
 from coldstart.settings import Settings  # noqa: E402
 from stream.config import EncodeWorkerSettings, ImageFetchSettings, KafkaSettings  # noqa: E402
-from stream.contracts import ImageRef, ItemListed  # noqa: E402
 from stream.egress import EgressPolicy  # noqa: E402
 
 
@@ -157,6 +157,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
+    from coldstart.topics import ITEMS_LISTED
     from exploration.pool import ExactPool, ItemPools
     from feature_repo import open_store
     from stream.broker import TansuBroker
@@ -166,7 +167,6 @@ def main() -> None:
     from stream.image_server import ImageServer
     from stream.pool_feed import PoolFeed, StoredAnnouncer
     from stream.producer import EventProducer
-    from stream.topics import ITEMS_LISTED
 
     with tempfile.TemporaryDirectory(prefix="coldstart-bench-") as tmp_name:
         tmp = Path(tmp_name)

@@ -151,8 +151,8 @@ class Stack:
     (each a subprocess but the broker), on a fresh data directory."""
 
     def __init__(self, args: argparse.Namespace, extra_env: dict[str, str], api: bool = True) -> None:
+        from stream.admin import ensure_topics
         from stream.broker import TansuBroker
-        from stream.topics import ensure_topics
 
         self.tmp = Path(tempfile.mkdtemp(prefix="cs-replay-"))
         self.broker = TansuBroker(partitions=2).start()
@@ -227,7 +227,7 @@ def prime_cache(args: argparse.Namespace, listings: dict[str, Any]) -> dict[str,
     Runs ``coldstart stream encode`` with the cache on; the first run encodes the catalog (minutes on
     2 cores), later runs only hit the cache. Returns counts and seconds.
     """
-    from stream.contracts import now_utc
+    from coldstart.contracts import now_utc
     from stream.pool_feed import PoolFeed
     from stream.producer import EventProducer
 
@@ -277,10 +277,10 @@ def run_e2e(  # type: ignore[no-untyped-def]
     """One policy through the running stack: listings on Kafka, slots and clicks over HTTP."""
     import httpx
 
+    from coldstart.contracts import now_utc
     from coldstart.settings import get_settings
     from feature_repo import open_store
     from feature_repo.records import StoredUser
-    from stream.contracts import now_utc
     from stream.pool_feed import PoolFeed
     from stream.producer import EventProducer
 

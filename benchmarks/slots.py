@@ -266,10 +266,14 @@ def _start_feature_server(data_dir: Path, port: int, workers: int) -> subprocess
     import yaml
 
     from coldstart.settings import get_settings
+    from feature_repo.config import EmbeddedStoreConfig
     from feature_repo.feast_store import repo_config
 
     settings = get_settings(data_dir=data_dir)
     repo = repo_config(settings.feast, data_dir)  # the config open_store() built the store from
+    assert isinstance(settings.feast, EmbeddedStoreConfig), (
+        "the Feast HTTP baseline serves the embedded store"
+    )
     root = Path(repo.repo_path or settings.feast.embedded_root(data_dir))
     # `feast -c ROOT` sets repo_path itself
     config = repo.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude={"repo_path"})
@@ -381,8 +385,8 @@ def main() -> None:
             }
         )
         if args.decision_log in ("kafka", "both"):
+            from stream.admin import ensure_topics
             from stream.broker import TansuBroker
-            from stream.topics import ensure_topics
 
             broker = TansuBroker(partitions=4).start()
             ensure_topics(broker.bootstrap_servers, 4)
@@ -393,7 +397,7 @@ def main() -> None:
         if args.snapshot if args.snapshot is not None else pool == "hnsw":
             t = time.perf_counter()
             subprocess.run(
-                [sys.executable, "-m", "coldstart.cli", "exploration", "pool-snapshot"],
+                [sys.executable, "-m", "cli.main", "exploration", "pool-snapshot"],
                 cwd=ROOT,
                 env=env,
                 check=True,
@@ -403,7 +407,7 @@ def main() -> None:
         port = free_port()
         started = time.perf_counter()
         server = subprocess.Popen(
-            [sys.executable, "-m", "coldstart.cli", "api", "serve", "--host", "127.0.0.1",
+            [sys.executable, "-m", "cli.main", "api", "serve", "--host", "127.0.0.1",
              "--port", str(port), "--workers", str(args.workers), "--log-level", "warning",
              "--balance", "shared_socket" if args.shared_socket else "round_robin"],
             cwd=ROOT,

@@ -65,7 +65,7 @@ def _seed_store(store: Any, prefix: str, n_items: int, n_users: int, rng: np.ran
 
 
 def _events(prefix: str, n: int, n_items: int, n_users: int, rng: np.random.Generator) -> list[Any]:
-    from stream.contracts import Interaction
+    from coldstart.contracts import Interaction
 
     kinds = rng.choice(["impression", "click", "add_to_cart", "purchase"], size=n, p=[0.6, 0.3, 0.07, 0.03])
     items = rng.zipf(1.3, size=n) % n_items  # a few popular items, a long tail
@@ -203,8 +203,8 @@ def _probe_main(data_dir: str, expect_q: Any, result_q: Any, settle_s: float) ->
 def _publisher_main(cmd_q: Any, expect_q: Any, done_q: Any) -> None:
     """The live publisher (another process, like the marketplace backend): paced interactions, and
     for each click the (item, k-th click, event ts) the reader waits for."""
+    from coldstart.contracts import now_utc
     from stream.config import KafkaSettings
-    from stream.contracts import now_utc
     from stream.producer import EventProducer
 
     cmd = cmd_q.get()

@@ -1,8 +1,9 @@
-"""coldstart: the application shell (settings, the error root, the ``coldstart`` CLI).
+"""coldstart's ground floor: what every folder stands on and nothing of theirs.
 
-The concepts live in their own top-level packages: ``models`` (encoders, item tower, warm-up math),
-``stream`` (Kafka contracts, producers, consumers), ``exploration`` (bandit, pool, pacing, OPE),
-``api`` (FastAPI app) and ``feature_repo`` (the Feast repository).
+The event and decision contracts of the topics (``contracts``, ``decisions``, ``topics``), the error
+root (``errors``), the process settings (``settings``: the one place that reads each folder's
+``config.py`` section) and ``process`` (children that die with their parent). The console script
+and the demo sit at the top, in ``cli/``.
 """
 
 __version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """One ``Settings`` object per process, built by :func:`get_settings` (never at import time).
 
 Values come from environment variables prefixed ``COLDSTART_`` with ``__`` as the nested delimiter,
-e.g. ``COLDSTART_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` or ``COLDSTART_FEAST__PROFILE=production``,
+e.g. ``COLDSTART_KAFKA__BOOTSTRAP_SERVERS=broker:9092`` or ``COLDSTART_FEAST__TYPE=production``,
 and from an optional ``.env`` file. Each concept owns its section (``<package>/config.py``).
 """
 
@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.config import ApiSettings
 from exploration.config import ExplorationSettings
-from feature_repo.config import FeastSettings
+from feature_repo.config import EmbeddedStoreConfig, FeastSettings
 from models.config import ModelSettings
 from stream.config import KafkaSettings, WarmupStageConfig
 
@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     seed: int = 0
     models: ModelSettings = Field(default_factory=ModelSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    feast: FeastSettings = Field(default_factory=FeastSettings)
+    feast: FeastSettings = Field(default_factory=EmbeddedStoreConfig)
     exploration: ExplorationSettings = Field(default_factory=ExplorationSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     warmup: WarmupStageConfig = Field(default_factory=WarmupStageConfig)

@@ -1,6 +1,6 @@
 """Exports of the decision log for external tools: obp's bandit-feedback dict and VW's dsjson.
 
-Both start from logged :class:`~exploration.records.Decision` s and the slot rewards of
+Both start from logged :class:`~coldstart.decisions.Decision` s and the slot rewards of
 :func:`exploration.ope.join_rewards` (``{(decision_id, position): reward}``).
 
 * :func:`to_obp` — one round per filled slot (the slate estimand of :mod:`exploration.ope.base`):
@@ -26,9 +26,9 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from coldstart.decisions import Decision
 from coldstart.errors import InvalidInputError
 from exploration.ope.log import BanditLog, SlotKey
-from exploration.records import Decision
 
 _VW_BAD = str.maketrans({" ": "_", "\t": "_", "\n": "_", ":": "_", "|": "_"})
 

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from coldstart.decisions import Decision
 from exploration.config import RewardConfig
-from exploration.records import Decision
 from feature_repo.records import InteractionLike
 
 

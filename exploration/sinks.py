@@ -18,9 +18,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from coldstart.decisions import Decision, LoggedDecision, as_decision, decision_json
 from coldstart.errors import InvalidInputError
 from coldstart.process import die_with_parent
-from exploration.records import Decision, LoggedDecision, as_decision, decision_json
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class DecisionSink(ABC):
     @abstractmethod
     def publish(self, decision: LoggedDecision) -> None:
         """Hand over one decision or draft (non-blocking: a draft becomes a validated
-        :class:`~exploration.records.Decision` off the request path)."""
+        :class:`~coldstart.decisions.Decision` off the request path)."""
 
     def flush(self, timeout_s: float = 10.0) -> None:  # noqa: B027 - optional hook
         """Block until everything published so far is durable."""
@@ -49,7 +49,7 @@ class DecisionSink(ABC):
 class DecisionProducer(Protocol):
     """What the Kafka sink needs of ``stream.producer.EventProducer``."""
 
-    def publish_decision(self, decision: Any) -> Any: ...
+    def publish_decision(self, decision: Decision) -> Any: ...
     def flush(self, timeout_s: float | None = None) -> None: ...
 
 
@@ -236,7 +236,7 @@ class ProcessKafkaDecisionSink(DecisionSink):
     The Kafka client is pure Python: run in a thread of the API process it holds the GIL for
     milliseconds per burst of decisions, which stalls requests (sequential requests: p99 15 ms with
     the in-process sink against 4 ms without a decision log). Here the request thread only appends the
-    decision (a :class:`~exploration.records.DecisionDraft`: a few arrays) to a burst; the child
+    decision (a :class:`~coldstart.decisions.DecisionDraft`: a few arrays) to a burst; the child
     validates and serialises it (~0.45 ms per decision, off the API's request threads; the child runs
     at a lower priority, ``idle_class`` or ``niceness``, so this work waits for idle CPU). A burst
     goes to the child through a bounded ``multiprocessing`` queue when it holds ``max_batch``

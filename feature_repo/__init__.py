@@ -1,12 +1,15 @@
 """The Feast feature repo and coldstart's feature-store API.
 
 ``open_store(settings)`` returns the :class:`~feature_repo.base.FeatureStore` of the configured
-profile (``COLDSTART_FEAST__PROFILE=embedded|production``). Feast is imported lazily, inside it.
+store (``COLDSTART_FEAST__TYPE=embedded|production``). Feast is imported lazily, inside it (it costs
+seconds at import).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from feature_repo.config import EmbeddedStoreConfig
 
 if TYPE_CHECKING:
     from coldstart.settings import Settings
@@ -15,11 +18,11 @@ if TYPE_CHECKING:
 
 
 def open_store(settings: Settings) -> FeastFeatureStore:
-    """Open the feature store of ``settings.feast.profile`` (creating files, tables and registry entries).
+    """Open the feature store of ``settings.feast`` (creating files, tables and registry entries).
 
     Embedded: SQLite online store, parquet offline store and file registry under
     ``settings.feast.repo_path`` (default ``<settings.data_dir>/feast``). Production: Redis online
-    store, PostgreSQL offline tables in ``settings.feast.pg_schema`` and SQL registry. The returned
+    store, PostgreSQL offline tables in schema ``pg_schema`` and SQL registry. The returned
     store is a :class:`~feature_repo.base.FeatureStore`; its ``offline`` attribute is the
     :class:`~feature_repo.offline.base.OfflineLog` (decisions, interactions, analysts' frames).
     """
@@ -33,13 +36,14 @@ def open_offline_log(settings: Settings) -> OfflineLog:
 
     Same tables and location as ``open_store(settings).offline`` (analysts, reports, exports).
     """
-    if settings.feast.profile == "embedded":
+    feast = settings.feast
+    if isinstance(feast, EmbeddedStoreConfig):
         from feature_repo.offline.parquet import ParquetOfflineLog
 
-        return ParquetOfflineLog(settings.feast.embedded_root(settings.data_dir) / "data" / "offline")
+        return ParquetOfflineLog(feast.embedded_root(settings.data_dir) / "data" / "offline")
     from feature_repo.offline.postgres import PostgresOfflineLog
 
-    return PostgresOfflineLog(settings.feast.postgres_url, settings.feast.pg_schema)
+    return PostgresOfflineLog(feast.postgres_url, feast.pg_schema)
 
 
 __all__ = ["open_offline_log", "open_store"]

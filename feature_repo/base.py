@@ -2,7 +2,7 @@
 
 Writers call :meth:`FeatureStore.write_items` once per micro-batch; it writes the online store AND
 the offline history, and is idempotent (re-writing the same row is harmless). Implementations are
-chosen by ``FeastSettings.profile`` (embedded: SQLite + files; production: Redis + PostgreSQL).
+chosen by the ``type`` of ``settings.feast`` (embedded: SQLite + files; production: Redis + PostgreSQL).
 """
 
 from __future__ import annotations

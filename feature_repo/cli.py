@@ -1,4 +1,4 @@
-"""``coldstart store ...``: create the feature store of the configured profile, print its Feast env."""
+"""``coldstart store ...``: create the configured feature store, print its Feast env."""
 
 from __future__ import annotations
 
@@ -8,22 +8,28 @@ from typing import Annotated, Literal
 
 import typer
 
+from feature_repo.config import EmbeddedStoreConfig, FeastSettings, ProductionStoreConfig
+
 app = typer.Typer(no_args_is_help=True)
 
 REPO_DIR = Path(__file__).resolve().parent
 
 
-def feast_cli_env(profile: Literal["embedded", "production"] | None = None) -> dict[str, str]:
-    """Environment for running the ``feast`` CLI in ``feature_repo/`` with the configured profile."""
+def feast_cli_env(store_type: Literal["embedded", "production"] | None = None) -> dict[str, str]:
+    """Environment for running the ``feast`` CLI in ``feature_repo/`` on the configured store (or on
+    the store of ``store_type``, with that type's defaults when it is not the configured one)."""
     from sqlalchemy.engine import make_url
 
     from coldstart.settings import get_settings
 
     settings = get_settings()
-    feast = settings.feast if profile is None else settings.feast.model_copy(update={"profile": profile})
-    env = {"COLDSTART_FEAST__PROFILE": feast.profile, "COLDSTART_FEAST__PG_SCHEMA": feast.pg_schema}
-    if feast.profile == "embedded":
+    feast: FeastSettings = settings.feast
+    if store_type is not None and store_type != feast.type:
+        feast = EmbeddedStoreConfig() if store_type == "embedded" else ProductionStoreConfig()
+    env: dict[str, str] = {"COLDSTART_FEAST__TYPE": feast.type}
+    if isinstance(feast, EmbeddedStoreConfig):
         return env
+    env["COLDSTART_FEAST__PG_SCHEMA"] = feast.pg_schema
     pg = make_url(feast.postgres_url)
     env.update(
         {
@@ -45,20 +51,21 @@ def feast_cli_env(profile: Literal["embedded", "production"] | None = None) -> d
 
 @app.command("env")
 def env_command(
-    profile: Annotated[
-        str | None, typer.Option(help="embedded | production (default: COLDSTART_FEAST__PROFILE)")
+    store_type: Annotated[
+        str | None,
+        typer.Option("--type", help="embedded | production (default: COLDSTART_FEAST__TYPE)"),
     ] = None,
 ) -> None:
     """Print `export` lines that point the `feast` CLI (run in feature_repo/) at the configured store."""
-    if profile not in (None, "embedded", "production"):
-        raise typer.BadParameter(f"profile={profile!r}: must be embedded or production")
-    for k, v in feast_cli_env(profile).items():  # type: ignore[arg-type]
+    if store_type not in (None, "embedded", "production"):
+        raise typer.BadParameter(f"--type={store_type!r}: must be embedded or production")
+    for k, v in feast_cli_env(store_type).items():  # type: ignore[arg-type]
         typer.echo(f"export {k}={shlex.quote(v)}")
 
 
 @app.command("apply")
 def apply_command() -> None:
-    """Create the offline tables / files and register the Feast objects of the configured profile."""
+    """Create the offline tables / files and register the Feast objects of the configured store."""
     from coldstart.settings import get_settings
     from feature_repo import open_store
 
@@ -66,7 +73,7 @@ def apply_command() -> None:
     store = open_store(settings)
     try:
         typer.echo(
-            f"feature store ready: profile={settings.feast.profile} project={settings.feast.project} "
+            f"feature store ready: type={settings.feast.type} project={settings.feast.project} "
             f"views={[v.name for v in store.feast.list_feature_views()]}"
         )
     finally:

@@ -1,69 +1,101 @@
 """Settings section for the Feast feature store (owned by feature_repo/).
 
-Environment variables use the ``COLDSTART_FEAST__`` prefix, e.g.
-``COLDSTART_FEAST__PROFILE=production COLDSTART_FEAST__PROJECT=shop_a``.
+One of two stores, chosen by ``type`` (a discriminated union; absent means ``embedded``). Environment
+variables use the ``COLDSTART_FEAST__`` prefix, e.g.
+``COLDSTART_FEAST__TYPE=production COLDSTART_FEAST__PROJECT=shop_a``.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
-class FeastSettings(BaseModel):
-    """Embedded = SQLite online + file offline; production = Redis online + PostgreSQL offline/registry.
+def _sql_identifier(value: str) -> str:
+    if not _IDENT.match(value):
+        raise ValueError(f"{value!r} must be a SQL identifier ([A-Za-z_][A-Za-z0-9_]*, ≤63 chars)")
+    return value
+
+
+class _StoreBase(BaseModel):
+    """Fields of both stores.
 
     Parameters
     ----------
-    profile
-        ``embedded`` (SQLite online store, parquet offline store, file registry under ``repo_path``)
-        or ``production`` (Redis online store, PostgreSQL offline store and SQL registry).
     project
-        Feast project name; it also namespaces every Redis key, so two projects can share a server.
-    redis_url
-        ``redis://[:password@]host:port/db`` of the production online store.
-    postgres_url
-        SQLAlchemy URL of the production offline store (and of the registry unless ``registry_url``).
-    registry_url
-        SQLAlchemy URL of the production SQL registry; defaults to ``postgres_url``.
-    pg_schema
-        PostgreSQL schema that holds the offline tables (created on first use).
-    repo_path
-        Directory of the embedded profile's files (registry, SQLite, parquet); default
-        ``<settings.data_dir>/feast``. Relative paths are resolved against the working directory.
+        Feast project name; in production it also namespaces every Redis key, so two projects can share
+        a server.
     registry_cache_ttl_s
         How long a process trusts its cached copy of the registry.
-    online_timeout_ms
-        Production profile: connect and read timeout of each Redis call, without retries (a call
-        then fails within this bound when Redis is away). ``None``: the client's defaults (no
-        timeout, retries with backoff: a write waits out a short outage). The API sets it to
-        ``api.store_timeout_ms`` so that no request waits for a lost store.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    profile: Literal["embedded", "production"] = "embedded"
     project: str = "coldstart"
+    registry_cache_ttl_s: int = Field(default=60, ge=0)
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, value: str) -> str:
+        return _sql_identifier(value)
+
+
+class EmbeddedStoreConfig(_StoreBase):
+    """The embedded store: SQLite online store, parquet offline store, file registry, all under one
+    directory.
+
+    Parameters
+    ----------
+    repo_path
+        That directory; default ``<settings.data_dir>/feast``. Relative paths are resolved against the
+        working directory.
+    """
+
+    type: Literal["embedded"] = "embedded"
+    repo_path: Path | None = None
+
+    def embedded_root(self, data_dir: Path) -> Path:
+        """Absolute directory of the store's files (``repo_path`` or ``<data_dir>/feast``)."""
+        return (self.repo_path or Path(data_dir) / "feast").expanduser().resolve()
+
+
+class ProductionStoreConfig(_StoreBase):
+    """The production store: Redis online store, PostgreSQL offline store and SQL registry.
+
+    Parameters
+    ----------
+    redis_url
+        ``redis://[:password@]host:port/db`` of the online store.
+    postgres_url
+        SQLAlchemy URL of the offline store (and of the registry unless ``registry_url``).
+    registry_url
+        SQLAlchemy URL of the SQL registry; defaults to ``postgres_url``.
+    pg_schema
+        PostgreSQL schema that holds the offline tables (created on first use).
+    online_timeout_ms
+        Connect and read timeout of each Redis call, without retries (a call then fails within this
+        bound when Redis is away). ``None``: the client's defaults (no timeout, retries with backoff: a
+        write waits out a short outage). The API sets it to ``api.store_timeout_ms`` so that no request
+        waits for a lost store.
+    """
+
+    type: Literal["production"] = "production"
     redis_url: str = "redis://127.0.0.1:6379/0"
     postgres_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
     registry_url: str | None = None
     pg_schema: str = "coldstart"
-    repo_path: Path | None = None
-    registry_cache_ttl_s: int = Field(default=60, ge=0)
     online_timeout_ms: int | None = Field(default=None, ge=1, le=60_000)
 
-    @field_validator("project", "pg_schema")
+    @field_validator("pg_schema")
     @classmethod
-    def _identifier(cls, value: str) -> str:
-        if not _IDENT.match(value):
-            raise ValueError(f"{value!r} must be a SQL identifier ([A-Za-z_][A-Za-z0-9_]*, ≤63 chars)")
-        return value
+    def _schema(cls, value: str) -> str:
+        return _sql_identifier(value)
 
     @field_validator("redis_url")
     @classmethod
@@ -71,10 +103,6 @@ class FeastSettings(BaseModel):
         if urlsplit(value).scheme not in {"redis", "rediss"}:
             raise ValueError(f"redis_url={value!r} must start with redis:// or rediss://")
         return value
-
-    def embedded_root(self, data_dir: Path) -> Path:
-        """Absolute directory of the embedded profile's files (``repo_path`` or ``<data_dir>/feast``)."""
-        return (self.repo_path or Path(data_dir) / "feast").expanduser().resolve()
 
     def feast_redis_connection_string(self) -> str:
         """``redis_url`` in Feast's ``host:port,db=N,password=...,ssl=true`` form."""
@@ -92,3 +120,17 @@ class FeastSettings(BaseModel):
             t = self.online_timeout_ms / 1000.0
             out += [f"socket_timeout={t}", f"socket_connect_timeout={t}", "retry=null"]
         return ",".join(out)
+
+
+def _store_type(value: Any) -> str:
+    """The union's tag: ``type`` of a model or a mapping; a mapping without one is the embedded store."""
+    if isinstance(value, dict):
+        return str(value.get("type", "embedded"))
+    return str(getattr(value, "type", "embedded"))
+
+
+FeastSettings = Annotated[
+    Annotated[EmbeddedStoreConfig, Tag("embedded")] | Annotated[ProductionStoreConfig, Tag("production")],
+    Discriminator(_store_type),
+]
+"""The feature store section: :class:`EmbeddedStoreConfig` or :class:`ProductionStoreConfig` by ``type``."""

@@ -1,7 +1,7 @@
-"""Feast object definitions (entities, sources, feature views), built for one profile.
+"""Feast object definitions (entities, sources, feature views), built for one store (embedded or production).
 
 Three feature views, each fed by a PushSource (online writes) whose batch source is the offline table
-coldstart writes itself (parquet files in the embedded profile, PostgreSQL tables in production):
+coldstart writes itself (parquet files in the embedded store, PostgreSQL tables in production):
 
 ``item_content``  (entity ``item``) — frozen at encode time, one history row per (re-)encoding:
     content_vector (shared image/text space, unit norm), content_item_vector (item-tower output of the
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
 
 from feast import Entity, FeatureView, Field, FileSource, PushSource
 from feast.data_format import ParquetFormat
@@ -32,6 +31,8 @@ from feast.data_source import DataSource
 from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
 from feast.types import Array, Bool, Float32, Int64, String, UnixTimestamp
 from feast.value_type import ValueType
+
+from feature_repo.config import FeastSettings, ProductionStoreConfig
 
 ITEM_CONTENT = "item_content"
 ITEM_STATE = "item_state"
@@ -59,7 +60,7 @@ EMBEDDED_OFFLINE_DIR = "data/offline"
 
 @dataclass(frozen=True)
 class Definitions:
-    """Every Feast object of the coldstart repo for one profile."""
+    """Every Feast object of the coldstart repo for one store type."""
 
     item: Entity
     user: Entity
@@ -90,8 +91,8 @@ class Definitions:
         ]
 
 
-def _batch_source(profile: Literal["embedded", "production"], table: str, pg_schema: str) -> DataSource:
-    if profile == "embedded":
+def _batch_source(store: FeastSettings, table: str) -> DataSource:
+    if not isinstance(store, ProductionStoreConfig):
         return FileSource(
             name=f"{table}_offline",
             path=f"{EMBEDDED_OFFLINE_DIR}/{table}",
@@ -102,7 +103,7 @@ def _batch_source(profile: Literal["embedded", "production"], table: str, pg_sch
         )
     return PostgreSQLSource(
         name=f"{table}_offline",
-        table=f"{pg_schema}.{table}",
+        table=f"{store.pg_schema}.{table}",
         timestamp_field="event_ts",
         created_timestamp_column="created_ts",
         description=f"coldstart offline history of {table} (PostgreSQL, written by OfflineLog)",
@@ -114,18 +115,16 @@ def _batch_source(profile: Literal["embedded", "production"], table: str, pg_sch
 NO_TTL = timedelta(0)
 
 
-def build_definitions(
-    profile: Literal["embedded", "production"], pg_schema: str = "coldstart"
-) -> Definitions:
-    """Build the Feast objects for ``profile``; ``pg_schema`` names the production offline schema."""
+def build_definitions(store: FeastSettings) -> Definitions:
+    """Build the Feast objects of ``store`` (its offline tables: parquet files or PostgreSQL tables)."""
     item = Entity(
         name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="A listed item"
     )
     user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="A user")
 
-    content_src = _batch_source(profile, ITEM_CONTENT, pg_schema)
-    state_src = _batch_source(profile, ITEM_STATE, pg_schema)
-    user_src = _batch_source(profile, USER_VECTOR, pg_schema)
+    content_src = _batch_source(store, ITEM_CONTENT)
+    state_src = _batch_source(store, ITEM_STATE)
+    user_src = _batch_source(store, USER_VECTOR)
     content_push = PushSource(name=f"{ITEM_CONTENT}_push", batch_source=content_src)
     state_push = PushSource(name=f"{ITEM_STATE}_push", batch_source=state_src)
     user_push = PushSource(name=f"{USER_VECTOR}_push", batch_source=user_src)

@@ -1,8 +1,8 @@
-"""The Feast-backed :class:`~feature_repo.base.FeatureStore` (both profiles).
+"""The Feast-backed :class:`~feature_repo.base.FeatureStore` (embedded and production).
 
 Online rows are written through the Feast provider of the repo config into the feature views (the
 call ``FeatureStore.push`` on their PushSources ends in, minus its per-call registry reads); offline
-history is written by the profile's :class:`~feature_repo.offline.base.OfflineLog` *before* the
+history is written by the store's :class:`~feature_repo.offline.base.OfflineLog` *before* the
 online write, so a crash in between is healed by the re-delivery (offline rows are deduplicated on
 their key).
 
@@ -37,7 +37,7 @@ from sqlalchemy.engine import make_url
 
 from coldstart.errors import InvalidInputError, StoreError
 from feature_repo.base import FeatureStore, UserStore, WriteMode
-from feature_repo.config import FeastSettings
+from feature_repo.config import EmbeddedStoreConfig, FeastSettings
 from feature_repo.definitions import (
     CONTENT_FEATURES,
     ITEM_CONTENT,
@@ -165,7 +165,7 @@ class FeastFeatureStore(FeatureStore):
     offline
         Where history rows go (parquet or PostgreSQL).
     definitions
-        The Feast objects of this profile.
+        The Feast objects of this store.
     """
 
     def __init__(self, store: _FeastStore, offline: OfflineLog, definitions: Definitions) -> None:
@@ -454,15 +454,10 @@ class FeastUserStore(UserStore):
 
 
 # -- opening --------------------------------------------------------------------------------------
-def embedded_repo_path(feast: FeastSettings, data_dir: Path) -> Path:
-    """Absolute directory of the embedded profile's files."""
-    return feast.embedded_root(data_dir)
-
-
 def repo_config(feast: FeastSettings, data_dir: Path) -> RepoConfig:
-    """The Feast ``RepoConfig`` of ``feast.profile`` (what feature_store.yaml would say)."""
-    if feast.profile == "embedded":
-        root = embedded_repo_path(feast, data_dir)
+    """The Feast ``RepoConfig`` of ``feast`` (what feature_store.yaml would say)."""
+    if isinstance(feast, EmbeddedStoreConfig):
+        root = feast.embedded_root(data_dir)
         (root / "data").mkdir(parents=True, exist_ok=True)
         return RepoConfig(
             project=feast.project,
@@ -533,16 +528,16 @@ def apply_definitions(store: _FeastStore, defs: Definitions) -> None:
 
 
 def open_feast_store(feast: FeastSettings, data_dir: Path) -> FeastFeatureStore:
-    """Open (and on first use create) the store of ``feast.profile``; see :func:`feature_repo.open_store`."""
+    """Open (and on first use create) the store ``feast`` describes; see :func:`feature_repo.open_store`."""
     from feature_repo.offline.parquet import ParquetOfflineLog
     from feature_repo.offline.postgres import PostgresOfflineLog
 
-    defs = build_definitions(feast.profile, feast.pg_schema)
+    defs = build_definitions(feast)
     try:
         config = repo_config(feast, data_dir)
         offline: OfflineLog
-        if feast.profile == "embedded":
-            root = embedded_repo_path(feast, data_dir)
+        if isinstance(feast, EmbeddedStoreConfig):
+            root = feast.embedded_root(data_dir)
             offline = ParquetOfflineLog(root / "data" / "offline")
             # Feast's file registry is rewritten in place by apply: build the store, apply and read the
             # views all under the lock, so no opener reads a registry file another one is writing.
@@ -566,4 +561,4 @@ def open_feast_store(feast: FeastSettings, data_dir: Path) -> FeastFeatureStore:
     except StoreError:
         raise
     except Exception as exc:
-        raise StoreError(f"cannot open the {feast.profile} feature store: {exc}") from exc
+        raise StoreError(f"cannot open the {feast.type} feature store: {exc}") from exc

@@ -59,7 +59,7 @@ class StoredUser:
 
 
 class InteractionLike(Protocol):
-    """Anything shaped like an interaction event (``stream.contracts.Interaction`` is one)."""
+    """Anything shaped like an interaction event (``coldstart.contracts.Interaction`` is one)."""
 
     @property
     def event_id(self) -> str: ...

@@ -1,9 +1,9 @@
 """The module the ``feast`` CLI scans (every other module is listed in ``.feastignore``).
 
-``cd feature_repo && feast plan`` / ``feast apply`` use ``feature_store.yaml`` (embedded profile,
-files under ``feature_repo/data/``). For the production profile, export the variables printed by
+``cd feature_repo && feast plan`` / ``feast apply`` use ``feature_store.yaml`` (embedded store,
+files under ``feature_repo/data/``). For the production store, export the variables printed by
 ``coldstart store env`` (they select ``feature_store.production.yaml`` through
-``FEAST_FS_YAML_FILE_PATH`` and ``COLDSTART_FEAST__PROFILE=production``) and run the same commands.
+``FEAST_FS_YAML_FILE_PATH`` and ``COLDSTART_FEAST__TYPE=production``) and run the same commands.
 The objects are the ones :func:`feature_repo.open_store` applies at run time.
 """
 
@@ -12,15 +12,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from feature_repo.config import FeastSettings
+from feature_repo.config import EmbeddedStoreConfig, FeastSettings, ProductionStoreConfig
 from feature_repo.definitions import EMBEDDED_OFFLINE_DIR, build_definitions
 
-_settings = FeastSettings(
-    profile=os.environ.get("COLDSTART_FEAST__PROFILE", "embedded"),  # type: ignore[arg-type]
-    pg_schema=os.environ.get("COLDSTART_FEAST__PG_SCHEMA", "coldstart"),
+_store: FeastSettings = (
+    ProductionStoreConfig(pg_schema=os.environ.get("COLDSTART_FEAST__PG_SCHEMA", "coldstart"))
+    if os.environ.get("COLDSTART_FEAST__TYPE") == "production"
+    else EmbeddedStoreConfig()
 )
-_defs = build_definitions(_settings.profile, _settings.pg_schema)
-if _settings.profile == "embedded":
+_defs = build_definitions(_store)
+if isinstance(_store, EmbeddedStoreConfig):
     # the FileSources' parquet directories must exist (schema-only parts) for Feast to validate them
     from feature_repo.offline.parquet import ParquetOfflineLog
 

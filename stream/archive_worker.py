@@ -14,15 +14,15 @@ import logging
 import threading
 from typing import Any, Literal
 
-from exploration.records import Decision
+from coldstart.contracts import Interaction, decode_event
+from coldstart.decisions import Decision
+from coldstart.topics import DECISIONS, INTERACTIONS
 from feature_repo.offline.base import OfflineLog
 from stream.base import BatchSettings, Envelope, MicroBatchConsumer, Rejection
 from stream.config import KafkaSettings
-from stream.contracts import Interaction, decode_event
 from stream.dlq import DeadLetterQueue
 from stream.metrics import ConsumerMetrics
 from stream.producer import EventProducer
-from stream.topics import DECISIONS, INTERACTIONS
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from types import TracebackType
 
 from coldstart.errors import BrokerError
 from coldstart.process import die_with_parent
+from stream.admin import ensure_topics
 from stream.config import KafkaSettings
-from stream.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 

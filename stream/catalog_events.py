@@ -1,7 +1,7 @@
 """New-item events from a catalog on disk (the demo's and the replay's source of listings).
 
 A catalog in the generic layout (``models.catalog``: ``items.csv`` + images) becomes
-:class:`~stream.contracts.ItemListed` events, with each image as a path, inline base64 bytes, or a URL
+:class:`~coldstart.contracts.ItemListed` events, with each image as a path, inline base64 bytes, or a URL
 (e.g. a loopback image server).
 """
 
@@ -14,9 +14,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from coldstart.contracts import ImageRef, ItemListed, now_utc
 from coldstart.errors import InvalidInputError
 from models.catalog import Catalog
-from stream.contracts import ImageRef, ItemListed, now_utc
 
 ImageMode = Literal["path", "base64", "url"]
 

@@ -45,8 +45,9 @@ def broker_command(
     With ``COLDSTART_KAFKA__BOOTSTRAP_SERVERS`` set, only creates the missing topics on that Kafka.
     """
     from coldstart.settings import get_settings
+    from coldstart.topics import TOPICS
+    from stream.admin import ensure_topics
     from stream.broker import TansuBroker
-    from stream.topics import TOPICS, ensure_topics
 
     _logging(True)
     settings = get_settings()
@@ -182,8 +183,8 @@ def publish_catalog_command(
 def topics_command() -> None:
     """Create the coldstart topics on the configured (or embedded) broker if they are missing."""
     from coldstart.settings import get_settings
+    from stream.admin import ensure_topics
     from stream.broker import resolve_bootstrap
-    from stream.topics import ensure_topics
 
     settings = get_settings()
     bootstrap = resolve_bootstrap(settings.kafka)
@@ -215,9 +216,9 @@ def archive_command(
     """
     from coldstart.settings import get_settings
     from feature_repo import open_offline_log
+    from stream.admin import ensure_topics
     from stream.archive_worker import run_archive
     from stream.broker import resolve_bootstrap
-    from stream.topics import ensure_topics
 
     _logging(verbose)
     settings = get_settings()

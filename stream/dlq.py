@@ -30,10 +30,11 @@ from typing import Any
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
+from coldstart.contracts import DeadLetter, EventDecodeError, decode_event, encode_event, now_utc
 from coldstart.errors import BrokerError
-from stream.contracts import DeadLetter, EventDecodeError, decode_event, encode_event, now_utc
+from coldstart.topics import dlq_topic
+from stream.admin import partition_count
 from stream.producer import EventProducer
-from stream.topics import dlq_topic, partition_count
 
 log = logging.getLogger(__name__)
 

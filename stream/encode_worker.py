@@ -32,18 +32,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from coldstart.contracts import ItemListed, decode_event, now_utc
 from coldstart.errors import ColdstartError
+from coldstart.topics import ITEMS_LISTED
 from exploration.pool.base import CandidatePool, PoolEntry, PoolSpace, entry_from_item
 from feature_repo.base import FeatureStore
 from feature_repo.records import StoredItem
 from models.records import ItemContent, ItemEmbedding
 from stream.base import BatchSettings, Envelope, MicroBatchConsumer, Rejection
 from stream.config import KafkaSettings
-from stream.contracts import ItemListed, decode_event, now_utc
 from stream.dlq import DeadLetterQueue
 from stream.images import FetchResult, ImageFetcher
 from stream.producer import EventProducer
-from stream.topics import ITEMS_LISTED
 
 log = logging.getLogger(__name__)
 

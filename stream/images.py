@@ -19,8 +19,8 @@ from typing import Literal
 
 import httpx
 
+from coldstart.contracts import ImageRef
 from stream.config import ImageFetchSettings
-from stream.contracts import ImageRef
 from stream.egress import EgressRefused, RedirectRefused, get_following_redirects, guarded_client
 
 FetchError = Literal[

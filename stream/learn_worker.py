@@ -35,21 +35,22 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from coldstart.contracts import Interaction, decode_event
+from coldstart.decisions import Decision
 from coldstart.errors import BrokerError, InvalidInputError
 from coldstart.settings import Settings, get_settings
+from coldstart.topics import DECISIONS, INTERACTIONS
 from exploration.model_store import LocalModelStore
-from exploration.records import Decision
 from feature_repo import open_offline_log
+from stream.admin import ensure_topics
 from stream.archive_worker import run_archive
 from stream.broker import resolve_bootstrap
 from stream.config import KafkaSettings
-from stream.contracts import Interaction, decode_event
 from stream.dlq import DeadLetterQueue
 from stream.link import TopicKeeper, group_consumer
 from stream.one_owner import OneOwnerAssignor
 from stream.online_learner import LearnerStats, OnlineLearner
 from stream.producer import EventProducer
-from stream.topics import DECISIONS, INTERACTIONS, ensure_topics
 from stream.warmup_group import build_warmup_group
 from stream.warmup_stage import WarmupStats, build_warmup_stage
 

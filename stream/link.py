@@ -24,9 +24,10 @@ from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
 from coldstart.errors import BrokerError
+from coldstart.topics import TOPICS, TopicSpec
+from stream.admin import ensure_topics
 from stream.config import KafkaSettings
 from stream.producer import EventProducer
-from stream.topics import TOPICS, TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class BrokerLink:
         topics: Sequence[TopicSpec] = TOPICS,
         partitions: int | None = None,
         probe_interval_s: float = 0.5,
-        make_producer: Callable[[], Any] | None = None,
+        make_producer: Callable[[], EventProducer] | None = None,
         owns_producers: bool = True,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
@@ -112,7 +113,7 @@ class BrokerLink:
         # dropped, never closed, when replaced
         self.owns_producers = owns_producers
         self._lock = threading.Lock()
-        self._producer: Any = None
+        self._producer: EventProducer | None = None
         self._up = False
         self._checked = 0.0
         self._needs_topics = True
@@ -129,7 +130,7 @@ class BrokerLink:
         """The broker answered the last probe, and that probe is recent."""
         return self._up and time.monotonic() - self._checked <= 2 * self.probe_interval_s + 1.0
 
-    def producer(self) -> Any:
+    def producer(self) -> EventProducer:
         """The current producer, or :class:`BrokerError` at once while the broker is away."""
         if not self.healthy:
             raise BrokerError(f"Kafka at {self.bootstrap_servers} is unreachable")
@@ -142,8 +143,8 @@ class BrokerLink:
                     raise
             return self._producer
 
-    def publish(self, send: Callable[[Any], Any], timeout_s: float) -> Any:
-        """``send(producer)`` and wait for the broker's acknowledgement at most ``timeout_s``.
+    def publish(self, send: Callable[[EventProducer], Any], timeout_s: float) -> Any:
+        """Wait at most ``timeout_s`` for the acknowledgement of ``send(producer)`` (a Kafka future).
 
         Raises
         ------
@@ -157,7 +158,7 @@ class BrokerLink:
             self._discard(producer)
             raise BrokerError(f"publish failed: {type(exc).__name__}: {exc}") from exc
 
-    def _discard(self, producer: Any) -> None:
+    def _discard(self, producer: EventProducer) -> None:
         with self._lock:
             if self._producer is producer:
                 self._producer = None

@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from coldstart.contracts import Interaction
+from coldstart.decisions import Decision
 from coldstart.errors import InvalidInputError
 from exploration.config import ExplorationSettings
 from exploration.model_store import ModelStore, load_policy
 from exploration.policies import Policy, build_policy, learn_slot
-from exploration.records import Decision
 from exploration.rewards import RewardJoiner, SlotReward
-from stream.contracts import Interaction
 from stream.warmup_stage import WarmupStats
 
 log = logging.getLogger(__name__)

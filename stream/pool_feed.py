@@ -1,6 +1,6 @@
 """Feeding an in-process pool index from the stream (``items.stored``), in any process.
 
-The encoder worker announces each written row on ``items.stored`` (:class:`~stream.contracts.ItemStored`,
+The encoder worker announces each written row on ``items.stored`` (:class:`~coldstart.contracts.ItemStored`,
 vectors included). A process that serves from an in-process pool (the API) runs a :class:`PoolFeed`:
 
 1. :meth:`PoolFeed.start` pins the feed to the current end of every partition (no consumer group:
@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from coldstart.contracts import EventDecodeError, ItemStored, decode_event, now_utc
+from coldstart.topics import ITEMS_STORED
 from feature_repo.records import StoredItem
-from stream.contracts import EventDecodeError, ItemStored, decode_event, now_utc
 from stream.producer import EventProducer
-from stream.topics import ITEMS_STORED
 
 log = logging.getLogger(__name__)
 

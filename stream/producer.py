@@ -17,10 +17,11 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from pydantic import BaseModel
 
-from coldstart.errors import BrokerError, InvalidInputError
+from coldstart.contracts import Interaction, ItemListed, encode_event
+from coldstart.decisions import Decision
+from coldstart.errors import BrokerError
+from coldstart.topics import DECISIONS, INTERACTIONS, ITEMS_LISTED
 from stream.config import KafkaSettings
-from stream.contracts import Interaction, ItemListed, encode_event
-from stream.topics import DECISIONS, INTERACTIONS, ITEMS_LISTED
 
 
 class EventProducer:
@@ -77,12 +78,9 @@ class EventProducer:
         """``interactions``, key ``user_id``."""
         return self.publish(INTERACTIONS, event.user_id, event)
 
-    def publish_decision(self, decision: BaseModel) -> Any:
-        """``decisions``, key ``user_id`` (an ``exploration.records.Decision``)."""
-        user_id = getattr(decision, "user_id", None)
-        if not isinstance(user_id, str):
-            raise InvalidInputError("decision.user_id", user_id, "a decision needs a user_id")
-        return self.publish(DECISIONS, user_id, decision)
+    def publish_decision(self, decision: Decision) -> Any:
+        """``decisions``, key ``user_id``."""
+        return self.publish(DECISIONS, decision.user_id, decision)
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Block until every sent record is acknowledged (or raise :class:`BrokerError`)."""

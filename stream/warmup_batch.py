@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from coldstart.contracts import Interaction
+from coldstart.topics import INTERACTIONS
 from feature_repo.offline.base import epoch_us
 from feature_repo.records import StoredItem
 from models.warmup import UserWarmState
 from models.warmup.batch import EventBlock
-from stream.contracts import Interaction
-from stream.topics import INTERACTIONS
 from stream.warmup_checkpoint import ItemSlot, UserSlot
 
 log = logging.getLogger(__name__)

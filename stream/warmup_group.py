@@ -28,20 +28,21 @@ from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from coldstart.contracts import Interaction, ItemEvidence, decode_event
 from coldstart.errors import ColdstartError, InvalidInputError
 from coldstart.settings import Settings
+from coldstart.topics import INTERACTIONS, ITEM_EVIDENCE
 from exploration.pool.base import CandidatePool
 from exploration.pool.pools import ItemPools
 from feature_repo import open_store
 from feature_repo.base import FeatureStore
+from stream.admin import topic_id
 from stream.broker import resolve_bootstrap
 from stream.config import KafkaSettings
-from stream.contracts import Interaction, ItemEvidence, decode_event
 from stream.dlq import DeadLetterQueue
 from stream.link import group_consumer
 from stream.pool_feed import StoredAnnouncer
 from stream.producer import EventProducer
-from stream.topics import INTERACTIONS, ITEM_EVIDENCE, topic_id
 from stream.warmup_batch import Delivery
 from stream.warmup_checkpoint import WarmupCheckpoint
 from stream.warmup_sides import EvidenceDelivery, ItemSide, Owned, UserSide

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from coldstart.contracts import Interaction
 from exploration.pool.base import POOL_STATUSES, CandidatePool, entry_from_item
 from exploration.pool.pools import ItemPools
 from feature_repo.offline.base import epoch_us, from_epoch_us
@@ -22,7 +23,6 @@ from feature_repo.records import StoredItem, StoredUser
 from models.warmup import ItemWarmState, UserWarmState, WarmupModel
 from models.warmup.base import Vector
 from stream.config import WarmupStageConfig
-from stream.contracts import Interaction
 from stream.warmup_checkpoint import ItemSlot, UserSlot, WarmupCheckpoint
 
 log = logging.getLogger(__name__)

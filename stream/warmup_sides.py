@@ -2,7 +2,7 @@
 
 * :class:`UserSide` applies the interactions of the ``interactions`` partitions a learner owns to
   their users (``interactions`` is keyed by ``user_id``: a user's events are in one partition, in
-  order) and turns every event into an :class:`~stream.contracts.ItemEvidence` carrying the user's
+  order) and turns every event into an :class:`~coldstart.contracts.ItemEvidence` carrying the user's
   vector just before it (:func:`models.warmup.batch.user_pass`).
 * :class:`ItemSide` adds the evidence of the ``warmup.item_evidence`` partitions a learner owns
   (keyed by ``item_id``) to their items (:func:`models.warmup.batch.item_pass`) and writes the rows.
@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from coldstart.contracts import ItemEvidence
+from coldstart.topics import INTERACTIONS, ITEM_EVIDENCE
 from exploration.pool.base import CandidatePool
 from exploration.pool.pools import ItemPools
 from feature_repo.base import FeatureStore
@@ -37,8 +39,6 @@ from models.warmup import UserWarmState, WarmupModel
 from models.warmup.base import Vector
 from models.warmup.batch import EventBlock, StateBlock, item_pass, user_pass
 from stream.config import WarmupStageConfig
-from stream.contracts import ItemEvidence
-from stream.topics import INTERACTIONS, ITEM_EVIDENCE
 from stream.warmup_batch import Delivery
 from stream.warmup_checkpoint import ItemSlot, UserSlot, WarmupCheckpoint
 from stream.warmup_rows import (

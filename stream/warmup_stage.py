@@ -1,6 +1,6 @@
 """The warm-up stage of the learn consumer: interactions in, blended item and user vectors out.
 
-For every polled batch of :class:`~stream.contracts.Interaction` events the learner hands to
+For every polled batch of :class:`~coldstart.contracts.Interaction` events the learner hands to
 :meth:`WarmupStage.apply_polled` (before it commits any offset), the stage
 
 1. reads the batch's item rows from the feature store (the content vector ``c``, status) and the
@@ -47,7 +47,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from coldstart.contracts import Interaction, decode_event
 from coldstart.errors import InvalidInputError, NotFoundError
+from coldstart.topics import INTERACTIONS
 from exploration.pool.pools import ItemPools
 from feature_repo import open_store
 from feature_repo.base import FeatureStore
@@ -56,10 +58,9 @@ from models.artifact import read_manifest, resolve_artifact
 from models.warmup import ItemWarmState, UserWarmState, WarmupModel
 from models.warmup.batch import StateBlock, apply_batch, apply_per_event
 from models.warmup.served import ServedWarmup, load_served_warmup
+from stream.admin import topic_id
 from stream.config import WarmupStageConfig
-from stream.contracts import Interaction, decode_event
 from stream.pool_feed import StoredAnnouncer
-from stream.topics import INTERACTIONS, topic_id
 from stream.warmup_batch import Delivery, WarmupBatch
 from stream.warmup_checkpoint import ItemSlot, UserSlot, WarmupCheckpoint
 from stream.warmup_rows import Classifier, StateCache, feed_pools, item_row, item_start, user_row, user_start

@@ -23,8 +23,8 @@ router = APIRouter(prefix="/v1/interactions", tags=["interactions"])
 async def publish_interaction(body: InteractionIn, state: Authorized) -> Accepted:
     """Publish on ``interactions`` (key ``user_id``). Send ``decision_id``/``position`` for items that
     came from exploration slots: that is how the bandit gets its reward."""
-    from stream.contracts import Interaction, now_utc
-    from stream.topics import INTERACTIONS
+    from coldstart.contracts import Interaction, now_utc
+    from coldstart.topics import INTERACTIONS
 
     try:
         event = Interaction(

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from api.deps import Authorized, State
 from api.schemas import Accepted, ErrorOut, ItemIn, ItemOut
+from coldstart.contracts import NO_CONTROL
 from coldstart.errors import InvalidInputError, NotFoundError
-from stream.contracts import NO_CONTROL
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
@@ -29,8 +29,8 @@ async def publish_item(body: ItemIn, state: Authorized) -> Accepted:
 
     The encoder worker embeds it and it joins the cold pool; the answer comes once the broker has it.
     """
-    from stream.contracts import ItemListed, now_utc
-    from stream.topics import ITEMS_LISTED
+    from coldstart.contracts import ItemListed, now_utc
+    from coldstart.topics import ITEMS_LISTED
 
     try:
         event = ItemListed.model_validate(

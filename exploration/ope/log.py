@@ -15,9 +15,9 @@ from datetime import timedelta
 import numpy as np
 from numpy.typing import NDArray
 
+from coldstart.decisions import Decision
 from coldstart.errors import InvalidInputError
 from exploration.config import RewardConfig
-from exploration.records import Decision
 from feature_repo.records import InteractionLike
 
 SlotKey = tuple[str, int]
@@ -34,7 +34,7 @@ def join_rewards(
     decisions
         Logged decisions.
     interactions
-        Interactions (``stream.contracts.Interaction`` or any object with the same fields); those
+        Interactions (``coldstart.contracts.Interaction`` or any object with the same fields); those
         without a ``decision_id`` are ignored.
     config
         Reward window and reward per kind (default: ``RewardConfig()``, as the learner uses).

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
+from coldstart.decisions import Decision
 from coldstart.errors import InvalidInputError
 from exploration.policies.base import Arm
-from exploration.records import Decision
 
 if TYPE_CHECKING:
     from exploration.ope.log import BanditLog

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from coldstart.decisions import Decision
 from exploration.config import (
     EpsilonGreedyPolicyConfig,
     GreedyPolicyConfig,
@@ -16,7 +17,6 @@ from exploration.config import (
 )
 from exploration.policies.base import Arm, ArmBatch, Choice, Context, Policy
 from exploration.policies.sampling import ChosenSlot
-from exploration.records import Decision
 
 __all__ = [
     "Arm",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from exploration.records import Decision
+from coldstart.decisions import Decision
 from feature_repo.records import InteractionLike
 
 

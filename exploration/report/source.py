@@ -1,7 +1,7 @@
 """Where the report's data comes from: an interface and its implementations.
 
 * :class:`OfflineStoreSource` reads the offline store (:class:`feature_repo.offline.base.OfflineLog`:
-  parquet files in the embedded profile, PostgreSQL tables in production);
+  parquet files in the embedded store, PostgreSQL tables in production);
 * :class:`InMemorySource` serves records already in memory (tests, notebooks).
 """
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from exploration.records import Decision
+from coldstart.decisions import Decision
 from exploration.report.kpis import validate_window
 from exploration.report.records import ItemListing, ReportData
 from feature_repo.records import InteractionLike

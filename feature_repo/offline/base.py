@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from coldstart.decisions import Decision
 from coldstart.errors import InvalidInputError
-from exploration.records import Decision
 from feature_repo.offline.tables import (
     DECISION_SLOTS_TABLE,
     DECISIONS_TABLE,
@@ -247,7 +247,7 @@ class OfflineLog(ABC):
         return df.sort_values([spec.time_column, *spec.key], kind="stable").reset_index(drop=True)
 
     def read_decisions(self, since: datetime | None = None, until: datetime | None = None) -> list[Decision]:
-        """Decisions with ``since <= ts < until`` as :class:`~exploration.records.Decision`, by time."""
+        """Decisions with ``since <= ts < until`` as :class:`~coldstart.decisions.Decision`, by time."""
         df = self.frame("decisions", since, until)
         out: list[Decision] = []
         for r in df.itertuples(index=False):

@@ -62,7 +62,7 @@ def _to_table(spec: TableSpec, rows: list[Row]) -> pa.Table:
 
 
 class ParquetOfflineLog(OfflineLog):
-    """Parquet-file offline store (embedded profile).
+    """Parquet-file offline store (embedded store).
 
     Parameters
     ----------

@@ -91,7 +91,7 @@ def _sqltype(kind: ColumnKind) -> TypeEngine[Any]:
 
 
 class PostgresOfflineLog(OfflineLog):
-    """PostgreSQL offline store (production profile).
+    """PostgreSQL offline store (production store).
 
     Parameters
     ----------

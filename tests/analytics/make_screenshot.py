@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
-from coldstart.cli import app
+from cli.main import app
 from feature_repo.offline.parquet import ParquetOfflineLog
 from feature_repo.records import StoredItem
 from tests.analytics.browser import HeadlessChromium

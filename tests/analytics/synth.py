@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from exploration.records import Candidate, Decision, Slot
-from stream.contracts import Interaction
+from coldstart.contracts import Interaction
+from coldstart.decisions import Candidate, Decision, Slot
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
 

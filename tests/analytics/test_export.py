@@ -147,7 +147,7 @@ def test_cli_export_from_offline_store(sim, tmp_path):
     rewards like the learner and writes what to_obp / to_dsjson give for the same records."""
     from typer.testing import CliRunner
 
-    from coldstart.cli import app
+    from cli.main import app
     from exploration.ope import join_rewards
     from feature_repo.offline.parquet import ParquetOfflineLog
 

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from coldstart.contracts import Interaction
+from coldstart.decisions import Candidate, Decision, Slot
 from coldstart.errors import InvalidInputError
 from exploration.ope import IPS, SNIPS, BanditLog, UniformPolicy, evaluate, join_rewards
-from exploration.records import Candidate, Decision, Slot
 from exploration.report import InMemorySource, ItemListing, ReportConfig, compute_kpis
-from stream.contracts import Interaction
 
 DAY = datetime(2026, 1, 5, tzinfo=UTC)
 

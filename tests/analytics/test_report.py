@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from coldstart.cli import app
+from cli.main import app
 from coldstart.errors import InvalidInputError
 from exploration.report import (
     InMemorySource,
@@ -192,7 +192,7 @@ def test_cli_report_from_postgres_production_profile(tmp_path):
         store.write_decisions(small.decisions)
         store.write_interactions(small.interactions)
         out = tmp_path / "report.html"
-        env = {"COLDSTART_FEAST__PROFILE": "production", "COLDSTART_FEAST__PG_SCHEMA": schema}
+        env = {"COLDSTART_FEAST__TYPE": "production", "COLDSTART_FEAST__PG_SCHEMA": schema}
         args = [
             "report",
             "--since",

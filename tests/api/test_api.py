@@ -251,7 +251,7 @@ from fastapi.testclient import TestClient
 from threadpoolctl import threadpool_info
 from api.main import create_app
 from coldstart.settings import get_settings
-settings = get_settings(data_dir=sys.argv[1], feast={"profile": "embedded"},
+settings = get_settings(data_dir=sys.argv[1], feast={"type": "embedded"},
                         api={"api_keys": ["test-key"], "kafka": False})
 app = create_app(settings)
 with TestClient(app) as c:

@@ -13,13 +13,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from coldstart.contracts import ItemListed, decode_event
+from coldstart.topics import ITEMS_LISTED
 from exploration.model_store import LocalModelStore
 from exploration.sinks import ProcessKafkaDecisionSink
+from stream.admin import ensure_topics
 from stream.broker import TansuBroker
-from stream.contracts import ItemListed, decode_event
 from stream.learn_worker import LearnWorker
 from stream.online_learner import OnlineLearner
-from stream.topics import ITEMS_LISTED, ensure_topics
 from tests.api.conftest import KEY, seeded_settings
 
 pytestmark = pytest.mark.integration

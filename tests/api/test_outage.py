@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from coldstart.topics import DECISIONS, ITEMS_LISTED
 from stream.broker import TansuBroker, free_port
-from stream.topics import DECISIONS, ITEMS_LISTED
 from tests.api.conftest import KEY, seeded_settings
 from tests.faults import kill_broker, topic_values, wait_for
 
@@ -116,7 +116,7 @@ def test_decision_log_child_dies_with_a_sigkilled_api(tmp_path: Path) -> None:
             }
         )
         api = subprocess.Popen(
-            [sys.executable, "-m", "coldstart.cli", "api", "serve"],
+            [sys.executable, "-m", "cli.main", "api", "serve"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from stream.admin import ensure_topics
 from stream.broker import TansuBroker
 from stream.pool_feed import StoredAnnouncer
 from stream.producer import EventProducer
-from stream.topics import ensure_topics
 from tests.api.conftest import seeded_settings
 from tests.exploration.slot_env import make_items
 

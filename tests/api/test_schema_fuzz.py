@@ -32,8 +32,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.main import create_app
+from stream.admin import ensure_topics
 from stream.broker import TansuBroker
-from stream.topics import ensure_topics
 from tests.api.conftest import KEY, seeded_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

@@ -97,14 +97,14 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     env.update(
         {
             "COLDSTART_DATA_DIR": str(tmp_path),
-            "COLDSTART_FEAST__PROFILE": "embedded",
+            "COLDSTART_FEAST__TYPE": "embedded",
             "COLDSTART_API__API_KEYS": '["test-key"]',
             "COLDSTART_API__KAFKA": "false",
             "COLDSTART_API__SEARCH_INDEX": "false",
         }
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "coldstart.cli", "api", "serve", "--port", str(port), "--workers", "2",
+        [sys.executable, "-m", "cli.main", "api", "serve", "--port", str(port), "--workers", "2",
          "--log-level", "warning"],
         cwd=ROOT, env=env,
     )  # fmt: skip
@@ -178,7 +178,7 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         env = dict(os.environ, COLDSTART_DATA_DIR=str(tmp_path), COLDSTART_API__KAFKA="false")
         out = subprocess.run(
-            [sys.executable, "-m", "coldstart.cli", "api", "serve", "--port", str(port), "--workers", "2"],
+            [sys.executable, "-m", "cli.main", "api", "serve", "--port", str(port), "--workers", "2"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert out.returncode == 2

@@ -80,7 +80,7 @@ def test_online_store_outage_degrades_slots_and_recovers(
     settings = get_settings(
         data_dir=tmp_path,
         feast={
-            "profile": "production",
+            "type": "production",
             "project": f"t_{tag}",
             "pg_schema": f"s_{tag}",
             "postgres_url": pg_url,

@@ -19,7 +19,7 @@ def settings_for(tmp_path: Path, **overrides: object) -> Settings:
     """Embedded-profile settings rooted in ``tmp_path`` (no Kafka unless asked)."""
     base: dict[str, object] = {
         "data_dir": tmp_path,
-        "feast": {"profile": "embedded"},
+        "feast": {"type": "embedded"},
         "api": {"api_keys": ["test-key"], "kafka": False},
     }
     base.update(overrides)

@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from coldstart.contracts import Interaction
+from coldstart.decisions import Candidate, Decision, Slot
 from exploration.config import ExplorationSettings, RewardConfig
 from exploration.model_store import LocalModelStore, PolicyHolder, load_policy
 from exploration.policies import Arm, build_policy
-from exploration.records import Candidate, Decision, Slot
-from stream.contracts import Interaction
 from stream.online_learner import OnlineLearner
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

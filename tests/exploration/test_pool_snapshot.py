@@ -132,7 +132,7 @@ def test_the_api_starts_from_the_snapshot_and_reads_only_newer_items(
 def test_the_cli_writes_the_stores_cold_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from coldstart.cli import app
+    from cli.main import app
 
     settings = seeded_settings(tmp_path, n_items=30)
     monkeypatch.setenv("COLDSTART_DATA_DIR", str(tmp_path))

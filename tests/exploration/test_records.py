@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
-from exploration.records import Decision, DecisionDraft, Slot
+from coldstart.decisions import Decision, DecisionDraft, Slot
 
 
 def _draft(rng: np.random.Generator, n: int, names: list[str], ids: list[str] | None = None) -> DecisionDraft:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from coldstart.contracts import Interaction
+from coldstart.decisions import Candidate, Decision, Slot
 from exploration.config import RewardConfig
 from exploration.ope.log import join_rewards
-from exploration.records import Candidate, Decision, Slot
 from exploration.rewards import RewardJoiner
-from stream.contracts import Interaction
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -199,7 +199,7 @@ def test_most_starving_head_sort_equals_the_full_stable_sort() -> None:
 def test_the_draft_wire_json_parses_to_the_validated_decision_and_survives_pickling(store) -> None:  # type: ignore[no-untyped-def]
     import pickle
 
-    from exploration.records import Decision, decision_json
+    from coldstart.decisions import Decision, decision_json
 
     svc, sink = service(store)
     svc.sync_from_store(store.iter_items())

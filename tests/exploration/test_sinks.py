@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 
+from coldstart.contracts import decode_event
+from coldstart.decisions import Candidate, Decision, Slot
 from coldstart.errors import InvalidInputError
-from exploration.records import Candidate, Decision, Slot
+from coldstart.topics import DECISIONS
 from exploration.sinks import KafkaDecisionSink, ProcessKafkaDecisionSink
+from stream.admin import ensure_topics
 from stream.broker import TansuBroker
-from stream.contracts import decode_event
 from stream.producer import EventProducer
-from stream.topics import DECISIONS, ensure_topics
 
 
 def decision(n: int) -> Decision:

@@ -45,7 +45,7 @@ def pg_database_url() -> Iterator[str]:
 
 
 def embedded_settings(tmp_path: Path) -> Settings:
-    return get_settings(data_dir=tmp_path, feast={"profile": "embedded"})
+    return get_settings(data_dir=tmp_path, feast={"type": "embedded"})
 
 
 def production_settings(tmp_path: Path, pg_url: str) -> Settings:
@@ -53,7 +53,7 @@ def production_settings(tmp_path: Path, pg_url: str) -> Settings:
     return get_settings(
         data_dir=tmp_path,
         feast={
-            "profile": "production",
+            "type": "production",
             "project": f"t_{tag}",
             "pg_schema": f"s_{tag}",
             "postgres_url": pg_url,
@@ -86,7 +86,7 @@ def store(settings: Settings) -> Iterator[object]:
         yield st
     finally:
         st.close()
-        if settings.feast.profile == "production":
+        if settings.feast.type == "production":
             drop_redis_project(settings.feast.project)
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from coldstart.decisions import Candidate, Decision, Slot
 from coldstart.errors import InvalidInputError
-from exploration.records import Candidate, Decision, Slot
 from feature_repo.offline.base import OfflineLog
 from feature_repo.offline.parquet import ParquetOfflineLog
 from feature_repo.records import InteractionRecord
@@ -124,12 +124,12 @@ def test_feast_cli_plan_and_apply_run_cleanly(
         shutil.copy(REPO / name, repo / name)
     if profile == "production":
         tag = uuid.uuid4().hex[:10]
-        monkeypatch.setenv("COLDSTART_FEAST__PROFILE", "production")
+        monkeypatch.setenv("COLDSTART_FEAST__TYPE", "production")
         monkeypatch.setenv("COLDSTART_FEAST__PROJECT", f"cli_{tag}")
         monkeypatch.setenv("COLDSTART_FEAST__PG_SCHEMA", f"cli_{tag}")
         monkeypatch.setenv("COLDSTART_FEAST__POSTGRES_URL", request.getfixturevalue("pg_database_url"))
     else:
-        monkeypatch.setenv("COLDSTART_FEAST__PROFILE", "embedded")
+        monkeypatch.setenv("COLDSTART_FEAST__TYPE", "embedded")
     env = feast_cli_env()
     for k, v in env.items():
         monkeypatch.setenv(k, v.replace(str(REPO), str(repo)))
@@ -164,17 +164,17 @@ def test_store_cli_apply_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     from feature_repo.cli import app
 
     monkeypatch.setenv("COLDSTART_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("COLDSTART_FEAST__PROFILE", "embedded")
+    monkeypatch.setenv("COLDSTART_FEAST__TYPE", "embedded")
     runner = CliRunner()
     res = runner.invoke(app, ["apply"])
     assert res.exit_code == 0, res.output
-    assert "profile=embedded" in res.output and "item_state" in res.output
+    assert "type=embedded" in res.output and "item_state" in res.output
     assert (tmp_path / "feast" / "data" / "registry.db").exists()
     assert (tmp_path / "feast" / "data" / "offline" / "decisions").is_dir()
-    env = runner.invoke(app, ["env", "--profile", "production"])
+    env = runner.invoke(app, ["env", "--type", "production"])
     assert env.exit_code == 0, env.output
     assert "export FEAST_FS_YAML_FILE_PATH=" in env.output and "export CS_FEAST_REDIS=" in env.output
-    bad = runner.invoke(app, ["env", "--profile", "staging"])
+    bad = runner.invoke(app, ["env", "--type", "staging"])
     assert bad.exit_code != 0 and "staging" in bad.output
 
 

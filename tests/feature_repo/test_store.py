@@ -225,7 +225,7 @@ def test_naive_timestamps_and_empty_ids_are_rejected(store: FeastFeatureStore, u
 def test_settings_select_the_profile(settings: Settings, store: FeastFeatureStore) -> None:
     online = type(store.feast.config.online_store).__name__
     offline = type(store.offline).__name__
-    if settings.feast.profile == "embedded":
+    if settings.feast.type == "embedded":
         assert (online, offline) == ("SqliteOnlineStoreConfig", "ParquetOfflineLog")
     else:
         assert (online, offline) == ("RedisOnlineStoreConfig", "PostgresOfflineLog")

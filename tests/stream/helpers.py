@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from stream.contracts import DeadLetter, ImageRef, ItemListed, decode_event, encode_event
+from coldstart.contracts import DeadLetter, ImageRef, ItemListed, decode_event, encode_event
+from coldstart.topics import ITEMS_LISTED, dlq_topic
 from stream.producer import EventProducer
-from stream.topics import ITEMS_LISTED, dlq_topic
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

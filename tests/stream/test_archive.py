@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from coldstart.settings import Settings
+from coldstart.topics import DECISIONS, INTERACTIONS
 from feature_repo import open_offline_log
 from stream.archive_worker import run_archive
 from stream.broker import TansuBroker, free_port
 from stream.config import ArchiveSettings, KafkaSettings
-from stream.topics import DECISIONS, INTERACTIONS
 from tests.api.conftest import KEY, seeded_settings
 from tests.faults import topic_values
 
@@ -43,7 +43,7 @@ def test_offline_store_converges_to_the_topics_after_an_api_sigkill(tmp_path: Pa
             }
         )
         api = subprocess.Popen(
-            [sys.executable, "-m", "coldstart.cli", "api", "serve"],
+            [sys.executable, "-m", "cli.main", "api", "serve"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -10,9 +10,10 @@ import time
 import pytest
 
 from coldstart.errors import BrokerError
+from coldstart.topics import TOPICS
+from stream.admin import partition_count
 from stream.broker import TansuBroker, ensure_broker, free_port, kafka_answers, resolve_bootstrap
 from stream.config import KafkaSettings
-from stream.topics import TOPICS, partition_count
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,7 @@ def test_port_taken_is_a_clear_error(broker: TansuBroker) -> None:
 
 def test_broker_command_stops_cleanly_on_sigterm() -> None:
     port = free_port()
-    cmd = [sys.executable, "-m", "coldstart.cli", "broker", "--port", str(port), "--partitions", "2"]
+    cmd = [sys.executable, "-m", "cli.main", "broker", "--port", str(port), "--partitions", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
@@ -81,7 +82,7 @@ def test_broker_command_stops_cleanly_on_sigterm() -> None:
 
 def test_broker_does_not_outlive_a_killed_parent() -> None:
     port = free_port()
-    cmd = [sys.executable, "-m", "coldstart.cli", "broker", "--port", str(port)]
+    cmd = [sys.executable, "-m", "cli.main", "broker", "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60

@@ -23,10 +23,11 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer
 
+from coldstart.decisions import Candidate, Decision, Slot
 from coldstart.errors import BrokerError
+from coldstart.topics import DECISIONS, INTERACTIONS, ITEMS_LISTED, TOPICS
 from exploration.config import ExplorationSettings
 from exploration.model_store import LocalModelStore
-from exploration.records import Candidate, Decision, Slot
 from feature_repo.offline.parquet import ParquetOfflineLog
 from stream.archive_worker import run_archive
 from stream.broker import TansuBroker, free_port
@@ -36,7 +37,6 @@ from stream.learn_worker import LearnWorker
 from stream.link import BrokerLink, TopicKeeper
 from stream.online_learner import OnlineLearner
 from stream.producer import EventProducer
-from stream.topics import DECISIONS, INTERACTIONS, ITEMS_LISTED, TOPICS
 from tests.faults import kill_broker, wait_for
 from tests.stream.helpers import WorkerThread, good_event
 
@@ -251,9 +251,10 @@ def test_partitioned_warmup_applies_the_new_logs_after_a_broker_restart(tmp_path
     interactions published after it are applied from offset 0 of the new log, not skipped as
     re-deliveries of the old one."""
     from coldstart.settings import Settings
+    from coldstart.topics import ITEM_EVIDENCE
     from feature_repo import open_store
+    from stream.admin import ensure_topics
     from stream.config import WarmupStageConfig
-    from stream.topics import ITEM_EVIDENCE, ensure_topics
     from stream.warmup_group import build_warmup_group
     from tests.stream.test_warmup_stage_kafka import _events, _items, _users
 

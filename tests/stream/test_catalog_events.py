@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from coldstart.contracts import ItemListed
 from coldstart.errors import InvalidInputError
 from stream.catalog_events import catalog_events
-from stream.contracts import ItemListed
 from tests.models.test_catalog import INTER, ITEMS, _jpeg, _write
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from stream.contracts import (
+from coldstart.contracts import (
     DeadLetter,
     EventDecodeError,
     ImageRef,

@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from coldstart.contracts import ImageRef
 from stream.config import ImageFetchSettings
-from stream.contracts import ImageRef
 from stream.egress import EgressPolicy
 from stream.images import ImageFetcher
 

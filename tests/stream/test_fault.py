@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from coldstart.contracts import ImageRef
+from coldstart.topics import ITEMS_LISTED
 from models.records import ItemContent
 from stream.config import KafkaSettings
-from stream.contracts import ImageRef
 from stream.producer import EventProducer
-from stream.topics import ITEMS_LISTED
 from tests.stream.conftest import poster_paths, subprocess_env
 from tests.stream.helpers import bad_payload, good_event, read_dlq
 
@@ -40,7 +40,7 @@ def committed_total(bootstrap: str, group_id: str, partitions: int) -> int:
 
 
 def start_worker(artifact: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "coldstart.cli", "stream", "encode", "--artifact", str(artifact)]
+    cmd = [sys.executable, "-m", "cli.main", "stream", "encode", "--artifact", str(artifact)]
     cmd += ["--batch-size", "64", "--quiet"]
     with log.open("ab") as out:
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from coldstart.contracts import ImageRef
 from stream.config import ImageFetchSettings
-from stream.contracts import ImageRef
 from stream.egress import EgressPolicy
 from stream.image_server import ImageServer
 from stream.images import ImageFetcher

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
+from coldstart.contracts import encode_event
+from coldstart.topics import ITEMS_LISTED
 from stream.config import KafkaSettings
-from stream.contracts import encode_event
 from stream.dlq import DLQ_KEEP_BYTES
 from stream.encode_worker import EncodeWorker
-from stream.topics import ITEMS_LISTED
 from tests.stream.helpers import T0, good_event, read_dlq
 
 pytestmark = pytest.mark.integration

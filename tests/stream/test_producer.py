@@ -7,10 +7,10 @@ import os
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from coldstart.topics import DECISIONS
 from stream.broker import TansuBroker
 from stream.config import KafkaSettings
 from stream.producer import EventProducer
-from stream.topics import DECISIONS
 
 pytestmark = pytest.mark.integration
 

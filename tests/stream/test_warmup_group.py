@@ -18,17 +18,17 @@ import numpy as np
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from coldstart.contracts import Interaction, ItemEvidence, encode_event
+from coldstart.decisions import Candidate, Decision, Slot
 from coldstart.settings import Settings
+from coldstart.topics import INTERACTIONS, ITEM_EVIDENCE
 from exploration.config import ExplorationSettings, RewardConfig
 from exploration.model_store import LocalModelStore
-from exploration.records import Candidate, Decision, Slot
 from feature_repo.feast_store import FeastFeatureStore
 from feature_repo.records import StoredItem, StoredUser
 from stream.broker import TansuBroker
 from stream.config import ArchiveSettings, KafkaSettings, WarmupStageConfig
-from stream.contracts import Interaction, ItemEvidence, encode_event
 from stream.producer import EventProducer
-from stream.topics import INTERACTIONS, ITEM_EVIDENCE
 from stream.warmup_stage import WarmupStage
 from tests.stream.helpers import module_store_fixtures, read_dlq
 from tests.stream.test_warmup_stage_kafka import (

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from coldstart.contracts import Interaction
 from exploration.pool import ExactPool, ItemPools
 from feature_repo.feast_store import FeastFeatureStore
 from feature_repo.records import StoredItem, StoredUser
@@ -19,7 +20,6 @@ from models.warmup import Evidence, ItemWarmState, ShrinkageConfig, ShrinkageWar
 from models.warmup.posterior import PosteriorWarmup, fit_posterior_calibration
 from models.warmup.served import ServedWarmup
 from stream.config import WarmupStageConfig
-from stream.contracts import Interaction
 from stream.warmup_batch import Delivery
 from stream.warmup_checkpoint import WarmupCheckpoint
 from stream.warmup_stage import WarmupStage

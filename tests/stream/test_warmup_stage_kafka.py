@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from coldstart.contracts import Interaction
 from coldstart.settings import Settings
 from exploration.config import ExplorationSettings
 from exploration.pool import ExactPool, ItemPools
@@ -25,7 +26,6 @@ from feature_repo.records import StoredItem, StoredUser
 from feature_repo.testing import random_items
 from stream.broker import TansuBroker
 from stream.config import ArchiveSettings, KafkaSettings, WarmupStageConfig
-from stream.contracts import Interaction
 from stream.pool_feed import PoolFeed
 from stream.producer import EventProducer
 from stream.warmup_batch import Delivery
@@ -233,7 +233,7 @@ class _Record:
 
 
 def test_a_recreated_topic_is_a_new_log_not_a_redelivery(store: FeastFeatureStore, tmp_path: Path) -> None:
-    from stream.contracts import encode_event
+    from coldstart.contracts import encode_event
 
     prefix = uuid.uuid4().hex[:8]
     items, users = _items(prefix), _users(prefix)

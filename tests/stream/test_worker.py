@@ -8,15 +8,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from coldstart.contracts import ImageRef, ItemListed
 from coldstart.errors import StoreError
+from coldstart.topics import ITEMS_LISTED
 from models.records import ItemContent
 from stream.config import KafkaSettings
-from stream.contracts import ImageRef, ItemListed
 from stream.encode_worker import EncodeWorker
 from stream.image_server import ImageServer
 from stream.images import ImageFetcher
 from stream.producer import EventProducer
-from stream.topics import ITEMS_LISTED
 from tests.stream.conftest import POSTERS, poster_paths
 from tests.stream.helpers import WorkerThread, good_event, publish_mixed, read_dlq
 

@@ -1,55 +1,19 @@
-"""coldstart's topics, their keys, and their creation (kafka-python admin client)."""
+"""Creating and describing coldstart's topics on a broker (kafka-python admin client)."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from coldstart.errors import BrokerError
+from coldstart.topics import TOPICS, TopicSpec
 
 log = logging.getLogger(__name__)
-
-ITEMS_LISTED = "items.listed"
-INTERACTIONS = "interactions"
-DECISIONS = "decisions"
-ITEMS_STORED = "items.stored"
-ITEM_EVIDENCE = "warmup.item_evidence"
-DLQ_SUFFIX = ".dlq"
-
-
-def dlq_topic(topic: str) -> str:
-    """The dead-letter topic of ``topic`` (``items.listed`` → ``items.listed.dlq``)."""
-    return topic + DLQ_SUFFIX
-
-
-@dataclass(frozen=True)
-class TopicSpec:
-    """A topic and what its records are keyed by (records with one key land on one partition)."""
-
-    name: str
-    key: str
-    doc: str
-
-
-TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(ITEMS_LISTED, "item_id", "ItemListed events from marketplace backends"),
-    TopicSpec(INTERACTIONS, "user_id", "Interaction events (impressions, clicks, ratings...)"),
-    TopicSpec(DECISIONS, "user_id", "exploration Decision records"),
-    TopicSpec(ITEMS_STORED, "item_id", "ItemStored notifications (feed of in-process pool indexes)"),
-    TopicSpec(ITEM_EVIDENCE, "item_id", "ItemEvidence of the partitioned warm-up (user side to item side)"),
-    TopicSpec(dlq_topic(ITEMS_LISTED), "source key", "DeadLetter records of the encoder worker"),
-    TopicSpec(dlq_topic(INTERACTIONS), "source key", "DeadLetter records of the interaction consumers"),
-    TopicSpec(dlq_topic(DECISIONS), "source key", "DeadLetter records of the decisions archive"),
-    TopicSpec(
-        dlq_topic(ITEM_EVIDENCE), "source key", "DeadLetter records of the partitioned warm-up's item side"
-    ),
-)
 
 
 def ensure_topics(

@@ -1,4 +1,4 @@
-"""Typed records of exploration decisions (cross the exploration/, stream/, api/ and analytics boundaries).
+"""Typed records of exploration decisions (the ``decisions`` topic, the offline store, the reports).
 
 A decision is what the bandit did for one request: the candidates it saw, the pmf it sampled from and
 the slots it filled. It is logged to the ``decisions`` topic and to the offline store, in a form that
@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from coldstart.contracts import Event, Id
 
 
 class Candidate(BaseModel):
@@ -45,15 +47,13 @@ class Slot(BaseModel):
     score: float
 
 
-class Decision(BaseModel):
-    """Everything needed to replay and evaluate one exploration decision off-policy."""
+class Decision(Event):
+    """Everything needed to replay and evaluate one exploration decision off-policy: an event on the
+    ``decisions`` topic under the same rules as every other (strict fields, versioned, UTC times)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    schema_version: int = 1
-    decision_id: str
-    ts: datetime
-    user_id: str
+    decision_id: Id
+    ts: AwareDatetime
+    user_id: Id
     context: dict[str, float | str] = Field(default_factory=dict)
     policy: str
     model_version: str

@@ -50,7 +50,7 @@ def demo_command(
     ),
 ) -> None:
     """Main job on the embedded default: broker + encoder worker + API, streaming the MovieLens catalog."""
-    from coldstart.demo import run_demo
+    from cli.demo import run_demo
     from coldstart.settings import get_settings
 
     run_demo(get_settings(), limit=limit, rate=rate, tiny_encoder=tiny_encoder)

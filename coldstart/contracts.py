@@ -10,7 +10,7 @@ topic                         record            key      produced by
 ============================  ================  =======  ==========================================
 ``items.listed``              :class:`ItemListed`  item_id  marketplace backends
 ``interactions``              :class:`Interaction` user_id  recommendation APIs / frontends
-``decisions``                 ``exploration.records.Decision``  user_id  the exploration API
+``decisions``                 ``coldstart.decisions.Decision``  user_id  the exploration API
 ``items.stored``              :class:`ItemStored`  item_id  the encoder worker, after each write
 ``warmup.item_evidence``      :class:`ItemEvidence` item_id  the learners' user side (partitioned)
 ``items.listed.dlq``          :class:`DeadLetter`  source key  the encoder worker

@@ -93,7 +93,7 @@ def ensure_encoder(settings: Settings, catalog: Path, *, tiny: bool) -> Path:
         "no encoder artifact: training the default offline encoder once on the MovieLens catalog "
         "(`coldstart models train`; use --tiny-encoder for a quick mechanics-only run)"
     )
-    cmd = [sys.executable, "-m", "coldstart.cli", "models", "train", "--catalog", str(catalog)]
+    cmd = [sys.executable, "-m", "cli.main", "models", "train", "--catalog", str(catalog)]
     subprocess.run(cmd, check=True)
     return resolve_artifact(settings.models.artifact, settings.models.artifacts_dir)
 
@@ -111,7 +111,7 @@ def _start_worker(
     cmd = [
         sys.executable,
         "-m",
-        "coldstart.cli",
+        "cli.main",
         "stream",
         "encode",
         "--artifact",
@@ -153,6 +153,7 @@ def run_demo(
     """
     from tqdm import tqdm
 
+    from coldstart.topics import ITEMS_LISTED
     from exploration.pool import ExactPool, ItemPools
     from feature_repo import open_store
     from feature_repo.seed_users import seed_users_from_artifact
@@ -164,7 +165,6 @@ def run_demo(
     from stream.image_server import ImageServer
     from stream.pool_feed import PoolFeed
     from stream.producer import EventProducer
-    from stream.topics import ITEMS_LISTED
 
     catalog_dir = ensure_catalog(settings)
     artifact = ensure_encoder(settings, catalog_dir, tiny=tiny_encoder)
@@ -198,7 +198,7 @@ def run_demo(
                 start = time.monotonic()
 
                 def publish() -> None:
-                    from stream.contracts import now_utc
+                    from coldstart.contracts import now_utc
 
                     interval = 1.0 / rate if rate > 0 else 0.0
                     next_t = time.monotonic()
@@ -281,7 +281,7 @@ def _exercise_api(settings: Settings, bootstrap: str, artifact: Path, log: Path)
     cmd = [
         sys.executable,
         "-m",
-        "coldstart.cli",
+        "cli.main",
         "api",
         "serve",
         "--port",

@@ -1,0 +1,40 @@
+"""The feature-store section is a discriminated union: each store's fields, and only those."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from coldstart.settings import get_settings
+from feature_repo.config import EmbeddedStoreConfig, ProductionStoreConfig
+
+
+def test_the_type_selects_the_store_and_absent_means_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TYPE", "PROJECT", "REDIS_URL", "PG_SCHEMA"):
+        monkeypatch.delenv(f"COLDSTART_FEAST__{name}", raising=False)
+    assert isinstance(get_settings().feast, EmbeddedStoreConfig)
+    monkeypatch.setenv("COLDSTART_FEAST__PROJECT", "shop_a")
+    embedded = get_settings().feast
+    assert isinstance(embedded, EmbeddedStoreConfig) and embedded.project == "shop_a"
+    monkeypatch.setenv("COLDSTART_FEAST__TYPE", "production")
+    monkeypatch.setenv("COLDSTART_FEAST__PG_SCHEMA", "shop_a_offline")
+    production = get_settings().feast
+    assert isinstance(production, ProductionStoreConfig)
+    assert (production.project, production.pg_schema) == ("shop_a", "shop_a_offline")
+
+
+@pytest.mark.parametrize(
+    "feast",
+    [
+        {"type": "staging"},
+        {"type": "embedded", "redis_url": "redis://127.0.0.1:6379/0"},  # a production field
+        {"type": "production", "repo_path": "/tmp/x"},  # an embedded field
+        {"profile": "production"},  # not a field of either
+        {"type": "production", "redis_url": "http://127.0.0.1:6379"},
+        {"type": "production", "pg_schema": "x; DROP TABLE y"},
+        {"project": "a-b"},
+    ],
+)
+def test_a_field_of_the_other_store_or_a_bad_value_is_refused(feast: dict[str, str]) -> None:
+    with pytest.raises(ValidationError):
+        get_settings(feast=feast)
