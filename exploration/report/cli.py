@@ -43,7 +43,8 @@ def report_command(
         Path | None, typer.Option(help="A saved policy (exploration.policy config) to evaluate too.")
     ] = None,
     offline_dir: Annotated[
-        Path | None, typer.Option(help="Read this parquet offline-store directory instead of the configured store's.")
+        Path | None,
+        typer.Option(help="Read this parquet offline store instead of the configured one."),
     ] = None,
     max_decisions: Annotated[
         int, typer.Option(help="Evaluate at most this many (most recent) decisions off-policy.", min=1)
@@ -113,7 +114,8 @@ def export_command(
     ] = "dsjson",
     per: Annotated[str, typer.Option(help="dsjson: one line per 'decision' or per 'slot'.")] = "decision",
     offline_dir: Annotated[
-        Path | None, typer.Option(help="Read this parquet offline-store directory instead of the configured store's.")
+        Path | None,
+        typer.Option(help="Read this parquet offline store instead of the configured one."),
     ] = None,
 ) -> None:
     """Export the decision log of a window with its joined rewards, for obp or Vowpal Wabbit.
