@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from coldstart.settings import get_settings
+
 app = typer.Typer(no_args_is_help=True)
 
 
@@ -35,7 +37,6 @@ def serve(
 ) -> None:
     """Run the HTTP API with uvicorn (OpenAPI docs at /docs)."""
     from api.serve import serve as run_server
-    from coldstart.settings import get_settings
 
     settings = get_settings()
     code = run_server(

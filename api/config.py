@@ -19,11 +19,11 @@ class ApiSettings(BaseModel):
     api_keys
         Accepted values of the ``X-API-Key`` header; every endpoint except ``/healthz`` and
         ``/readyz`` requires one (``/metrics`` too unless ``metrics_public``).
-    kafka
+    connect_kafka
         Connect a producer (``POST /v1/items``, ``POST /v1/interactions`` and the decisions topic);
         when no broker answers the API still serves slots and those endpoints answer 503.
     offline_decisions
-        Without Kafka (``kafka=false``): write every decision to the offline store from this process
+        Without Kafka (``connect_kafka=false``): write every decision to the offline store from this process
         (micro-batched background writer). With Kafka the archive consumer (``coldstart stream
         archive``, run by ``coldstart stream learn``) writes them from the decisions topic instead.
     search_index
@@ -83,7 +83,7 @@ class ApiSettings(BaseModel):
     port: int = Field(default=8000, ge=0, le=65535)
     api_keys: list[str] = ["dev-key"]
     metrics_public: bool = False
-    kafka: bool = True
+    connect_kafka: bool = True
     offline_decisions: bool = True
     search_index: bool = True
     follow_stored: bool = True

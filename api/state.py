@@ -38,6 +38,7 @@ from exploration.sinks import (
     OfflineDecisionSink,
     ProcessKafkaDecisionSink,
 )
+from feature_repo import open_store
 from feature_repo.base import FeatureStore
 from feature_repo.config import ProductionStoreConfig
 from feature_repo.records import StoredItem
@@ -118,7 +119,7 @@ class AppState:
         """``send(producer)`` and its acknowledgement, or a 503-mapped :class:`BrokerError` within
         ``api.publish_timeout_ms`` (at once while the broker probe says it is away)."""
         if self.broker is None:
-            raise BrokerError("no Kafka producer: disabled (api.kafka=false)")
+            raise BrokerError("no Kafka producer: disabled (api.connect_kafka=false)")
         return self.broker.publish(send, self.settings.api.publish_timeout_ms / 1000.0)
 
     def follow_stored(self) -> None:
@@ -302,8 +303,6 @@ def build_state(
     factory = pool_factory or (lambda: default_pool_factory(settings.exploration.pool))
     metrics = ApiMetrics()
     if store is None:
-        from feature_repo import open_store
-
         feast = settings.feast
         if isinstance(feast, ProductionStoreConfig):
             # no request may wait for a lost online store: bounded Redis calls without retries
@@ -317,7 +316,7 @@ def build_state(
 
     broker: BrokerLink | None = None
     sinks: list[DecisionSink] = []
-    if settings.api.kafka:
+    if settings.api.connect_kafka:
         bootstrap = settings.kafka.bootstrap_servers or embedded_address(settings.kafka)
         # a write waits at most publish_timeout_ms for the broker, a send never blocks longer
         api_kafka = settings.kafka.model_copy(

@@ -27,7 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.records import ItemContent  # noqa: E402
+from models.config import OfflineEncoderConfig
+from models.records import ItemContent
 
 BATCHES = (1, 8, 32)
 ROUNDS = 2
@@ -105,7 +106,6 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from models.config import OfflineEncoderConfig
     from models.export import build_artifact
     from models.serving import OnnxItemEncoder
     from models.testing import tiny_item_tower

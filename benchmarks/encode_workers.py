@@ -6,6 +6,7 @@ warmed up on ``warm`` first, and reports when it polled its first record and wro
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,12 @@ from typing import Any
 
 from coldstart.contracts import ItemListed
 from coldstart.settings import Settings
+from feature_repo import open_store
+from stream.broker import TansuBroker
 from stream.config import KafkaSettings
+from stream.encode_worker import EncodeWorker
+from stream.pool_feed import PoolFeed, StoredAnnouncer
+from stream.producer import EventProducer
 
 
 def _encode_worker_main(
@@ -29,10 +35,6 @@ def _encode_worker_main(
     reports (wall time of its first polled record, of its last write, items written). The encoder
     runs one batch of ``warm`` first, as the in-process phases' encoder had (its first run is slow)."""
     import models
-    from feature_repo import open_store
-    from stream.encode_worker import EncodeWorker
-    from stream.pool_feed import StoredAnnouncer
-    from stream.producer import EventProducer
 
     logging.basicConfig(level=logging.ERROR)
     kafka = KafkaSettings.model_validate_json(kafka_json)
@@ -72,11 +74,6 @@ def workers_rate(
 ) -> float:
     """Items/s of ``n_workers`` encoder processes in one consumer group draining a published backlog
     (a broker of its own): items written / (last write - first polled record), over all processes."""
-    import multiprocessing
-
-    from stream.broker import TansuBroker
-    from stream.pool_feed import PoolFeed
-    from stream.producer import EventProducer
 
     ctx = multiprocessing.get_context("spawn")  # the children load their own encoder, no forked threads
     seen: set[str] = set()

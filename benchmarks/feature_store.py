@@ -22,6 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from coldstart.settings import get_settings
+from feature_repo import open_store
+from feature_repo.config import ProductionStoreConfig
+from feature_repo.offline.postgres import PostgresOfflineLog
+from feature_repo.records import StoredItem, StoredUser
+
 
 def _ms(xs: list[float]) -> dict[str, float]:
     a = np.asarray(xs) * 1e3
@@ -29,10 +35,6 @@ def _ms(xs: list[float]) -> dict[str, float]:
 
 
 def run(profile: str, reads: int, tmp: Path) -> dict[str, Any]:
-    from coldstart.settings import get_settings
-    from feature_repo import open_store
-    from feature_repo.config import ProductionStoreConfig
-    from feature_repo.records import StoredItem, StoredUser
 
     tag = uuid.uuid4().hex[:8]
     feast: dict[str, Any] = {"type": profile, "project": f"bench_{tag}"}
@@ -98,8 +100,6 @@ def run(profile: str, reads: int, tmp: Path) -> dict[str, Any]:
         store.close()
         if isinstance(settings.feast, ProductionStoreConfig):
             import redis
-
-            from feature_repo.offline.postgres import PostgresOfflineLog
 
             r = redis.Redis.from_url(settings.feast.redis_url)
             for key in r.scan_iter(match=f"*bench_{tag}".encode(), count=1000):

@@ -50,12 +50,23 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from encode_workers import workers_rate  # noqa: E402
+from encode_workers import workers_rate
 
-from coldstart.contracts import ImageRef, ItemListed  # noqa: E402
-from coldstart.settings import Settings  # noqa: E402
-from stream.config import EncodeWorkerSettings, ImageFetchSettings, KafkaSettings  # noqa: E402
-from stream.egress import EgressPolicy  # noqa: E402
+from coldstart.contracts import ImageRef, ItemListed
+from coldstart.settings import Settings
+from coldstart.topics import ITEMS_LISTED
+from exploration.pool import ExactPool, ItemPools
+from feature_repo import open_store
+from models.config import OfflineEncoderConfig
+from stream.broker import TansuBroker
+from stream.config import EncodeWorkerSettings, ImageFetchSettings, KafkaSettings
+from stream.dlq import read_dead_letters
+from stream.egress_policy import EgressPolicy
+from stream.encode_worker import EncodeWorker
+from stream.freshness import FreshnessProbe
+from stream.image_server import ImageServer
+from stream.pool_feed import PoolFeed, StoredAnnouncer
+from stream.producer import EventProducer
 
 
 def load_encoder(args: argparse.Namespace, tmp: Path) -> tuple[Any, str, Path | None]:
@@ -78,7 +89,6 @@ def load_encoder(args: argparse.Namespace, tmp: Path) -> tuple[Any, str, Path | 
         # per item as a trained artifact (throughput does not depend on head weights)
         import torch
 
-        from models.config import OfflineEncoderConfig
         from models.export import build_artifact
         from models.item_tower import ItemTower
         from models.towers import build_towers
@@ -156,17 +166,6 @@ def main() -> None:
     parser.add_argument("--workers-items", type=int, default=256, help="phase C backlog per run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-
-    from coldstart.topics import ITEMS_LISTED
-    from exploration.pool import ExactPool, ItemPools
-    from feature_repo import open_store
-    from stream.broker import TansuBroker
-    from stream.dlq import read_dead_letters
-    from stream.encode_worker import EncodeWorker
-    from stream.freshness import FreshnessProbe
-    from stream.image_server import ImageServer
-    from stream.pool_feed import PoolFeed, StoredAnnouncer
-    from stream.producer import EventProducer
 
     with tempfile.TemporaryDirectory(prefix="coldstart-bench-") as tmp_name:
         tmp = Path(tmp_name)

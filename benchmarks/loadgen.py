@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 import numpy as np
+import psutil
 
 API_KEY = "bench-key"
 #: The user read of a slot request: what the Feast baselines fetch.
@@ -253,7 +254,6 @@ def cpu_s(roots: dict[str, int | None]) -> dict[str, float]:
     """CPU seconds (user + system) used so far by each named process tree (the API: master, workers and
     their decision-log producers; the broker). The API's tree is also split into ``api_workers``
     (master + uvicorn workers) and ``api_decision_log`` (the workers' producer processes)."""
-    import psutil
 
     out: dict[str, float] = {}
     for name, pid in roots.items():
@@ -279,7 +279,6 @@ def cpu_s(roots: dict[str, int | None]) -> dict[str, float]:
 
 def connections_per_worker(api_pid: int, port: int) -> list[int]:
     """Established client connections held by each process of the API (busiest first)."""
-    import psutil
 
     counts: list[int] = []
     for proc in psutil.Process(api_pid).children(recursive=True):
@@ -298,7 +297,6 @@ def connections_per_worker(api_pid: int, port: int) -> list[int]:
 
 def rss_mb(api_pid: int) -> dict[str, Any]:
     """Resident memory of the API's process tree (master, workers, decision-log producers), MB."""
-    import psutil
 
     procs = []
     try:

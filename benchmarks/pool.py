@@ -29,7 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from exploration.pool import ExactPool, HnswPool, PoolEntry, PoolFilter  # noqa: E402
+from exploration.pool import ExactPool, HnswPool, PoolEntry, PoolFilter
 
 CATEGORIES = 20  # one category = the 5% filter
 SELLERS = 5000

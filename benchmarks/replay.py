@@ -51,6 +51,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,8 @@ from typing import Any
 
 import numpy as np
 
+from coldstart.contracts import now_utc
+from coldstart.settings import get_settings
 from exploration.config import (
     GreedyPolicyConfig,
     UniformPolicyConfig,
@@ -76,13 +79,20 @@ from exploration.simulator import (
     pacing_config,
     simulate,
 )
+from feature_repo import open_store
+from feature_repo.records import StoredUser
+from models.records import ItemContent
+from stream.admin import ensure_topics
+from stream.broker import TansuBroker
+from stream.catalog_events import catalog_events
+from stream.pool_feed import PoolFeed
+from stream.producer import EventProducer
 
 
 def item_vectors(catalog_dir: Path, images: bool) -> tuple[list[str], np.ndarray]:
     """Frozen pretrained content features of the catalog's items, L2-normalised (cached on disk)."""
     from models.catalog import Catalog
     from models.features import extract_features
-    from models.records import ItemContent
 
     catalog = Catalog.load(catalog_dir, check_images=False)
     contents = [it.content() for it in catalog.items]
@@ -132,7 +142,6 @@ COLDSTART = str(Path(sys.executable).with_name("coldstart"))
 
 
 def _free_port() -> int:
-    import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -141,7 +150,6 @@ def _free_port() -> int:
 
 def _catalog_events(catalog_dir: Path) -> dict[str, Any]:
     """``item_id -> ItemListed`` of the catalog (``listed_at`` is set when the item is published)."""
-    from stream.catalog_events import catalog_events
 
     return {e.item_id: e for e in catalog_events(catalog_dir, image_mode="path", seller_id="catalog")}
 
@@ -151,8 +159,6 @@ class Stack:
     (each a subprocess but the broker), on a fresh data directory."""
 
     def __init__(self, args: argparse.Namespace, extra_env: dict[str, str], api: bool = True) -> None:
-        from stream.admin import ensure_topics
-        from stream.broker import TansuBroker
 
         self.tmp = Path(tempfile.mkdtemp(prefix="cs-replay-"))
         self.broker = TansuBroker(partitions=2).start()
@@ -227,9 +233,6 @@ def prime_cache(args: argparse.Namespace, listings: dict[str, Any]) -> dict[str,
     Runs ``coldstart stream encode`` with the cache on; the first run encodes the catalog (minutes on
     2 cores), later runs only hit the cache. Returns counts and seconds.
     """
-    from coldstart.contracts import now_utc
-    from stream.pool_feed import PoolFeed
-    from stream.producer import EventProducer
 
     t = time.perf_counter()
     stack = Stack(args, {}, api=False)
@@ -276,13 +279,6 @@ def run_e2e(  # type: ignore[no-untyped-def]
 ) -> dict[str, Any]:
     """One policy through the running stack: listings on Kafka, slots and clicks over HTTP."""
     import httpx
-
-    from coldstart.contracts import now_utc
-    from coldstart.settings import get_settings
-    from feature_repo import open_store
-    from feature_repo.records import StoredUser
-    from stream.pool_feed import PoolFeed
-    from stream.producer import EventProducer
 
     m = ColdMetrics()
     if spec.policy is None:  # popular warm items: no API call, never a cold item

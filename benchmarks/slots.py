@@ -83,15 +83,23 @@ from loadgen import (
     stop,
 )
 
+from api.main import create_app
+from api.routes.exploration import slots_json
+from api.schemas import SlotsRequest
+from coldstart.settings import get_settings
+from feature_repo import open_store
+from feature_repo.config import EmbeddedStoreConfig
+from feature_repo.feast_store import repo_config
+from feature_repo.records import StoredUser
+from stream.admin import ensure_topics
+from stream.broker import TansuBroker
+
 ROOT = Path(__file__).resolve().parents[1]
 LOADGEN = Path(__file__).with_name("loadgen.py")
 
 
 # --------------------------------------------------------------------------- orchestration
 def _seed(data_dir: Path, n_items: int, n_users: int, dim: int) -> object:
-    from coldstart.settings import get_settings
-    from feature_repo import open_store
-    from feature_repo.records import StoredUser
     from feature_repo.testing import random_items
 
     store = open_store(get_settings(data_dir=data_dir))
@@ -138,19 +146,15 @@ def _in_process_slots(data_dir: Path, args: argparse.Namespace, n: int) -> list[
     """Wall times (ms) of ``n`` slot requests served by a direct call of the route's handler
     (``api.routes.exploration.slots_json``) in this process, inside the app's own lifespan (the same
     state, BLAS limits, gc freeze and GIL switch interval as a worker), minus HTTP and the decision log
-    (``api.kafka`` off). What a slot request costs with no transport at all; 200 requests warm it up
+    (``api.connect_kafka`` off). What a slot request costs with no transport at all; 200 requests warm it up
     first. The requests run back to back without yielding to the event loop, so the app's background
     maintenance does not run between them."""
-    from api.main import create_app
-    from api.routes.exploration import slots_json
-    from api.schemas import SlotsRequest
-    from coldstart.settings import get_settings
 
     settings = get_settings(data_dir=data_dir)
     settings = settings.model_copy(
         update={
             "api": settings.api.model_copy(
-                update={"kafka": False, "offline_decisions": False, "search_index": False}
+                update={"connect_kafka": False, "offline_decisions": False, "search_index": False}
             ),
             "exploration": settings.exploration.model_copy(update={"candidates_m": args.m}),
         }
@@ -265,10 +269,6 @@ def _start_feature_server(data_dir: Path, port: int, workers: int) -> subprocess
     import httpx
     import yaml
 
-    from coldstart.settings import get_settings
-    from feature_repo.config import EmbeddedStoreConfig
-    from feature_repo.feast_store import repo_config
-
     settings = get_settings(data_dir=data_dir)
     repo = repo_config(settings.feast, data_dir)  # the config open_store() built the store from
     assert isinstance(settings.feast, EmbeddedStoreConfig), (
@@ -380,14 +380,11 @@ def main() -> None:
                 "COLDSTART_API__API_KEYS": json.dumps([API_KEY]),
                 "COLDSTART_API__SEARCH_INDEX": "false",
                 "COLDSTART_API__OFFLINE_DECISIONS": str(args.decision_log in ("offline", "both")).lower(),
-                "COLDSTART_API__KAFKA": str(args.decision_log in ("kafka", "both")).lower(),
+                "COLDSTART_API__CONNECT_KAFKA": str(args.decision_log in ("kafka", "both")).lower(),
                 "COLDSTART_EXPLORATION__CANDIDATES_M": str(args.m),
             }
         )
         if args.decision_log in ("kafka", "both"):
-            from stream.admin import ensure_topics
-            from stream.broker import TansuBroker
-
             broker = TansuBroker(partitions=4).start()
             ensure_topics(broker.bootstrap_servers, 4)
             env["COLDSTART_KAFKA__BOOTSTRAP_SERVERS"] = broker.bootstrap_servers

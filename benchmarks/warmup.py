@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import tempfile
 import threading
 import time
@@ -36,11 +37,31 @@ from typing import Any
 
 import numpy as np
 
+from coldstart.contracts import Interaction, now_utc
+from coldstart.settings import Settings
+from exploration.config import ExplorationSettings
+from exploration.model_store import LocalModelStore
+from exploration.pool import ExactPool, ItemPools
+from feature_repo import open_store
+from feature_repo.records import StoredUser
+from models.warmup.posterior import fit_posterior_calibration
+from models.warmup.served import ServedWarmup
+from stream.broker import TansuBroker
+from stream.config import KafkaSettings, WarmupStageConfig
+from stream.learn_worker import LearnWorker
+from stream.online_learner import OnlineLearner
+from stream.pool_feed import StoredAnnouncer
+from stream.producer import EventProducer
+from stream.warmup_batch import Delivery
+from stream.warmup_checkpoint import WarmupCheckpoint
+from stream.warmup_group import EvidencePublisher, WarmupGroupWorker
+from stream.warmup_sides import ItemSide, UserSide
+from stream.warmup_stage import WarmupStage, build_warmup_model
+
 ITEM_DIM, CONTENT_DIM = 64, 256
 
 
 def _seed_store(store: Any, prefix: str, n_items: int, n_users: int, rng: np.random.Generator) -> None:
-    from feature_repo.records import StoredUser
     from feature_repo.testing import random_items
 
     now = datetime.now(UTC)
@@ -65,7 +86,6 @@ def _seed_store(store: Any, prefix: str, n_items: int, n_users: int, rng: np.ran
 
 
 def _events(prefix: str, n: int, n_items: int, n_users: int, rng: np.random.Generator) -> list[Any]:
-    from coldstart.contracts import Interaction
 
     kinds = rng.choice(["impression", "click", "add_to_cart", "purchase"], size=n, p=[0.6, 0.3, 0.07, 0.03])
     items = rng.zipf(1.3, size=n) % n_items  # a few popular items, a long tail
@@ -84,9 +104,6 @@ def _events(prefix: str, n: int, n_items: int, n_users: int, rng: np.random.Gene
 
 
 def _learner(settings: Any, bootstrap: str, group: str, stage: Any) -> Any:
-    from exploration.model_store import LocalModelStore
-    from stream.learn_worker import LearnWorker
-    from stream.online_learner import OnlineLearner
 
     learner = OnlineLearner(
         settings.exploration, LocalModelStore(settings.data_dir / f"models-{group}"), seed=0
@@ -104,12 +121,6 @@ def _learner(settings: Any, bootstrap: str, group: str, stage: Any) -> Any:
 
 def _group(settings: Any, store: Any, producer: Any, served: Any, state_dir: Path) -> Any:
     """One member of the partitioned warm-up (what a ``partitioned`` learner runs beside the policy)."""
-    from exploration.pool import ExactPool, ItemPools
-    from stream.config import WarmupStageConfig
-    from stream.pool_feed import StoredAnnouncer
-    from stream.warmup_group import EvidencePublisher, WarmupGroupWorker
-    from stream.warmup_sides import ItemSide, UserSide
-    from stream.warmup_stage import build_warmup_model
 
     cfg = WarmupStageConfig(layout="partitioned")
     model, version = build_warmup_model(cfg, served, "bench")
@@ -134,8 +145,6 @@ def _group(settings: Any, store: Any, producer: Any, served: Any, state_dir: Pat
 
 def _served(rng: np.random.Generator) -> Any:
     """A posterior warm-up calibrated on random vectors (what ``models train`` ships, in shape)."""
-    from models.warmup.posterior import fit_posterior_calibration
-    from models.warmup.served import ServedWarmup
 
     users = rng.standard_normal((2000, ITEM_DIM)).astype(np.float32)
     items = rng.standard_normal((400, ITEM_DIM)).astype(np.float32)
@@ -172,8 +181,6 @@ def _throughput(worker: Any, done: Any, n: int, timeout_s: float = 300.0) -> flo
 
 def _probe_main(data_dir: str, expect_q: Any, result_q: Any, settle_s: float) -> None:
     """The reader (another process, like an API replica): event ts → the online row counts the click."""
-    from coldstart.settings import Settings
-    from feature_repo import open_store
 
     store = open_store(Settings(data_dir=Path(data_dir)))
     pending: dict[str, list[tuple[int, float]]] = {}
@@ -203,9 +210,6 @@ def _probe_main(data_dir: str, expect_q: Any, result_q: Any, settle_s: float) ->
 def _publisher_main(cmd_q: Any, expect_q: Any, done_q: Any) -> None:
     """The live publisher (another process, like the marketplace backend): paced interactions, and
     for each click the (item, k-th click, event ts) the reader waits for."""
-    from coldstart.contracts import now_utc
-    from stream.config import KafkaSettings
-    from stream.producer import EventProducer
 
     cmd = cmd_q.get()
     if cmd is None:
@@ -240,20 +244,6 @@ def _progress(worker: Any, stage: Any) -> Any:
 
 
 def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    import multiprocessing
-
-    import feature_repo.feast_store  # noqa: F401  (import Feast once, before forking the reader)
-    from coldstart.settings import Settings
-    from exploration.config import ExplorationSettings
-    from exploration.pool import ExactPool, ItemPools
-    from feature_repo import open_store
-    from stream.broker import TansuBroker
-    from stream.config import KafkaSettings, WarmupStageConfig
-    from stream.pool_feed import StoredAnnouncer
-    from stream.producer import EventProducer
-    from stream.warmup_batch import Delivery
-    from stream.warmup_checkpoint import WarmupCheckpoint
-    from stream.warmup_stage import WarmupStage
 
     rng = np.random.default_rng(0)
     served = _served(rng)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,9 +33,20 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from tqdm import tqdm
 
+from coldstart.contracts import now_utc
 from coldstart.errors import ColdstartError, NotFoundError
 from coldstart.settings import Settings
+from coldstart.topics import ITEMS_LISTED
+from exploration.pool import ExactPool, ItemPools
+from feature_repo import open_store
+from feature_repo.seed_users import seed_users_from_artifact
+from models.artifact import resolve_artifact
+from models.catalog import Catalog, adapt_movielens
+from stream.catalog_events import catalog_events
+from stream.freshness import FreshnessProbe
+from stream.image_server import ImageServer
 
 
 @dataclass(frozen=True)
@@ -62,7 +74,6 @@ def _say(msg: str) -> None:
 
 def ensure_catalog(settings: Settings) -> Path:
     """The MovieLens catalog in the generic layout under ``<data_dir>/catalogs/movielens`` (adapted once)."""
-    from models.catalog import adapt_movielens
 
     out = settings.data_dir / "catalogs" / "movielens"
     if not (out / "items.csv").is_file():
@@ -74,7 +85,6 @@ def ensure_catalog(settings: Settings) -> Path:
 
 def ensure_encoder(settings: Settings, catalog: Path, *, tiny: bool) -> Path:
     """An encoder artifact directory: the configured/newest one, else a tiny or freshly trained one."""
-    from models.artifact import resolve_artifact
 
     if tiny:
         from models.testing import build_tiny_artifact
@@ -151,18 +161,9 @@ def run_demo(
     tiny_encoder
         Use a tiny random artifact when no trained one exists (mechanics only).
     """
-    from tqdm import tqdm
 
-    from coldstart.topics import ITEMS_LISTED
-    from exploration.pool import ExactPool, ItemPools
-    from feature_repo import open_store
-    from feature_repo.seed_users import seed_users_from_artifact
-    from models.catalog import Catalog
     from stream.broker import ensure_broker
-    from stream.catalog_events import catalog_events
     from stream.dlq import read_dead_letters
-    from stream.freshness import FreshnessProbe
-    from stream.image_server import ImageServer
     from stream.pool_feed import PoolFeed
     from stream.producer import EventProducer
 
@@ -198,7 +199,6 @@ def run_demo(
                 start = time.monotonic()
 
                 def publish() -> None:
-                    from coldstart.contracts import now_utc
 
                     interval = 1.0 / rate if rate > 0 else 0.0
                     next_t = time.monotonic()
@@ -261,7 +261,6 @@ def run_demo(
 
 
 def _free_port() -> int:
-    import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

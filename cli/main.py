@@ -12,6 +12,7 @@ import typer
 
 from api.cli import app as api_app
 from coldstart.errors import ColdstartError
+from coldstart.settings import get_settings
 from exploration.cli import app as exploration_app
 from exploration.report.cli import export_command, report_command
 from feature_repo.cli import app as store_app
@@ -51,7 +52,6 @@ def demo_command(
 ) -> None:
     """Main job on the embedded default: broker + encoder worker + API, streaming the MovieLens catalog."""
     from cli.demo import run_demo
-    from coldstart.settings import get_settings
 
     run_demo(get_settings(), limit=limit, rate=rate, tiny_encoder=tiny_encoder)
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import orjson
 from numpy.typing import NDArray
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -148,7 +149,6 @@ class DecisionDraft:
         a non-finite number, goes through :meth:`to_decision`, which raises the validation error or
         writes what the model writes.
         """
-        import orjson
 
         p, scores, feats = self.probabilities, self.scores, self.features
         n, f = len(self.item_ids), len(self.feature_names)
@@ -172,7 +172,6 @@ class DecisionDraft:
 @functools.lru_cache(maxsize=1 << 16)
 def _json_str(s: str) -> bytes:
     """``s`` as a JSON string literal."""
-    import orjson
 
     out: bytes = orjson.dumps(s)
     return out
@@ -180,7 +179,6 @@ def _json_str(s: str) -> bytes:
 
 def _numbers(a: NDArray[np.float64]) -> list[bytes]:
     """The JSON texts of the finite numbers of ``a`` (any shape, row-major), one per number."""
-    import orjson
 
     if a.size == 0:
         return []

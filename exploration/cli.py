@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import typer
+
+from coldstart.settings import get_settings
+from exploration.model_store import LocalModelStore
+from exploration.pool import new_pool
+from exploration.pool.base import CandidatePool
+from exploration.pool.snapshot import PoolRows, snapshot_dir, write_snapshot
+from feature_repo import open_store
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -10,10 +20,6 @@ app = typer.Typer(no_args_is_help=True)
 @app.command("versions")
 def versions_command() -> None:
     """List the policy checkpoints of the model store (newest last) and the one replicas serve."""
-    import json
-
-    from coldstart.settings import get_settings
-    from exploration.model_store import LocalModelStore
 
     settings = get_settings()
     store = LocalModelStore(settings.exploration.model_store_dir or settings.data_dir / "model_store")
@@ -35,14 +41,6 @@ def versions_command() -> None:
 def pool_snapshot_command() -> None:
     """Write the feature store's cold pool, indexed as ``exploration.pool`` says, as the snapshot API
     replicas start from (``exploration.pool_snapshot_dir``); prints one JSON line."""
-    import json
-    import time
-
-    from coldstart.settings import get_settings
-    from exploration.pool import new_pool
-    from exploration.pool.base import CandidatePool
-    from exploration.pool.snapshot import PoolRows, snapshot_dir, write_snapshot
-    from feature_repo import open_store
 
     settings = get_settings()
     started = time.monotonic()

@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 from coldstart.decisions import Decision
 from coldstart.errors import InvalidInputError
 from exploration.ope.log import BanditLog, SlotKey
+from exploration.ope.targets import LoggedPolicy
 
 _VW_BAD = str.maketrans({" ": "_", "\t": "_", "\n": "_", ":": "_", "|": "_"})
 
@@ -123,8 +124,6 @@ def to_obp(
         "decision_id": np.array([log.decisions[int(i)].decision_id for i in log.decision_index], object),
     }
     if include_pi_b and log.n_rounds * len(action_ids) * len_list <= max_pi_b_cells:
-        from exploration.ope.targets import LoggedPolicy
-
         out["pi_b"] = obp_action_dist(log, LoggedPolicy(), action_ids)
     return out
 

@@ -10,6 +10,7 @@ writes micro-batches.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import queue
 import threading
@@ -282,7 +283,6 @@ class ProcessKafkaDecisionSink(DecisionSink):
         niceness: int = 10,
         idle_class: bool = True,
     ) -> None:
-        import multiprocessing
 
         if max_batch < 1:
             raise InvalidInputError("max_batch", max_batch, "must be >= 1")

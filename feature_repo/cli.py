@@ -8,7 +8,11 @@ from typing import Annotated, Literal
 
 import typer
 
+from coldstart.settings import get_settings
+from feature_repo import open_store
 from feature_repo.config import EmbeddedStoreConfig, FeastSettings, ProductionStoreConfig
+from feature_repo.seed_users import seed_users_from_artifact
+from models.artifact import resolve_artifact
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -19,8 +23,6 @@ def feast_cli_env(store_type: Literal["embedded", "production"] | None = None) -
     """Environment for running the ``feast`` CLI in ``feature_repo/`` on the configured store (or on
     the store of ``store_type``, with that type's defaults when it is not the configured one)."""
     from sqlalchemy.engine import make_url
-
-    from coldstart.settings import get_settings
 
     settings = get_settings()
     feast: FeastSettings = settings.feast
@@ -66,8 +68,6 @@ def env_command(
 @app.command("apply")
 def apply_command() -> None:
     """Create the offline tables / files and register the Feast objects of the configured store."""
-    from coldstart.settings import get_settings
-    from feature_repo import open_store
 
     settings = get_settings()
     store = open_store(settings)
@@ -91,10 +91,6 @@ def seed_users_command(
     overwrite: Annotated[bool, typer.Option(help="Also replace users that already have a vector.")] = False,
 ) -> None:
     """Write an encoder artifact's learned user vectors to the store (users known at training time)."""
-    from coldstart.settings import get_settings
-    from feature_repo import open_store
-    from feature_repo.seed_users import seed_users_from_artifact
-    from models.artifact import resolve_artifact
 
     settings = get_settings()
     path = resolve_artifact(artifact or settings.models.artifact, settings.models.artifacts_dir)

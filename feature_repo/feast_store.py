@@ -49,6 +49,8 @@ from feature_repo.definitions import (
     build_definitions,
 )
 from feature_repo.offline.base import OfflineLog, content_row, from_epoch_us, state_row, user_row, utc
+from feature_repo.offline.parquet import ParquetOfflineLog
+from feature_repo.offline.postgres import PostgresOfflineLog
 from feature_repo.offline.tables import ITEM_CONTENT_TABLE, ITEM_STATE_TABLE, USER_VECTOR_TABLE, ColumnKind
 from feature_repo.records import StoredItem, StoredUser
 
@@ -529,8 +531,6 @@ def apply_definitions(store: _FeastStore, defs: Definitions) -> None:
 
 def open_feast_store(feast: FeastSettings, data_dir: Path) -> FeastFeatureStore:
     """Open (and on first use create) the store ``feast`` describes; see :func:`feature_repo.open_store`."""
-    from feature_repo.offline.parquet import ParquetOfflineLog
-    from feature_repo.offline.postgres import PostgresOfflineLog
 
     defs = build_definitions(feast)
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 from coldstart.errors import InvalidInputError
 from feature_repo.base import UserStore
 from feature_repo.records import StoredUser
+from models.artifact import load_users
 
 
 def seed_users_from_artifact(
@@ -44,7 +45,6 @@ def seed_users_from_artifact(
     NotFoundError
         The artifact has no learned user vectors.
     """
-    from models.artifact import load_users
 
     if batch_size < 1:
         raise InvalidInputError("batch_size", batch_size, "must be >= 1")

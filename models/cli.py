@@ -16,8 +16,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from coldstart.errors import InvalidInputError
+from coldstart.settings import get_settings
 from models import eval_cli
+from models.artifact import TrainingData, load_users, read_manifest, resolve_artifact
+from models.catalog import Catalog
+from models.config import OfflineEncoderConfig, OpenClipEncoderConfig
 from models.warmup import cli as warmup_cli
+from models.warmup.served import load_served_warmup
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,15 +49,11 @@ def _encoder_config(
     max_text_tokens: int | None,
     tiny: bool,
 ) -> EncoderConfig:
-    from coldstart.errors import InvalidInputError
-    from models.config import OfflineEncoderConfig, OpenClipEncoderConfig
 
     if encoder is None:
         if tiny:
             encoder = "offline"
         else:
-            from coldstart.settings import get_settings
-
             return get_settings().models.encoder
     if encoder == "offline":
         if tiny:
@@ -122,9 +124,6 @@ def train_command(
     """Train projection heads (CLIP loss) and the item tower on a catalog, export ONNX, write the manifest."""
     import torch
 
-    from coldstart.settings import get_settings
-    from models.artifact import TrainingData
-    from models.catalog import Catalog
     from models.export import build_artifact
     from models.features import FeatureTable, extract_features
     from models.item_tower import ItemTowerConfig
@@ -227,7 +226,6 @@ def _train_tower(
 ) -> TrainedItemTower:
     """Train the item tower; with ``val_fraction`` > 0, a seeded share of the items is held out as
     cold-validation (Recall@20 + NDCG@10 of their positives) for early stopping and the image stage."""
-    from coldstart.errors import InvalidInputError
     from models.evaluate import validation_score
     from models.tower_training import train_item_tower
 
@@ -266,7 +264,6 @@ def _select_representation(
     validation (``val_fraction`` 0 or no user with positives on both sides): the tower output is
     served as is, with no calibrated warm-up. ``interactions`` are the positives (already filtered
     by ``--positive-threshold``)."""
-    from coldstart.errors import InvalidInputError
     from models.baselines import ItemSet, TrainSet
     from models.blend import BlendRanker
     from models.evaluate import as_features, validation_score
@@ -315,11 +312,9 @@ def export_command(
     max_text_tokens: Annotated[int | None, typer.Option(help="New text token cap.")] = None,
 ) -> None:
     """Re-export a trained checkpoint to ONNX as a new artifact version (e.g. after an upgrade)."""
-    from models.artifact import read_manifest, resolve_artifact
     from models.export import CHECKPOINT, build_artifact, load_checkpoint
     from models.representation import FILE as REPRESENTATION_FILE
     from models.representation import Representation
-    from models.warmup.served import load_served_warmup
 
     src = resolve_artifact(artifact, artifact)
     manifest = read_manifest(src)
@@ -335,8 +330,6 @@ def export_command(
     warmup = load_served_warmup(src, manifest.warmup)
     users = None
     if (src / "users.npz").is_file():
-        from models.artifact import load_users
-
         users = load_users(src)
     path = build_artifact(
         towers,
@@ -359,8 +352,6 @@ def info_command(
     verify: Annotated[bool, typer.Option(help="Re-hash every file.")] = True,
 ) -> None:
     """Print an artifact's manifest (the one serving would load)."""
-    from coldstart.settings import get_settings
-    from models.artifact import read_manifest, resolve_artifact
 
     settings = get_settings().models
     path = resolve_artifact(artifact or settings.artifact, settings.artifacts_dir)

@@ -7,10 +7,16 @@
 
 from __future__ import annotations
 
+import logging
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from models.catalog import Catalog, adapt_movielens
+from models.derived import thin_catalog
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +34,6 @@ def register(app: typer.Typer) -> None:
         require_plot: Annotated[bool, typer.Option(help="Keep only movies with a plot.")] = True,
     ) -> None:
         """Write ml-latest-small ratings + posters + plots as a generic catalog (images symlinked)."""
-        from models.catalog import adapt_movielens
 
         report = adapt_movielens(src, out, require_image=require_image, require_plot=require_plot)
         typer.echo(
@@ -50,7 +55,6 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
     ) -> None:
         """Keep a seeded fraction of a catalog's positives (MovieLens at purchase-log density)."""
-        from models.derived import thin_catalog
 
         report = thin_catalog(src, out, keep=keep, threshold=threshold, binary=binary, seed=seed)
         typer.echo(
@@ -108,13 +112,9 @@ def register(app: typer.Typer) -> None:
         ] = "cold_start",
     ) -> None:
         """Item cold-start evaluation (KDD'24 protocol) of every row on any catalog; writes the report."""
-        import logging
-        import shlex
-        import sys
 
         import torch
 
-        from models.catalog import Catalog
         from models.eval_report import write_results
         from models.evaluate import ROWS, evaluate_catalog
 

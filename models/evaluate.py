@@ -37,6 +37,7 @@ from models.baselines import (
 )
 from models.blend import BlendRanker
 from models.catalog import Catalog
+from models.features import extract_features
 from models.item_tower import FeatureRows, ItemTowerConfig, TrainedItemTower
 from models.tower_training import train_item_tower
 
@@ -81,7 +82,6 @@ def extract_catalog_features(
     title_only
         Encode each item's title instead of its full text (the text-poor condition).
     """
-    from models.features import extract_features
 
     # The cache is per modality: the title-only variant reuses the image features.
     contents = [it.content(title_only=title_only) for it in catalog.items]

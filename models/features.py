@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
+from tqdm import tqdm
 
 from coldstart.errors import ArtifactError, InvalidInputError
 from models.base import F32, EncoderSpec, FeatureBatch, ItemEncoder
@@ -290,7 +292,6 @@ def extract_features(
 def _run(
     encoder: ItemEncoder, items: Sequence[ItemContent], batch_size: int, progress: bool, desc: str
 ) -> FeatureBatch:
-    from tqdm import tqdm
 
     parts = [
         encoder.features(items[s : s + batch_size])
@@ -389,7 +390,6 @@ def _frozen_encoder(
 
 
 def _export_frozen_towers(cfg: EncoderConfig, seed: int, directory: Path) -> None:
-    import shutil
 
     import torch
 

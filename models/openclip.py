@@ -10,6 +10,7 @@ open_clip imports torchvision, whose C ops do not load on the CPU torch wheel: s
 from __future__ import annotations
 
 import gzip
+import importlib.resources
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +152,6 @@ def clip_bpe_tokenizer() -> tuple[Any, int]:
     Same vocabulary, merges, lower-casing, pre-tokenization regex and ``<start_of_text>``/``<end_of_text>``
     framing; padding id 0. (open_clip additionally runs ftfy's mojibake repair, which is not reproduced.)
     """
-    import importlib.resources
 
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 

@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from threadpoolctl import ThreadpoolController
 
 from coldstart.errors import ArtifactError, InvalidInputError
+from coldstart.settings import get_settings
 from models.artifact import Manifest, read_manifest, resolve_artifact
 from models.base import F32, EncoderSpec, FeatureBatch, ItemEncoder, l2_normalize
 from models.preprocess import ImagePreprocessor, TextTokenizer
@@ -202,7 +203,6 @@ def load_encoder(
     ArtifactError
         Corrupt or incompatible artifact.
     """
-    from coldstart.settings import get_settings
 
     settings = get_settings().models
     resolved = resolve_artifact(path if path is not None else settings.artifact, settings.artifacts_dir)

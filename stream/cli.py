@@ -11,6 +11,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+import models
+from coldstart.errors import InvalidInputError
+from coldstart.settings import get_settings
+from coldstart.topics import TOPICS
+from feature_repo import open_offline_log, open_store
+from stream.catalog_events import catalog_events
+
 if TYPE_CHECKING:
     from coldstart.settings import Settings
     from stream.encode_worker import Encoder
@@ -44,8 +51,6 @@ def broker_command(
 
     With ``COLDSTART_KAFKA__BOOTSTRAP_SERVERS`` set, only creates the missing topics on that Kafka.
     """
-    from coldstart.settings import get_settings
-    from coldstart.topics import TOPICS
     from stream.admin import ensure_topics
     from stream.broker import TansuBroker
 
@@ -82,7 +87,6 @@ def load_default_encoder(settings: Settings, artifact: Path | None = None) -> En
     With ``kafka.encode.compute_threads > 1`` the sessions are single-threaded: the worker runs that
     many batches at once instead.
     """
-    import models
 
     path = artifact or settings.models.artifact
     threads = 1 if settings.kafka.encode.compute_threads > 1 else None
@@ -110,8 +114,6 @@ def encode_command(
     Start more of them to scale out (up to the partition count). SIGTERM/SIGINT finish the in-flight
     batches, commit and exit; the final counters are printed as one JSON line.
     """
-    from coldstart.settings import get_settings
-    from feature_repo import open_store
     from stream.broker import resolve_bootstrap
     from stream.encode_worker import EncodeWorker
     from stream.pool_feed import StoredAnnouncer
@@ -160,10 +162,7 @@ def publish_catalog_command(
     seller_id: Annotated[str, typer.Option(help="seller_id of every event.")] = "catalog",
 ) -> None:
     """Publish a catalog's items as ItemListed events on items.listed (listed_at = now)."""
-    from coldstart.errors import InvalidInputError
-    from coldstart.settings import get_settings
     from stream.broker import resolve_bootstrap
-    from stream.catalog_events import catalog_events
     from stream.producer import EventProducer
 
     if image_mode not in ("path", "base64"):
@@ -182,7 +181,6 @@ def publish_catalog_command(
 @app.command("topics")
 def topics_command() -> None:
     """Create the coldstart topics on the configured (or embedded) broker if they are missing."""
-    from coldstart.settings import get_settings
     from stream.admin import ensure_topics
     from stream.broker import resolve_bootstrap
 
@@ -214,8 +212,6 @@ def archive_command(
 
     ``coldstart stream learn`` runs the same archive unless ``kafka.archive.with_learner`` is off.
     """
-    from coldstart.settings import get_settings
-    from feature_repo import open_offline_log
     from stream.admin import ensure_topics
     from stream.archive_worker import run_archive
     from stream.broker import resolve_bootstrap

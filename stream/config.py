@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.warmup.shrinkage import ShrinkageConfig
-from stream.egress import EgressPolicy
+from stream.egress_policy import EgressPolicy
 
 #: ``model_version`` prefix of every row the warm-up stage writes (rows with another version are external).
 MODEL_VERSION_PREFIX = "warmup-"

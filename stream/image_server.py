@@ -8,6 +8,7 @@ root are served; it binds 127.0.0.1 only.
 from __future__ import annotations
 
 import mimetypes
+import multiprocessing
 import os
 import threading
 from http import HTTPStatus
@@ -107,7 +108,6 @@ class ImageServer:
         if self._thread is not None:
             self._thread.start()
             return self
-        import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()

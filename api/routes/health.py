@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import State, check_api_key
+from api.deps import State, _api_key_header, check_api_key
 from api.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -54,8 +54,6 @@ async def readyz(state: State) -> JSONResponse:
 async def metrics(request: Request, state: State) -> Response:
     """Prometheus text format; needs ``X-API-Key`` unless ``api.metrics_public``."""
     if not state.settings.api.metrics_public:
-        from api.deps import _api_key_header
-
         check_api_key(state, await _api_key_header(request))
     state.metrics.pool_size.set(len(state.service))
     state.metrics.set_model_version(state.holder.current.version)

@@ -10,6 +10,8 @@ from pydantic import ValidationError
 from api.deps import Authorized
 from api.routes.items import _invalid, _publish
 from api.schemas import Accepted, ErrorOut, InteractionIn
+from coldstart.contracts import Interaction, now_utc
+from coldstart.topics import INTERACTIONS
 
 router = APIRouter(prefix="/v1/interactions", tags=["interactions"])
 
@@ -23,8 +25,6 @@ router = APIRouter(prefix="/v1/interactions", tags=["interactions"])
 async def publish_interaction(body: InteractionIn, state: Authorized) -> Accepted:
     """Publish on ``interactions`` (key ``user_id``). Send ``decision_id``/``position`` for items that
     came from exploration slots: that is how the bandit gets its reward."""
-    from coldstart.contracts import Interaction, now_utc
-    from coldstart.topics import INTERACTIONS
 
     try:
         event = Interaction(

@@ -11,8 +11,9 @@ from pydantic import ValidationError
 
 from api.deps import Authorized, State
 from api.schemas import Accepted, ErrorOut, ItemIn, ItemOut
-from coldstart.contracts import NO_CONTROL
+from coldstart.contracts import NO_CONTROL, ItemListed, now_utc
 from coldstart.errors import InvalidInputError, NotFoundError
+from coldstart.topics import ITEMS_LISTED
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
@@ -29,8 +30,6 @@ async def publish_item(body: ItemIn, state: Authorized) -> Accepted:
 
     The encoder worker embeds it and it joins the cold pool; the answer comes once the broker has it.
     """
-    from coldstart.contracts import ItemListed, now_utc
-    from coldstart.topics import ITEMS_LISTED
 
     try:
         event = ItemListed.model_validate(

@@ -18,9 +18,10 @@ from pydantic import StringConstraints
 
 from api.deps import Authorized, State
 from api.schemas import ErrorOut, SearchHit, SearchImageRequest, SearchResponse
-from coldstart.contracts import NO_CONTROL
+from coldstart.contracts import NO_CONTROL, ImageRef
 from coldstart.errors import ConfigError, InvalidInputError
 from exploration.pool.base import PoolFilter
+from stream.images import ImageFetcher
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,6 @@ async def search(
     filters = PoolFilter(categories=tuple(category or ()), sellers=tuple(seller or ()))
     if text is not None:
         return await _run(state, "text", text.encode(), k, filters)
-    from coldstart.contracts import ImageRef
-    from stream.images import ImageFetcher
 
     if not image_url or not image_url.lower().startswith(("http://", "https://")):
         raise InvalidInputError("query.image_url", image_url, "must be an http:// or https:// URL")

@@ -10,7 +10,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from exploration.ope.base import IntervalConfig, OffPolicyEstimator
+from exploration.ope.dr import DR
+from exploration.ope.ips import IPS
 from exploration.ope.reward_model import RewardModelConfig
+from exploration.ope.snips import SNIPS
 
 
 class _EstimatorConfigBase(BaseModel):
@@ -43,9 +46,6 @@ EstimatorConfig = Annotated[IPSConfig | SNIPSConfig | DRConfig, Field(discrimina
 
 def build_estimator(config: EstimatorConfig) -> OffPolicyEstimator:
     """The estimator a config describes."""
-    from exploration.ope.dr import DR
-    from exploration.ope.ips import IPS
-    from exploration.ope.snips import SNIPS
 
     if isinstance(config, IPSConfig):
         return IPS(config.interval)

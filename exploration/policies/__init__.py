@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from coldstart.decisions import Decision
+from coldstart.errors import InvalidInputError
 from exploration.config import (
     EpsilonGreedyPolicyConfig,
     GreedyPolicyConfig,
@@ -16,7 +17,9 @@ from exploration.config import (
     VWPolicyConfig,
 )
 from exploration.policies.base import Arm, ArmBatch, Choice, Context, Policy
+from exploration.policies.baselines import GreedyPolicy, UniformPolicy
 from exploration.policies.sampling import ChosenSlot
+from exploration.policies.vw import VWPolicy
 
 __all__ = [
     "Arm",
@@ -34,8 +37,6 @@ __all__ = [
 
 def build_policy(config: PolicyConfig, *, seed: int = 0) -> Policy:
     """Instantiate the policy a config describes."""
-    from exploration.policies.baselines import GreedyPolicy, UniformPolicy
-    from exploration.policies.vw import VWPolicy
 
     if isinstance(config, VWPolicyConfig):
         return VWPolicy(config, seed=seed)
@@ -71,8 +72,6 @@ def learn_slot(policy: Policy, decision: Decision, position: int, reward: float)
     slots = sorted(decision.slots, key=lambda s: s.position)
     slot = next((s for s in slots if s.position == position), None)
     if slot is None:
-        from coldstart.errors import InvalidInputError
-
         raise InvalidInputError("position", position, f"decision {decision.decision_id} has no such slot")
     earlier = {s.item_id for s in slots if s.position < position}
     arms = [a for a in decision_arms(decision) if a.item_id not in earlier]

@@ -10,6 +10,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from coldstart.errors import InvalidInputError
+from coldstart.settings import get_settings
+from exploration.export import iter_dsjson, to_obp
+from exploration.ope import ModelPolicy, join_rewards
+from exploration.policies import build_policy
+from exploration.report import ReportConfig, build_report, render_html
+from exploration.report.source import OfflineStoreSource
+from feature_repo import open_offline_log
 
 if TYPE_CHECKING:
     from exploration.ope import TargetPolicy
@@ -52,10 +59,6 @@ def report_command(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Cold-item KPIs and off-policy estimates of a window, as one HTML file with charts."""
-    from coldstart.settings import get_settings
-    from exploration.report import ReportConfig, build_report, render_html
-    from exploration.report.source import OfflineStoreSource
-    from feature_repo import open_offline_log
 
     lo, hi = parse_when("since", since), parse_when("until", until)
     if window_hours is not None and window_hours <= 0:
@@ -74,9 +77,6 @@ def report_command(
     config = ReportConfig.model_validate(overrides)
     extra: list[TargetPolicy] = []
     if model is not None:
-        from exploration.ope import ModelPolicy
-        from exploration.policies import build_policy
-
         policy = build_policy(settings.exploration.policy, seed=settings.seed)
         policy.load(model)
         extra.append(ModelPolicy(policy, name=f"model:{model.name}"))
@@ -124,12 +124,6 @@ def export_command(
     as 0-d arrays). dsjson: ``vw --cb_explore_adf --dsjson -d out``.
     """
     import numpy as np
-
-    from coldstart.settings import get_settings
-    from exploration.export import iter_dsjson, to_obp
-    from exploration.ope import join_rewards
-    from exploration.report.source import OfflineStoreSource
-    from feature_repo import open_offline_log
 
     if fmt not in ("obp", "dsjson"):
         raise InvalidInputError("format", fmt, "must be 'obp' or 'dsjson'")

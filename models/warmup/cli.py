@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from models.catalog import Catalog
+
 
 def register(app: typer.Typer) -> None:
     """Add the warm-up evaluation command to ``app``."""
@@ -24,7 +26,6 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str, typer.Option(help="File stem of the report.")] = "warmup",
     ) -> None:
         """Rank held-out items after their first k = 0, 1, 5, 20 positives: content / behaviour / blended."""
-        from models.catalog import Catalog
         from models.warmup.evaluate import evaluate_warmup
         from models.warmup.report import write_results
 

@@ -252,7 +252,7 @@ from threadpoolctl import threadpool_info
 from api.main import create_app
 from coldstart.settings import get_settings
 settings = get_settings(data_dir=sys.argv[1], feast={"type": "embedded"},
-                        api={"api_keys": ["test-key"], "kafka": False})
+                        api={"api_keys": ["test-key"], "connect_kafka": False})
 app = create_app(settings)
 with TestClient(app) as c:
     r = c.post("/v1/exploration/slots", json={"user_id": "user-0", "k": 3}, headers={"X-API-Key": "test-key"})

@@ -34,7 +34,7 @@ def apps(tmp_path: Path) -> Iterator[tuple[tuple[FastAPI, TestClient], tuple[Fas
     on = create_app(seeded_settings(tmp_path / "on"))
     off = create_app(
         seeded_settings(
-            tmp_path / "off", api={"api_keys": ["test-key"], "kafka": False, "direct_routes": False}
+            tmp_path / "off", api={"api_keys": ["test-key"], "connect_kafka": False, "direct_routes": False}
         )
     )
     with TestClient(on) as c_on, TestClient(off) as c_off:

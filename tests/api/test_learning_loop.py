@@ -39,7 +39,7 @@ def test_rewards_on_the_stream_train_a_model_the_api_reloads(tmp_path: Path, bro
         tmp_path,
         api={
             "api_keys": ["test-key"],
-            "kafka": True,
+            "connect_kafka": True,
             "decision_log_linger_ms": 100,
             "decision_log_max_batch": 8,
         },

@@ -22,7 +22,7 @@ SLOTS = "/v1/exploration/slots"
 def any_client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
     """The app with the direct slot path on and off (both must enforce the same limits)."""
     settings = seeded_settings(
-        tmp_path, api={"api_keys": ["test-key"], "kafka": False, "direct_routes": request.param}
+        tmp_path, api={"api_keys": ["test-key"], "connect_kafka": False, "direct_routes": request.param}
     )
     with TestClient(create_app(settings)) as c:
         yield c

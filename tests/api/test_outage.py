@@ -38,7 +38,7 @@ def test_broker_outage_degrades_and_recovers_without_restart(tmp_path: Path) -> 
         # machine, and this test is about reconnecting, not scheduling
         api={
             "api_keys": ["test-key"],
-            "kafka": True,
+            "connect_kafka": True,
             "decision_log_linger_ms": 50,
             "decision_log_idle_class": False,
         },

@@ -42,7 +42,7 @@ def _wait(predicate: object, timeout_s: float = 20.0) -> bool:
 def test_announced_rows_reach_the_slot_pool(tmp_path: Path, broker: TansuBroker) -> None:
     settings = seeded_settings(
         tmp_path,
-        api={"api_keys": ["test-key"], "kafka": True},
+        api={"api_keys": ["test-key"], "connect_kafka": True},
         kafka={"bootstrap_servers": broker.bootstrap_servers, "partitions": 2},
     )
     new = make_items(1, seed=7)[0]

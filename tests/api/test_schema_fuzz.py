@@ -59,7 +59,7 @@ def app_client(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Path) ->
             n_items=0,
             models={"artifact": str(tiny_artifact)},
             kafka={"bootstrap_servers": broker.bootstrap_servers, "partitions": 2},
-            api={"api_keys": ["test-key"], "kafka": True, "decision_log_process": False},
+            api={"api_keys": ["test-key"], "connect_kafka": True, "decision_log_process": False},
         )
         enc = models.load_encoder(tiny_artifact, providers=["CPUExecutionProvider"])
         embs = enc.encode([ItemContent(f"item-{i:05d}", f"item number {i}") for i in range(30)])

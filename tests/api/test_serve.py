@@ -99,7 +99,7 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
             "COLDSTART_DATA_DIR": str(tmp_path),
             "COLDSTART_FEAST__TYPE": "embedded",
             "COLDSTART_API__API_KEYS": '["test-key"]',
-            "COLDSTART_API__KAFKA": "false",
+            "COLDSTART_API__CONNECT_KAFKA": "false",
             "COLDSTART_API__SEARCH_INDEX": "false",
         }
     )
@@ -176,7 +176,7 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = dict(os.environ, COLDSTART_DATA_DIR=str(tmp_path), COLDSTART_API__KAFKA="false")
+        env = dict(os.environ, COLDSTART_DATA_DIR=str(tmp_path), COLDSTART_API__CONNECT_KAFKA="false")
         out = subprocess.run(
             [sys.executable, "-m", "cli.main", "api", "serve", "--port", str(port), "--workers", "2"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,

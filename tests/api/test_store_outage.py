@@ -86,7 +86,7 @@ def test_online_store_outage_degrades_slots_and_recovers(
             "postgres_url": pg_url,
             "redis_url": f"redis://127.0.0.1:{redis_server.port}/0",
         },
-        api={"api_keys": ["test-key"], "kafka": False},
+        api={"api_keys": ["test-key"], "connect_kafka": False},
     )
     store = open_store(settings)
     store.write_items(make_items(30))

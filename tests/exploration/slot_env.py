@@ -20,7 +20,7 @@ def settings_for(tmp_path: Path, **overrides: object) -> Settings:
     base: dict[str, object] = {
         "data_dir": tmp_path,
         "feast": {"type": "embedded"},
-        "api": {"api_keys": ["test-key"], "kafka": False},
+        "api": {"api_keys": ["test-key"], "connect_kafka": False},
     }
     base.update(overrides)
     return get_settings(**base)

@@ -12,7 +12,7 @@ import pytest
 
 from stream.broker import TansuBroker
 from stream.config import EncodeWorkerSettings, ImageFetchSettings, KafkaSettings
-from stream.egress import EgressPolicy
+from stream.egress_policy import EgressPolicy
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "movielens"
 POSTERS = SHARED / "ml1m_posters"

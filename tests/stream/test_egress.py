@@ -12,7 +12,7 @@ import pytest
 
 from coldstart.contracts import ImageRef
 from stream.config import ImageFetchSettings
-from stream.egress import EgressPolicy
+from stream.egress_policy import EgressPolicy
 from stream.images import ImageFetcher
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import pytest
 
 from coldstart.contracts import ImageRef
 from stream.config import ImageFetchSettings
-from stream.egress import EgressPolicy
+from stream.egress_policy import EgressPolicy
 from stream.image_server import ImageServer
 from stream.images import ImageFetcher
 from tests.stream.conftest import POSTERS, poster_paths
