@@ -89,7 +89,7 @@ from api.schemas import SlotsRequest
 from coldstart.settings import get_settings
 from feature_repo import open_store
 from feature_repo.config import EmbeddedStoreConfig
-from feature_repo.feast_store import repo_config
+from feature_repo.opening import repo_config
 from feature_repo.records import StoredUser
 from stream.admin import ensure_topics
 from stream.broker import TansuBroker

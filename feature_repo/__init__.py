@@ -26,7 +26,7 @@ def open_store(settings: Settings) -> FeastFeatureStore:
     store is a :class:`~feature_repo.base.FeatureStore`; its ``offline`` attribute is the
     :class:`~feature_repo.offline.base.OfflineLog` (decisions, interactions, analysts' frames).
     """
-    from feature_repo.feast_store import open_feast_store
+    from feature_repo.opening import open_feast_store
 
     return open_feast_store(settings.feast, settings.data_dir)
 

@@ -16,140 +16,46 @@ impressions=..., clicks=..., updated_at=event_ts)``) without overwriting each ot
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from feast import FeatureStore as _FeastStore
-from feast import FeatureView, RepoConfig
+from feast import FeatureView
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import FloatList
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-from feast.repo_config import RegistryConfig
-from numpy.typing import NDArray
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from coldstart.errors import InvalidInputError, StoreError
 from feature_repo.base import FeatureStore, UserStore, WriteMode
-from feature_repo.config import EmbeddedStoreConfig, FeastSettings
 from feature_repo.definitions import (
-    CONTENT_FEATURES,
     ITEM_CONTENT,
     ITEM_STATE,
-    STATE_FEATURES,
-    USER_FEATURES,
     USER_VECTOR,
     Definitions,
-    build_definitions,
 )
-from feature_repo.offline.base import OfflineLog, content_row, from_epoch_us, state_row, user_row, utc
-from feature_repo.offline.parquet import ParquetOfflineLog
-from feature_repo.offline.postgres import PostgresOfflineLog
-from feature_repo.offline.tables import ITEM_CONTENT_TABLE, ITEM_STATE_TABLE, USER_VECTOR_TABLE, ColumnKind
+from feature_repo.offline.base import OfflineLog, content_row, state_row, user_row, utc
+from feature_repo.online_values import (
+    EPOCH,
+    FEATURES,
+    KINDS,
+    as_utc,
+    checked_latest,
+    f32,
+    from_proto,
+    precise_ts,
+    same_second,
+    same_vec,
+    to_proto,
+)
 from feature_repo.records import StoredItem, StoredUser
 
 _READ_CHUNK = 500
 
-_EPOCH = datetime.fromtimestamp(0, tz=UTC)
-
 
 _ROW = "__coldstart_row"
-
-
-def _f32(value: Any) -> NDArray[np.float32]:
-    return np.asarray(value, dtype=np.float32)
-
-
-def _ts(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(float(value), tz=UTC)
-    ts = pd.Timestamp(value)
-    out: datetime = (ts.tz_localize(UTC) if ts.tzinfo is None else ts.tz_convert(UTC)).to_pydatetime()
-    return out
-
-
-def _same_vec(a: NDArray[np.float32] | None, b: NDArray[np.float32] | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return a.shape == b.shape and bool(np.array_equal(a, b))
-
-
-def _precise(us: Any, fallback: datetime | None) -> datetime:
-    """The row's event time: the microsecond feature, else the store's (whole-second) event ts."""
-    if us is not None:
-        return from_epoch_us(int(us))
-    return fallback or _EPOCH
-
-
-def _same_second(a: datetime, b: datetime) -> bool:
-    """Feast's UnixTimestamp features keep whole seconds: compare at that precision."""
-    return int(a.timestamp()) == int(b.timestamp())
-
-
-def _latest_per_key(items: Sequence[Any], key: str) -> list[Any]:
-    best: dict[str, Any] = {}
-    for it in items:
-        k = getattr(it, key)
-        if k in best and utc(best[k].updated_at, "updated_at") > utc(it.updated_at, "updated_at"):
-            continue
-        best[k] = it
-    return list(best.values())
-
-
-def _checked_latest(rows: Sequence[Any], key: str) -> list[Any]:
-    """The newest row per ``key`` (``item_id`` or ``user_id``); a row with an empty key is refused."""
-    for r in rows:
-        if not getattr(r, key):
-            raise InvalidInputError(f"{key[:-3]}s[].{key}", getattr(r, key), "must be a non-empty string")
-    return _latest_per_key(rows, key)
-
-
-# -- proto conversion (the online stores speak Feast's ValueProto) ---------------------------------
-def _to_proto(kind: ColumnKind, value: Any) -> ValueProto:
-    if value is None:
-        return ValueProto()
-    if kind == "vec":
-        return ValueProto(float_list_val=FloatList(val=value))
-    if kind == "bool":
-        return ValueProto(bool_val=bool(value))
-    if kind == "int":
-        return ValueProto(int64_val=int(value))
-    if kind == "ts":
-        return ValueProto(unix_timestamp_val=int(value.timestamp()))
-    return ValueProto(string_val=str(value))
-
-
-def _from_proto(v: ValueProto) -> Any:
-    which = v.WhichOneof("val")
-    if which is None or which == "null_val":
-        return None
-    if which == "float_list_val":
-        return np.asarray(v.float_list_val.val, dtype=np.float32)
-    if which == "unix_timestamp_val":
-        return datetime.fromtimestamp(v.unix_timestamp_val, tz=UTC)
-    return getattr(v, which)
-
-
-_KINDS: dict[str, dict[str, ColumnKind]] = {
-    ITEM_CONTENT: {c.name: c.kind for c in ITEM_CONTENT_TABLE.columns},
-    ITEM_STATE: {c.name: c.kind for c in ITEM_STATE_TABLE.columns},
-    USER_VECTOR: {c.name: c.kind for c in USER_VECTOR_TABLE.columns},
-}
-_FEATURES: dict[str, tuple[str, ...]] = {
-    ITEM_CONTENT: CONTENT_FEATURES,
-    ITEM_STATE: STATE_FEATURES,
-    USER_VECTOR: USER_FEATURES,
-}
 
 
 class FeastFeatureStore(FeatureStore):
@@ -194,11 +100,11 @@ class FeastFeatureStore(FeatureStore):
     def _online_write(self, view: str, key: str, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        kinds = _KINDS[view]
+        kinds = KINDS[view]
         data = [
             (
                 EntityKeyProto(join_keys=[key], entity_values=[ValueProto(string_val=r[key])]),
-                {f: _to_proto(kinds[f], r[f]) for f in _FEATURES[view]},
+                {f: to_proto(kinds[f], r[f]) for f in FEATURES[view]},
                 r["event_ts"],
                 r["created_ts"],
             )
@@ -217,7 +123,7 @@ class FeastFeatureStore(FeatureStore):
         try:
             with self._online_lock:
                 res = self._provider.online_read(
-                    self.feast.config, self._views[view], keys, list(_FEATURES[view])
+                    self.feast.config, self._views[view], keys, list(FEATURES[view])
                 )
         except Exception as exc:
             raise StoreError(f"cannot read {len(ids)} rows from online view {view}: {exc}") from exc
@@ -226,7 +132,7 @@ class FeastFeatureStore(FeatureStore):
             if values is None:
                 out.append((None, None))
             else:
-                out.append((_ts(ts), {k: _from_proto(v) for k, v in values.items()}))
+                out.append((as_utc(ts), {k: from_proto(v) for k, v in values.items()}))
         return out
 
     # -- writes ---------------------------------------------------------------------------------
@@ -246,7 +152,7 @@ class FeastFeatureStore(FeatureStore):
             return
         if mode not in ("full", "content", "state"):
             raise InvalidInputError("mode", mode, "must be 'full', 'content' or 'state'")
-        batch: list[StoredItem] = _checked_latest(items, "item_id")
+        batch: list[StoredItem] = checked_latest(items, "item_id")
         now = datetime.now(UTC)
         with self._write_lock:
             existing = self._read_items([i.item_id for i in batch])
@@ -269,8 +175,8 @@ class FeastFeatureStore(FeatureStore):
     def write_states(self, items: Sequence[StoredItem], users: Sequence[StoredUser]) -> None:
         """The learner's batch: state and user rows as given (the newest per key), offline first,
         with no read-and-compare (see :meth:`FeatureStore.write_states`)."""
-        item_rows: list[StoredItem] = _checked_latest(items, "item_id")
-        user_rows: list[StoredUser] = _checked_latest(users, "user_id")
+        item_rows: list[StoredItem] = checked_latest(items, "item_id")
+        user_rows: list[StoredUser] = checked_latest(users, "user_id")
         now = datetime.now(UTC)
         with self._write_lock:
             self._put_states(item_rows, now)
@@ -297,13 +203,13 @@ class FeastFeatureStore(FeatureStore):
             for item_id, (c_ts, c), (s_ts, st) in zip(chunk, contents, states, strict=True):
                 if c is None or c.get("content_vector") is None:
                     continue
-                content_ts = _precise(c.get("content_updated_us"), c_ts)
+                content_ts = precise_ts(c.get("content_updated_us"), c_ts)
                 civ = c.get("content_item_vector")
                 civ = c["content_vector"] if civ is None else civ
                 st = st or {}
                 ivec = st.get("item_vector")
                 has_state = ivec is not None
-                state_ts = _precise(st.get("state_updated_us"), s_ts) if has_state else _EPOCH
+                state_ts = precise_ts(st.get("state_updated_us"), s_ts) if has_state else EPOCH
                 item = StoredItem(
                     item_id=item_id,
                     content_vector=c["content_vector"],
@@ -391,21 +297,21 @@ class _OnlineItem:
         # nothing about it: the stored one is kept
         civ = new.content_item_vector
         return (
-            _same_vec(old.content_vector, _f32(new.content_vector))
-            and (civ is None or _same_vec(old.content_item_vector, _f32(civ)))
+            same_vec(old.content_vector, f32(new.content_vector))
+            and (civ is None or same_vec(old.content_item_vector, f32(civ)))
             and old.image_ok == new.image_ok
             and old.text_ok == new.text_ok
             and old.encoder_version == new.encoder_version
             and old.category == new.category
             and old.seller_id == new.seller_id
-            and _same_second(old.listed_at, utc(new.listed_at, "listed_at"))
+            and same_second(old.listed_at, utc(new.listed_at, "listed_at"))
         )
 
     def same_state(self, new: StoredItem) -> bool:
         old = self.item
         return (
             self.has_state
-            and _same_vec(old.item_vector, _f32(new.item_vector))
+            and same_vec(old.item_vector, f32(new.item_vector))
             and old.status == new.status
             and old.impressions == new.impressions
             and old.clicks == new.clicks
@@ -423,7 +329,7 @@ class FeastUserStore(UserStore):
         """Write user rows offline, then online; stale rows (not newer than the stored one) are skipped."""
         if not users:
             return
-        batch: list[StoredUser] = _checked_latest(users, "user_id")
+        batch: list[StoredUser] = checked_latest(users, "user_id")
         now = datetime.now(UTC)
         with self._p._write_lock:
             current = self.get_users([u.user_id for u in batch])
@@ -450,115 +356,6 @@ class FeastUserStore(UserStore):
                     vector=row["user_vector"],
                     interactions=int(row.get("interactions") or 0),
                     model_version=str(row.get("model_version") or ""),
-                    updated_at=_precise(row.get("user_updated_us"), ts),
+                    updated_at=precise_ts(row.get("user_updated_us"), ts),
                 )
         return out
-
-
-# -- opening --------------------------------------------------------------------------------------
-def repo_config(feast: FeastSettings, data_dir: Path) -> RepoConfig:
-    """The Feast ``RepoConfig`` of ``feast`` (what feature_store.yaml would say)."""
-    if isinstance(feast, EmbeddedStoreConfig):
-        root = feast.embedded_root(data_dir)
-        (root / "data").mkdir(parents=True, exist_ok=True)
-        return RepoConfig(
-            project=feast.project,
-            provider="local",
-            registry=RegistryConfig(
-                path=str(root / "data" / "registry.db"), cache_ttl_seconds=feast.registry_cache_ttl_s
-            ),
-            online_store={"type": "sqlite", "path": str(root / "data" / "online_store.db")},
-            offline_store={"type": "file"},
-            entity_key_serialization_version=3,
-            repo_path=root,
-        )
-    pg = make_url(feast.postgres_url)
-    return RepoConfig(
-        project=feast.project,
-        provider="local",
-        registry={
-            "registry_type": "sql",
-            "path": feast.registry_url or feast.postgres_url,
-            "cache_ttl_seconds": feast.registry_cache_ttl_s,
-            "sqlalchemy_config_kwargs": {"echo": False, "pool_pre_ping": True},
-        },
-        online_store={"type": "redis", "connection_string": feast.feast_redis_connection_string()},
-        offline_store={
-            "type": "postgres",
-            "host": pg.host or "127.0.0.1",
-            "port": pg.port or 5432,
-            "database": pg.database or "postgres",
-            "db_schema": feast.pg_schema,
-            "user": pg.username or "postgres",
-            "password": pg.password or "",
-            "sslmode": str(pg.query.get("sslmode", "disable")),
-        },
-        entity_key_serialization_version=3,
-        repo_path=Path.cwd(),
-    )
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _registry_matches(store: _FeastStore, defs: Definitions) -> bool:
-    try:
-        for fv in (defs.item_content, defs.item_state, defs.user_vector):
-            stored = store.get_feature_view(fv.name, allow_registry_cache=False)
-            if stored.schema != fv.schema or stored.entities != fv.entities:
-                return False
-            if stored.stream_source is None or stored.stream_source != fv.stream_source:
-                return False
-        return True
-    except Exception:
-        return False
-
-
-def apply_definitions(store: _FeastStore, defs: Definitions) -> None:
-    """Register the definitions unless the registry already holds identical ones."""
-    if _registry_matches(store, defs):
-        return
-    store.apply(defs.objects())  # type: ignore[arg-type]
-
-
-def open_feast_store(feast: FeastSettings, data_dir: Path) -> FeastFeatureStore:
-    """Open (and on first use create) the store ``feast`` describes; see :func:`feature_repo.open_store`."""
-
-    defs = build_definitions(feast)
-    try:
-        config = repo_config(feast, data_dir)
-        offline: OfflineLog
-        if isinstance(feast, EmbeddedStoreConfig):
-            root = feast.embedded_root(data_dir)
-            offline = ParquetOfflineLog(root / "data" / "offline")
-            # Feast's file registry is rewritten in place by apply: build the store, apply and read the
-            # views all under the lock, so no opener reads a registry file another one is writing.
-            with _file_lock(root / "data" / ".apply.lock"):
-                store = _FeastStore(config=config)
-                apply_definitions(store, defs)
-                return FeastFeatureStore(store, offline, defs)
-        else:
-            pg_log = PostgresOfflineLog(feast.postgres_url, feast.pg_schema)
-            offline = pg_log
-            store = _FeastStore(config=config)
-            # workers starting together must not apply concurrently: a session advisory lock
-            with pg_log.engine.connect() as conn:
-                key = {"k": f"coldstart-apply:{feast.project}"}
-                conn.execute(text("SELECT pg_advisory_lock(hashtext(:k))"), key)
-                try:
-                    apply_definitions(store, defs)
-                    return FeastFeatureStore(store, offline, defs)
-                finally:
-                    conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), key)
-    except StoreError:
-        raise
-    except Exception as exc:
-        raise StoreError(f"cannot open the {feast.type} feature store: {exc}") from exc
