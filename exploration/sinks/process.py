@@ -1,11 +1,6 @@
-"""Where decisions go: the decision log's sinks (decisions topic, offline store).
-
-A sink's ``publish`` must not block a request: the Kafka sinks enqueue into a bounded queue (drops
-counted) read by a thread (:class:`KafkaDecisionSink`) or by a child process that owns its own
-producer (:class:`ProcessKafkaDecisionSink`, the API's default: the Kafka client's Python work then
-stays off the serving process's GIL); the offline sink queues it for a background writer thread that
-writes micro-batches.
-"""
+"""The decisions topic from a child process that owns its own Kafka producer
+(:class:`ProcessKafkaDecisionSink`, the API's default: the Kafka client's Python work then stays off
+the serving process's GIL)."""
 
 from __future__ import annotations
 
@@ -15,133 +10,15 @@ import os
 import queue
 import threading
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from coldstart.decisions import Decision, LoggedDecision, as_decision, decision_json
+from coldstart.decisions import LoggedDecision, decision_json
 from coldstart.errors import InvalidInputError
 from coldstart.process import die_with_parent
+from exploration.sinks.base import DecisionSink, log_drops
 
 log = logging.getLogger(__name__)
-
-
-def _log_drops(dropped: int, new: int) -> None:
-    """Log the first drop and then one per 1,000 (``dropped`` so far, the last ``new`` of them now)."""
-    if (dropped - 1) % 1000 < new:
-        log.error("decision queue full: %d decisions dropped so far", dropped)
-
-
-class DecisionSink(ABC):
-    """Receives every decision the slot service makes."""
-
-    @abstractmethod
-    def publish(self, decision: LoggedDecision) -> None:
-        """Hand over one decision or draft (non-blocking: a draft becomes a validated
-        :class:`~coldstart.decisions.Decision` off the request path)."""
-
-    def flush(self, timeout_s: float = 10.0) -> None:  # noqa: B027 - optional hook
-        """Block until everything published so far is durable."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Flush and release resources."""
-
-
-class DecisionProducer(Protocol):
-    """What the Kafka sink needs of ``stream.producer.EventProducer``."""
-
-    def publish_decision(self, decision: Decision) -> Any: ...
-    def flush(self, timeout_s: float | None = None) -> None: ...
-
-
-class KafkaDecisionSink(DecisionSink):
-    """Publishes to the ``decisions`` topic (key ``user_id``) from a background thread.
-
-    The request path only enqueues (O(1), never blocks): serialisation and the producer (whose
-    ``send`` can block while its buffer is full) run on the sink's thread, which hands decisions to the
-    producer in bursts of up to ``max_batch`` gathered for at most ``linger_s``, so that they share
-    one produce request (the per-request cost of the Kafka client is several times its per-record
-    cost). When ``max_queue`` decisions are waiting, new ones are dropped and counted in ``dropped``
-    (the API must not stall on a slow broker; the offline sink, when enabled, still records them).
-
-    Parameters
-    ----------
-    producer
-        ``stream.producer.EventProducer`` (or anything with ``publish_decision`` and ``flush``).
-    max_queue
-        Bound of the hand-over queue, in decisions.
-    max_batch
-        Most decisions handed to the producer in one burst.
-    linger_s
-        How long a burst waits for more decisions after its first, in seconds.
-    """
-
-    def __init__(
-        self,
-        producer: DecisionProducer,
-        *,
-        max_queue: int = 10_000,
-        max_batch: int = 64,
-        linger_s: float = 0.1,
-    ) -> None:
-        self.producer = producer
-        self.max_batch = max_batch
-        self.linger_s = linger_s
-        self.errors = 0
-        self.dropped = 0
-        self.published = 0
-        self._queue: queue.Queue[LoggedDecision | None] = queue.Queue(maxsize=max_queue)
-        self._thread = threading.Thread(target=self._run, name="kafka-decisions", daemon=True)
-        self._thread.start()
-
-    def publish(self, decision: LoggedDecision) -> None:
-        try:
-            self._queue.put_nowait(decision)
-        except queue.Full:
-            self.dropped += 1
-            _log_drops(self.dropped, 1)
-
-    def _next_batch(self) -> list[LoggedDecision | None]:
-        batch = [self._queue.get()]
-        deadline = time.monotonic() + self.linger_s
-        while len(batch) < self.max_batch and batch[-1] is not None:
-            try:
-                batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
-            except queue.Empty:
-                break
-        return batch
-
-    def _run(self) -> None:
-        while True:
-            batch = self._next_batch()
-            for decision in batch:
-                try:
-                    if decision is None:
-                        continue
-                    fut = self.producer.publish_decision(as_decision(decision))
-                    self.published += 1
-                    add = getattr(fut, "add_errback", None)
-                    if add is not None:
-                        add(self._failed)
-                except Exception as exc:
-                    self._failed(exc)
-                finally:
-                    self._queue.task_done()
-            if batch[-1] is None:
-                return
-
-    def _failed(self, exc: BaseException) -> None:
-        self.errors += 1
-        log.error("decision not published: %s", exc)
-
-    def flush(self, timeout_s: float = 10.0) -> None:
-        self._queue.join()
-        self.producer.flush(timeout_s)
-
-    def close(self) -> None:
-        self.flush()
-        self._queue.put(None)
-        self._thread.join(timeout=10.0)
 
 
 class _BytesProducer(Protocol):
@@ -343,7 +220,7 @@ class ProcessKafkaDecisionSink(DecisionSink):
                 self.published += len(burst)
             except queue.Full:
                 self.dropped += len(burst)
-                _log_drops(self.dropped, len(burst))
+                log_drops(self.dropped, len(burst))
 
     def _linger_loop(self) -> None:
         while not self._closed:
@@ -386,93 +263,3 @@ class ProcessKafkaDecisionSink(DecisionSink):
             self._proc.terminate()
         self._inbox.close()
         self._acks.close()
-
-
-class DecisionWriter(Protocol):
-    """What the offline sink needs of ``feature_repo.offline.base.OfflineLog``."""
-
-    def write_decisions(self, decisions: Sequence[Decision]) -> int: ...
-
-
-class OfflineDecisionSink(DecisionSink):
-    """Writes decisions to the offline store in micro-batches from a background thread.
-
-    Parameters
-    ----------
-    writer
-        The offline log (idempotent on ``decision_id``).
-    max_batch
-        Most decisions per write.
-    linger_s
-        How long a batch waits for more decisions after its first.
-    """
-
-    def __init__(self, writer: DecisionWriter, *, max_batch: int = 512, linger_s: float = 1.0) -> None:
-        self.writer = writer
-        self.max_batch = max_batch
-        self.linger_s = linger_s
-        self.errors = 0
-        self.written = 0
-        self._queue: queue.Queue[LoggedDecision | None] = queue.Queue()
-        self._idle = threading.Condition()
-        self._in_flight = 0
-        self._thread = threading.Thread(target=self._run, name="offline-decisions", daemon=True)
-        self._thread.start()
-
-    def publish(self, decision: LoggedDecision) -> None:
-        with self._idle:
-            self._in_flight += 1
-        self._queue.put(decision)
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            try:
-                while len(batch) < self.max_batch:
-                    nxt = self._queue.get(timeout=self.linger_s)
-                    if nxt is None:
-                        stop = True
-                        break
-                    batch.append(nxt)
-            except queue.Empty:
-                pass
-            valid: list[Decision] = []
-            for d in batch:  # a draft that breaks a rule of Decision is counted, not the batch
-                try:
-                    valid.append(as_decision(d))
-                except ValueError as exc:
-                    self.errors += 1
-                    log.error("decision %s not logged offline: %s", d.decision_id, exc)
-            try:
-                if valid:
-                    self.writer.write_decisions(valid)
-                self.written += len(valid)
-            except Exception as exc:  # the writer's errors must not kill the thread
-                self.errors += len(valid)
-                log.error("offline write of %d decisions failed: %s", len(valid), exc)
-            with self._idle:
-                self._in_flight -= len(batch)
-                self._idle.notify_all()
-
-    def flush(self, timeout_s: float = 10.0) -> None:
-        with self._idle:
-            self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout_s)
-
-    def close(self) -> None:
-        self.flush()
-        self._queue.put(None)
-        self._thread.join(timeout=10.0)
-
-
-class MemoryDecisionSink(DecisionSink):
-    """Keeps decisions in a list (replays, notebooks and tests)."""
-
-    def __init__(self) -> None:
-        self.decisions: list[Decision] = []
-
-    def publish(self, decision: LoggedDecision) -> None:
-        self.decisions.append(as_decision(decision))
