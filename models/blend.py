@@ -14,7 +14,7 @@ profile in each block, and then, on the cold-validation items only:
    ``content_knn``), ``tower`` and ``hybrid`` (the best combination of two or more blocks), and ships
    the best of them; a tie goes to the simpler one, in that order.
 
-The validation score is :func:`models.evaluate.validation_score` (mean of NDCG@10 and Recall@20), passed
+The validation score is :func:`models.eval_protocol.validation_score` (mean of NDCG@10 and Recall@20), passed
 in as ``validate``.
 """
 

@@ -205,7 +205,7 @@ def _validation_split(
 ) -> _HeldOut:
     """A seeded ``val_fraction`` of the items held out; the tower's early stopping and the served
     representation's selection both use it."""
-    from models.evaluate import relevance_matrix, split_items
+    from models.eval_protocol import relevance_matrix, split_items
 
     split = split_items(item_ids, seed, (1.0 - val_fraction, val_fraction, 0.0))
     train_ids = sorted([*split.train, *split.test])  # rounding may leave an item in "test": train on it
@@ -226,7 +226,7 @@ def _train_tower(
 ) -> TrainedItemTower:
     """Train the item tower; with ``val_fraction`` > 0, a seeded share of the items is held out as
     cold-validation (Recall@20 + NDCG@10 of their positives) for early stopping and the image stage."""
-    from models.evaluate import validation_score
+    from models.eval_protocol import validation_score
     from models.tower_training import train_item_tower
 
     if not 0.0 <= val_fraction < 1.0:
@@ -266,7 +266,7 @@ def _select_representation(
     by ``--positive-threshold``)."""
     from models.baselines import ItemSet, TrainSet
     from models.blend import BlendRanker
-    from models.evaluate import as_features, validation_score
+    from models.eval_protocol import as_features, validation_score
     from models.warmup.fit import fit_served_warmup
 
     if val_fraction == 0.0:

@@ -8,7 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from models.evaluate import KS, EvaluationResult
+from models.eval_protocol import KS
+from models.evaluate import EvaluationResult
 
 _ROW_DOC = {
     "random": "uniform random scores",

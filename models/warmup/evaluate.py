@@ -41,7 +41,7 @@ from numpy.typing import NDArray
 from coldstart.errors import InvalidInputError
 from models.baselines import Features
 from models.catalog import Catalog
-from models.evaluate import extract_catalog_features, ranking_metrics, split_items
+from models.eval_protocol import extract_catalog_features, ranking_metrics, split_items
 from models.item_tower import ItemTowerConfig
 from models.tower_training import train_item_tower
 from models.warmup.base import Evidence, ItemWarmState, WarmupModel

@@ -11,7 +11,7 @@ import pytest
 from coldstart.errors import ArtifactError
 from models.baselines import Features, ItemSet, TrainSet
 from models.blend import BlendRanker
-from models.evaluate import ranking_metrics, relevance_matrix, split_items, validation_score
+from models.eval_protocol import ranking_metrics, relevance_matrix, split_items, validation_score
 from models.lexical import MAX_CHARS, LexicalModel
 from models.representation import BlockSpec, ContentProjection, Representation
 

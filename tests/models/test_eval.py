@@ -13,8 +13,9 @@ import pytest
 from coldstart.errors import InvalidInputError
 from models.baselines import ContentKnn, DropoutNetRanker, Features, ItemSet, RandomRanker, TfidfKnn, TrainSet
 from models.catalog import Catalog
+from models.eval_protocol import ranking_metrics, split_items
 from models.eval_report import write_results
-from models.evaluate import evaluate_catalog, ranking_metrics, split_items
+from models.evaluate import evaluate_catalog
 from models.item_tower import ItemTowerConfig
 
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from coldstart.errors import InvalidInputError, ModalityError
 from models.baselines import Features
-from models.evaluate import ranking_metrics
+from models.eval_protocol import ranking_metrics
 from models.item_tower import ItemTower, ItemTowerConfig
 from models.tower_losses import alignment_loss, rating_ranking_loss
 from models.tower_training import _modality_dropout, train_item_tower
