@@ -35,9 +35,10 @@ from numpy.typing import NDArray
 from coldstart.decisions import Decision, DecisionDraft, Slot
 from coldstart.errors import ColdstartError, InvalidInputError
 from exploration.model_store import PolicyHolder
-from exploration.pacing import ExposurePacer, GraduationEvent, PacingView
+from exploration.pacing import ExposurePacer, GraduationEvent
 from exploration.policies import ArmBatch
 from exploration.pool.base import POOL_STATUSES, CandidatePool, PoolEntry, PoolFilter, entry_from_item
+from exploration.schedule import PacingView
 from exploration.sinks import DecisionSink
 from feature_repo.base import UserStore
 from feature_repo.records import StoredItem

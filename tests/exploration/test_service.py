@@ -184,7 +184,7 @@ def test_user_vector_of_another_dimension_falls_back_to_context(store) -> None: 
 def test_most_starving_head_sort_equals_the_full_stable_sort() -> None:
     """The partial two-key sort behind ``most_starving`` returns exactly the head of the full one,
     ties (equal deadlines, equal deficits, infinities) included."""
-    from exploration.pacing import _lexsort_head
+    from exploration.schedule import _lexsort_head
 
     rng = np.random.default_rng(0)
     for _ in range(2000):
