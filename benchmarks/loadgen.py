@@ -1,5 +1,6 @@
-"""The benchmarks' HTTP load tools: an open-loop load generator, the do-nothing HTTP floor server,
-and the process helpers around them (free ports, CPU and memory of a process tree, stopping).
+"""The benchmarks' HTTP load tools: an open-loop load generator, the baseline servers (the do-nothing
+HTTP floor, Feast's own feature server), and the process helpers around them (free ports, CPU and
+memory of a process tree, stopping).
 
 Run as a script it is one of the two child processes ``benchmarks/slots.py`` starts::
 
@@ -23,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -315,6 +317,49 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def start_feature_server(data_dir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+    """Feast's own HTTP feature server (``feast serve``: gunicorn + uvicorn workers) over the same
+    embedded store; returns once its ``/health`` answers."""
+    # deferred: Feast (through the store's repo config) costs seconds at import, and the load
+    # generator, which runs as this module, must start fast
+    import httpx
+    import yaml
+
+    from coldstart.settings import get_settings
+    from feature_repo.config import EmbeddedStoreConfig
+    from feature_repo.opening import repo_config
+
+    settings = get_settings(data_dir=data_dir)
+    repo = repo_config(settings.feast, data_dir)  # the config open_store() built the store from
+    assert isinstance(settings.feast, EmbeddedStoreConfig), (
+        "the Feast HTTP baseline serves the embedded store"
+    )
+    root = Path(repo.repo_path or settings.feast.embedded_root(data_dir))
+    # `feast -c ROOT` sets repo_path itself
+    config = repo.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude={"repo_path"})
+    (root / "feature_store.yaml").write_text(yaml.safe_dump(config))
+    feast = str(Path(sys.executable).with_name("feast"))
+    proc: subprocess.Popen[bytes] = subprocess.Popen(
+        [feast, "-c", str(root), "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(workers), "--no-access-log", "--max-requests", "0",
+         "--keep-alive-timeout", "120"],
+        cwd=root, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"feast serve exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                time.sleep(3.0)  # every worker up
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop(proc)
+    raise RuntimeError("feast serve not ready in time")
 
 
 def main() -> None:

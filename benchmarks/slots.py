@@ -76,20 +76,19 @@ from loadgen import (
     connections_per_worker,
     cpu_s,
     free_port,
-    pct,
     rss_mb,
     slot_payload,
+    start_feature_server,
     start_floor_server,
     stop,
 )
+from slots_summary import summary
 
 from api.main import create_app
 from api.routes.exploration import slots_json
 from api.schemas import SlotsRequest
 from coldstart.settings import get_settings
 from feature_repo import open_store
-from feature_repo.config import EmbeddedStoreConfig
-from feature_repo.opening import repo_config
 from feature_repo.records import StoredUser
 from stream.admin import ensure_topics
 from stream.broker import TansuBroker
@@ -258,48 +257,6 @@ def _baseline_phases(
         stop(proc)
 
 
-def _saturated(rate: float, phase: dict[str, Any]) -> bool:
-    """A phase that fell behind its offered rate (its latencies then measure the queue, not the server)."""
-    return bool(phase["achieved_rps"] < 0.98 * rate)
-
-
-def _start_feature_server(data_dir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
-    """Feast's own HTTP feature server (``feast serve``: gunicorn + uvicorn workers) over the same
-    embedded store; returns once its ``/health`` answers."""
-    import httpx
-    import yaml
-
-    settings = get_settings(data_dir=data_dir)
-    repo = repo_config(settings.feast, data_dir)  # the config open_store() built the store from
-    assert isinstance(settings.feast, EmbeddedStoreConfig), (
-        "the Feast HTTP baseline serves the embedded store"
-    )
-    root = Path(repo.repo_path or settings.feast.embedded_root(data_dir))
-    # `feast -c ROOT` sets repo_path itself
-    config = repo.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude={"repo_path"})
-    (root / "feature_store.yaml").write_text(yaml.safe_dump(config))
-    feast = str(Path(sys.executable).with_name("feast"))
-    proc: subprocess.Popen[bytes] = subprocess.Popen(
-        [feast, "-c", str(root), "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(workers), "--no-access-log", "--max-requests", "0",
-         "--keep-alive-timeout", "120"],
-        cwd=root, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"feast serve exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                time.sleep(3.0)  # every worker up
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stop(proc)
-    raise RuntimeError("feast serve not ready in time")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--items", type=int, default=10_000)
@@ -429,117 +386,27 @@ def main() -> None:
         floors = _baseline_phases(args, rates, start_floor_server, "floor") if args.floor else {}
         fs = (
             _baseline_phases(
-                args, rates, lambda p: _start_feature_server(tmp, p, args.workers), "feast", "feature_server"
+                args, rates, lambda p: start_feature_server(tmp, p, args.workers), "feast", "feature_server"
             )
             if args.feature_server
             else {}
         )
-        feast_p99 = pct(feast_ms, 99)
-        rate, lg = runs[0]
-
-        def baseline(f: dict[str, Any]) -> dict[str, Any]:
-            """The summary of a baseline's phase."""
-            return {
-                "achieved_rps": round(f["achieved_rps"], 1),
-                "p50_ms": round(f["p50_ms"], 3),
-                "p99_ms": round(f["p99_ms"], 3),
-                "send_lag_p99_ms": round(f["send_lag_p99_ms"], 3),
-                "errors": f["errors"],
-                "cpu_ms_per_request": f["cpu_ms_per_request"],
-            }
-
-        def floor(r: float) -> dict[str, Any]:
-            """The do-nothing server's phase at rate ``r``, and its ratio to the in-process read."""
-            f = floors.get(r)
-            if f is None:
-                return {}
-            return {"http_floor": {**baseline(f), "ratio_p99": round(f["p99_ms"] / feast_p99, 3)}}
-
-        def over_http(r: float, x: dict[str, Any]) -> dict[str, Any]:
-            """The feature-server phase at rate ``r`` and the slot phase's p99 against it."""
-            f = fs.get(r)
-            if f is None:
-                return {}
-            return {
-                "feature_server": {**baseline(f), "connections_per_worker": f["connections_per_worker"]},
-                "ratio_p99_feature_server": round(x["p99_ms"] / f["p99_ms"], 3),
-                "feature_server_saturated": _saturated(r, f),
-            }
-
-        result = {
-            "p50_ms": round(lg["p50_ms"], 3),
-            "p99_ms": round(lg["p99_ms"], 3),
-            "achieved_rps": round(lg["achieved_rps"], 1),
-            "target_rps": rate,
-            "feast_read_p50_ms": round(pct(feast_ms, 50), 3),
-            "feast_read_p99_ms": round(feast_p99, 3),
-            "ratio_p99": round(lg["p99_ms"] / feast_p99, 3),
-            **(
-                {
-                    "in_process_p50_ms": round(pct(in_process_ms, 50), 3),
-                    "in_process_p99_ms": round(pct(in_process_ms, 99), 3),
-                    "in_process_ratio_p99": round(pct(in_process_ms, 99) / feast_p99, 3),
-                }
-                if in_process_ms
-                else {}
-            ),
-            **over_http(rate, lg),
-            **floor(rate),
-            "cpu_ms_per_request": lg["cpu_ms_per_request"],
-            "connections_per_worker": lg["connections_per_worker"],
-            "p90_ms": round(lg["p90_ms"], 3),
-            "max_ms": round(lg["max_ms"], 3),
-            "send_lag_p99_ms": round(lg["send_lag_p99_ms"], 3),
-            "requests": lg["n"],
-            "errors": lg["errors"],
-            "other_rates": [
-                {
-                    "target_rps": r,
-                    "achieved_rps": round(x["achieved_rps"], 1),
-                    "p50_ms": round(x["p50_ms"], 3),
-                    "p99_ms": round(x["p99_ms"], 3),
-                    "send_lag_p99_ms": round(x["send_lag_p99_ms"], 3),
-                    "ratio_p99": round(x["p99_ms"] / feast_p99, 3),
-                    **over_http(r, x),
-                    **floor(r),
-                    "cpu_ms_per_request": x["cpu_ms_per_request"],
-                    "connections_per_worker": x["connections_per_worker"],
-                    "errors": x["errors"],
-                }
-                for r, x in runs[1:]
-            ],
-            "items": args.items,
-            "users": args.users,
-            "k": args.k,
-            "m": args.m,
-            "decision_log": args.decision_log,
-            "workers": args.workers,
-            "listen": "shared_socket" if args.shared_socket else "round_robin",
-            "max_rate_meeting_p99": max(
-                (r for r, x in runs if x["p99_ms"] <= 10.0 and x["achieved_rps"] >= 0.95 * r), default=None
-            ),
-            "seed_s": round(seed_s, 1),
-            "pool": pool,
-            "snapshot_s": None if snapshot_s is None else round(snapshot_s, 1),
-            "ready_s": round(ready_s, 1),
-            "rss_mb": rss["total"],
-            "rss_mb_per_process": rss["processes"],
-            "cpus": os.cpu_count(),
-            "load_avg_1m": round(os.getloadavg()[0], 2),
-            "targets": {"p99_ms": 10.0, "ratio_p99": 3.0, "rps": 300.0},
-            "meets_targets": bool(lg["p99_ms"] <= 10.0 and lg["p99_ms"] / feast_p99 <= 3.0),
-            "meets_targets_feature_server": (
-                None
-                if rate not in fs
-                else bool(
-                    lg["p99_ms"] <= 10.0
-                    and lg["achieved_rps"] >= 0.98 * rate
-                    and lg["p99_ms"] / fs[rate]["p99_ms"] <= 3.0
-                    and not _saturated(rate, fs[rate])
-                )
-            ),
-            "calibration_ms": round(calibration_ms, 1),
-        }
+        result = summary(
+            args,
+            runs=runs,
+            feast_ms=feast_ms,
+            in_process_ms=in_process_ms,
+            floors=floors,
+            feature_server=fs,
+            measured={
+                "seed_s": seed_s,
+                "pool": pool,
+                "snapshot_s": snapshot_s,
+                "ready_s": ready_s,
+                "rss": rss,
+                "calibration_ms": calibration_ms,
+            },
+        )
         print(json.dumps(result))
     finally:
         if server is not None:

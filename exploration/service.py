@@ -6,9 +6,9 @@ For one request it
 2. takes the top ``M - R`` cold items of the pool by inner product with that vector, plus up to ``R``
    of the most starving items (``R = starving_candidates``; an unknown user gets ``M`` items, the most
    starving first), honouring the request's category/seller filters and exclusions;
-3. builds each candidate's features (user·item dot, user⊙item bucket sums, item age, impressions,
-   pacing boost) and samples ``k`` slots without replacement from the current policy's pmf
-   (multiplied by the pacing boosts) mixed with the pacing distribution over urgent candidates
+3. builds each candidate's features (:mod:`exploration.arm_features`: user·item dot, user⊙item bucket
+   sums, item age, impressions, pacing boost) and samples ``k`` slots without replacement from the
+   current policy's pmf (multiplied by the pacing boosts) mixed with the pacing distribution over urgent candidates
    (:meth:`ExposurePacer.choose`), the per-seller cap applied, propensities logged as sampled;
 4. counts the impressions for pacing and hands the decision to its sinks (decisions topic, offline
    store).
@@ -34,21 +34,16 @@ from numpy.typing import NDArray
 
 from coldstart.decisions import Decision, DecisionDraft, Slot
 from coldstart.errors import ColdstartError, InvalidInputError
+from exploration.arm_features import arm_features
 from exploration.model_store import PolicyHolder
 from exploration.pacing import ExposurePacer, GraduationEvent
-from exploration.policies import ArmBatch
 from exploration.pool.base import POOL_STATUSES, CandidatePool, PoolEntry, PoolFilter, entry_from_item
-from exploration.schedule import PacingView
 from exploration.sinks import DecisionSink
 from feature_repo.base import UserStore
 from feature_repo.records import StoredItem
 
 log = logging.getLogger(__name__)
 
-N_BUCKETS = 8
-#: Candidate features, in order: user·item dot, log1p(age in hours), log1p(impressions), log(pacing
-#: boost), whether the candidate came from the starving reservation, and the user⊙item bucket sums.
-FEATURES = ("dot", "age", "imp", "boost", "starving", *(f"p{b}" for b in range(N_BUCKETS)))
 MAX_K = 50
 COLD_STATUSES = frozenset(POOL_STATUSES)
 
@@ -96,14 +91,6 @@ class SlotResult:
     def decision(self) -> Decision:
         """The validated :class:`Decision` (built on first access, ~0.3 ms for 100 candidates)."""
         return self.draft.to_decision()
-
-
-@functools.lru_cache(maxsize=8)
-def _bucket_starts(dim: int) -> NDArray[np.intp]:
-    """First coordinate of each of the ``N_BUCKETS`` user⊙item buckets of a ``dim``-vector."""
-    starts: NDArray[np.intp] = np.linspace(0, dim, N_BUCKETS + 1).astype(np.intp)[:-1]
-    starts.flags.writeable = False
-    return starts
 
 
 class SlotService:
@@ -281,7 +268,7 @@ class SlotService:
         sims = [sims[n] for n in keep]
         view = self.pacer.view(ids, now)
         boosts = view.boosts
-        arms = self._arms(ids, sims, [entries[n] for n in keep], user_vec, view, now)  # type: ignore[misc]
+        arms = arm_features(self.pool, ids, sims, [entries[n] for n in keep], user_vec, view, now)  # type: ignore[misc]
         context: dict[str, float | str] = {
             **request.context,
             "has_user": 1.0 if user_vec is not None else 0.0,
@@ -399,50 +386,6 @@ class SlotService:
                 ids.append(item_id)
                 sims.append(math.nan)
         return ids, sims
-
-    def _arms(
-        self,
-        ids: list[str],
-        sims: list[float],
-        entries: list[PoolEntry],
-        user_vec: NDArray[np.float32] | None,
-        view: PacingView,
-        now: float,
-    ) -> ArmBatch:
-        n = len(ids)
-        if not n:
-            return ArmBatch([], FEATURES, np.zeros((0, len(FEATURES))))
-        dots = np.zeros(n)
-        buckets = np.zeros((n, N_BUCKETS))
-        if user_vec is not None:
-            dim = user_vec.shape[0]
-            usable: list[int] | slice = slice(None)
-            gathered = self.pool.vectors(ids)  # one gather from the pool's matrix
-            if gathered is not None and gathered.shape == (n, dim):
-                V: NDArray[np.floating] = gathered
-            else:  # the entries' own copies, those of the user's dimension
-                vectors = [e.vector for e in entries]
-                usable = [i for i, v in enumerate(vectors) if v.shape == (dim,)]
-                V = np.stack([vectors[i] for i in usable]) if usable else np.zeros((0, dim))
-            if V.shape[0]:
-                prod = V.astype(np.float64) * user_vec.astype(np.float64)
-                buckets[usable] = np.add.reduceat(prod, _bucket_starts(dim), axis=1)
-                dots[usable] = prod.sum(axis=1)
-        imps = view.impressions
-        boosts = view.boosts
-        listed = np.array([e.listed_at_s for e in entries], dtype=np.float64)
-        sims_arr = np.asarray(sims, dtype=np.float64)
-        matrix = np.column_stack(
-            [
-                dots,
-                np.log1p(np.maximum(0.0, now - listed) / 3600.0),
-                np.log1p(imps.astype(np.float64)),
-                np.log(boosts),
-                np.isnan(sims_arr).astype(np.float64),
-                buckets,
-            ]
-        ).round(6)
-        return ArmBatch(ids, FEATURES, matrix, [e.seller_id for e in entries])
 
     def close(self) -> None:
         """Flush and close the sinks."""
