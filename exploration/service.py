@@ -9,7 +9,8 @@ For one request it
 3. builds each candidate's features (:mod:`exploration.arm_features`: user·item dot, user⊙item bucket
    sums, item age, impressions, pacing boost) and samples ``k`` slots without replacement from the
    current policy's pmf (multiplied by the pacing boosts) mixed with the pacing distribution over
-   urgent candidates (:meth:`ExposurePacer.choose`), the per-seller cap applied, propensities logged as sampled;
+   urgent candidates (:meth:`ExposurePacer.choose`), the per-seller cap applied, propensities logged
+   as sampled;
 4. counts the impressions for pacing and hands the decision to its sinks (decisions topic, offline
    store).
 
