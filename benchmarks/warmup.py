@@ -55,8 +55,9 @@ from stream.producer import EventProducer
 from stream.warmup_batch import Delivery
 from stream.warmup_checkpoint import WarmupCheckpoint
 from stream.warmup_group import EvidencePublisher, WarmupGroupWorker
+from stream.warmup_model import build_warmup_model
 from stream.warmup_sides import ItemSide, UserSide
-from stream.warmup_stage import WarmupStage, build_warmup_model
+from stream.warmup_stage import WarmupStage
 
 ITEM_DIM, CONTENT_DIM = 64, 256
 

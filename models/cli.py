@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from models.blend import BlendRanker
     from models.catalog import Catalog
     from models.config import EncoderConfig
-    from models.features import FeatureTable
+    from models.feature_table import FeatureTable
     from models.item_tower import ItemTowerConfig, TrainedItemTower
     from models.warmup.served import ServedWarmup
 
@@ -125,7 +125,8 @@ def train_command(
     import torch
 
     from models.export import build_artifact
-    from models.features import FeatureTable, extract_features
+    from models.feature_table import FeatureTable
+    from models.features import extract_features
     from models.item_tower import ItemTowerConfig
     from models.projection import ProjectionTrainConfig, train_projection
     from models.towers import build_towers

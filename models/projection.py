@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from coldstart.errors import InvalidInputError
-from models.features import FeatureTable
+from models.feature_table import FeatureTable
 from models.towers import ProjectionHead, Towers
 
 log = logging.getLogger(__name__)

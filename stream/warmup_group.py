@@ -45,8 +45,9 @@ from stream.pool_feed import StoredAnnouncer
 from stream.producer import EventProducer
 from stream.warmup_batch import Delivery
 from stream.warmup_checkpoint import WarmupCheckpoint
+from stream.warmup_model import build_warmup_model, served_warmup
 from stream.warmup_sides import EvidenceDelivery, ItemSide, Owned, UserSide
-from stream.warmup_stage import WarmupStats, build_warmup_model, served_warmup
+from stream.warmup_stage import WarmupStats
 
 log = logging.getLogger(__name__)
 

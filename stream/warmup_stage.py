@@ -48,21 +48,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from coldstart.contracts import Interaction, decode_event
-from coldstart.errors import InvalidInputError, NotFoundError
+from coldstart.errors import InvalidInputError
 from coldstart.topics import INTERACTIONS
 from exploration.pool.pools import ItemPools
 from feature_repo import open_store
 from feature_repo.base import FeatureStore
 from feature_repo.records import StoredItem, StoredUser
-from models.artifact import read_manifest, resolve_artifact
-from models.warmup import ItemWarmState, UserWarmState, WarmupModel
+from models.warmup import ItemWarmState, UserWarmState
 from models.warmup.batch import StateBlock, apply_batch, apply_per_event
-from models.warmup.served import ServedWarmup, load_served_warmup
+from models.warmup.served import ServedWarmup
 from stream.admin import topic_id
 from stream.config import WarmupStageConfig
 from stream.pool_feed import StoredAnnouncer
 from stream.warmup_batch import Delivery, WarmupBatch
 from stream.warmup_checkpoint import ItemSlot, UserSlot, WarmupCheckpoint
+from stream.warmup_model import build_warmup_model, served_warmup
 from stream.warmup_rows import Classifier, StateCache, feed_pools, item_row, item_start, user_row, user_start
 
 if TYPE_CHECKING:
@@ -374,44 +374,6 @@ class WarmupStage:
         if moved:
             self.checkpoint.commit([], [], moved)
             self._offsets.update(moved)
-
-
-def build_warmup_model(
-    config: WarmupStageConfig, served: ServedWarmup | None = None, served_version: str = ""
-) -> tuple[WarmupModel, str]:
-    """The warm-up rules a stage runs and the ``model_version`` its rows carry: the served posterior
-    when there is one, else the shrinkage warm-up of ``config``."""
-    model: WarmupModel
-    if served is not None:
-        model = served.build(warm_after=config.shrinkage.warm_after)
-        version = config.model_version(served.card(), served_version)
-    else:
-        model = config.shrinkage.build()
-        version = config.model_version()
-    model.max_tracked_events = config.max_tracked_events
-    return model, version
-
-
-def served_warmup(settings: Settings) -> tuple[ServedWarmup | None, str]:
-    """The warm-up of the encoder artifact the settings serve, and that artifact's version; ``None``
-    (the shrinkage warm-up runs) when there is no artifact or it carries no warm-up."""
-    try:
-        path = resolve_artifact(settings.models.artifact, settings.models.artifacts_dir)
-        manifest = read_manifest(path)
-        served = load_served_warmup(path, manifest.warmup)
-    except NotFoundError as exc:
-        log.warning("warm-up: no encoder artifact (%s); running the shrinkage warm-up", exc)
-        return None, ""
-    if served is None:
-        log.warning("warm-up: artifact %s has no calibrated warm-up; running shrinkage", manifest.version)
-        return None, ""
-    log.info(
-        "warm-up: posterior from %s (prior strength %s, gate %d positives)",
-        manifest.version,
-        served.card()["prior_strength"],
-        served.min_positives,
-    )
-    return served, manifest.version
 
 
 def build_warmup_stage(

@@ -10,7 +10,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from coldstart.errors import InvalidInputError
 from models.config import EncoderConfig, OfflineEncoderConfig, OpenClipEncoderConfig
-from models.features import FeatureTable, extract_features
+from models.feature_table import FeatureTable
+from models.features import extract_features
 from models.records import ItemContent
 from models.testing import TINY_OFFLINE, make_image
 
