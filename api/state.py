@@ -27,9 +27,8 @@ from coldstart.topics import DECISIONS
 from exploration.model_store import LocalModelStore, ModelStore, PolicyHolder
 from exploration.pacing import ExposurePacer, GraduationEvent
 from exploration.policies import build_policy
-from exploration.pool import new_pool
+from exploration.pool import build_pool
 from exploration.pool.base import POOL_STATUSES, CandidatePool, entry_from_item
-from exploration.pool.config import PoolConfig
 from exploration.pool.snapshot import read_snapshot, snapshot_dir
 from exploration.service import SlotService
 from exploration.sinks import (
@@ -52,11 +51,6 @@ from stream.producer import EventProducer
 log = logging.getLogger(__name__)
 
 PoolFactory = Callable[[], CandidatePool]
-
-
-def default_pool_factory(config: PoolConfig | None = None) -> CandidatePool:
-    """The cold-pool index the settings select (``exploration.pool``; default exact)."""
-    return new_pool(config)
 
 
 def model_store_dir(settings: Settings) -> Path:
@@ -300,7 +294,7 @@ def build_state(
     pool_factory
         Builds an empty :class:`CandidatePool` (default: the project's implementation).
     """
-    factory = pool_factory or (lambda: default_pool_factory(settings.exploration.pool))
+    factory = pool_factory or (lambda: build_pool(settings.exploration.pool))
     metrics = ApiMetrics()
     if store is None:
         feast = settings.feast

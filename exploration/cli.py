@@ -9,7 +9,7 @@ import typer
 
 from coldstart.settings import get_settings
 from exploration.model_store import LocalModelStore
-from exploration.pool import new_pool
+from exploration.pool import build_pool
 from exploration.pool.base import CandidatePool
 from exploration.pool.snapshot import PoolRows, snapshot_dir, write_snapshot
 from feature_repo import open_store
@@ -48,7 +48,7 @@ def pool_snapshot_command() -> None:
     spaces = ["item", "content"] if settings.api.search_index else ["item"]
     rows = PoolRows.from_items(list(store.iter_items()), spaces)  # type: ignore[arg-type]
     read_s = time.monotonic() - started
-    pools: dict[str, CandidatePool] = {space: new_pool(settings.exploration.pool) for space in spaces}
+    pools: dict[str, CandidatePool] = {space: build_pool(settings.exploration.pool) for space in spaces}
     for space, pool in pools.items():
         # no saved index to read: the pool indexes the rows in bulk (HNSW graphs built here, once)
         pool.load(settings.data_dir / ".no-snapshot", rows.entries(space), rows.vectors[space])  # type: ignore[arg-type]

@@ -30,7 +30,7 @@ from exploration.config import PacingConfig, PolicyConfig, UniformPolicyConfig
 from exploration.model_store import PolicyHolder
 from exploration.pacing import ExposurePacer
 from exploration.policies import build_policy, learn_decision
-from exploration.pool import PoolEntry, new_pool
+from exploration.pool import PoolEntry, build_pool
 from exploration.service import SlotRequest, SlotService
 from feature_repo.base import UserStore
 from feature_repo.records import StoredUser
@@ -175,7 +175,7 @@ def simulate(
     clock = {"t": 0.0}
     users = ReplayUsers()
     svc = SlotService(
-        pool=new_pool(),
+        pool=build_pool(),
         users=users,
         holder=PolicyHolder(build_policy(spec.policy or UniformPolicyConfig(), seed=cfg.seed)),
         pacer=ExposurePacer(pacing_config(spec, cfg), clock=lambda: clock["t"]),

@@ -11,7 +11,8 @@ from coldstart.errors import NotFoundError
 from coldstart.settings import Settings
 from models.artifact import read_manifest, resolve_artifact
 from models.warmup import WarmupModel
-from models.warmup.served import ServedWarmup, load_served_warmup
+from models.warmup.served import ServedWarmup, build_posterior, load_served_warmup
+from models.warmup.shrinkage import build_shrinkage
 from stream.config import WarmupStageConfig
 
 log = logging.getLogger(__name__)
@@ -24,10 +25,10 @@ def build_warmup_model(
     when there is one, else the shrinkage warm-up of ``config``."""
     model: WarmupModel
     if served is not None:
-        model = served.build(warm_after=config.shrinkage.warm_after)
+        model = build_posterior(served, warm_after=config.shrinkage.warm_after)
         version = config.model_version(served.card(), served_version)
     else:
-        model = config.shrinkage.build()
+        model = build_shrinkage(config.shrinkage)
         version = config.model_version()
     model.max_tracked_events = config.max_tracked_events
     return model, version

@@ -17,7 +17,7 @@ from exploration.pool.hnsw import HnswPool
 from exploration.pool.pools import ItemPools
 
 
-def new_pool(config: PoolConfig | None = None) -> CandidatePool:
+def build_pool(config: PoolConfig | None = None) -> CandidatePool:
     """Build the pool a config selects (default: an empty :class:`ExactPool`)."""
     cfg = config or ExactPoolConfig()
     if cfg.type == "exact":
@@ -40,6 +40,6 @@ __all__ = [
     "PoolFilter",
     "PoolHit",
     "PoolSpace",
+    "build_pool",
     "entry_from_item",
-    "new_pool",
 ]

@@ -31,15 +31,6 @@ class ServedWarmup:
     min_positives: int  # the gate
     validation: dict[str, dict[str, float]]
 
-    def build(self, *, warm_after: int = 20) -> PosteriorWarmup:
-        """The model the learner runs."""
-        return PosteriorWarmup(
-            self.calibration,
-            prior_strength=self.prior_strength,
-            min_positives=self.min_positives,
-            warm_after=warm_after,
-        )
-
     def card(self) -> dict[str, Any]:
         """The manifest's ``warmup`` section (JSON: ``inf`` written as a string)."""
         return {
@@ -52,6 +43,16 @@ class ServedWarmup:
     def save(self, directory: Path) -> None:
         """Write the calibration as ``warmup.npz``."""
         self.calibration.save(directory / FILE)
+
+
+def build_posterior(served: ServedWarmup, *, warm_after: int = 20) -> PosteriorWarmup:
+    """The posterior warm-up the learner runs from a served (calibrated) one."""
+    return PosteriorWarmup(
+        served.calibration,
+        prior_strength=served.prior_strength,
+        min_positives=served.min_positives,
+        warm_after=warm_after,
+    )
 
 
 def load_served_warmup(directory: Path, card: dict[str, Any]) -> ServedWarmup | None:

@@ -42,17 +42,6 @@ class ShrinkageConfig(BaseModel):
         description="evidence weight per interaction kind",
     )
 
-    def build(self) -> ShrinkageWarmup:
-        """The model these hyperparameters describe."""
-        return ShrinkageWarmup(
-            prior_strength=self.prior_strength,
-            user_prior_strength=self.user_prior_strength,
-            behavior_scale=self.behavior_scale,
-            user_behavior_scale=self.user_behavior_scale,
-            delta_max=self.delta_max,
-            warm_after=self.warm_after,
-        )
-
 
 class ShrinkageWarmup(WarmupModel):
     """Posterior-mean blending of content prior and behavioural mean.
@@ -128,3 +117,15 @@ def fit_behavior_scale(content: NDArray[np.float32], behavior_mean: NDArray[np.f
         return 1.0
     rho = float(np.sum(c * m) / denom)
     return rho if rho > 0 else 1.0
+
+
+def build_shrinkage(config: ShrinkageConfig) -> ShrinkageWarmup:
+    """The shrinkage warm-up ``config`` describes."""
+    return ShrinkageWarmup(
+        prior_strength=config.prior_strength,
+        user_prior_strength=config.user_prior_strength,
+        behavior_scale=config.behavior_scale,
+        user_behavior_scale=config.user_behavior_scale,
+        delta_max=config.delta_max,
+        warm_after=config.warm_after,
+    )

@@ -17,8 +17,8 @@ from exploration.pool import (
     ItemPools,
     PoolEntry,
     PoolFilter,
+    build_pool,
     entry_from_item,
-    new_pool,
 )
 from feature_repo.records import StoredItem
 from feature_repo.testing import random_items
@@ -54,7 +54,7 @@ def check(pool: CandidatePool, es: list[PoolEntry], q: np.ndarray, k: int, f=Non
 def test_search_matches_brute_force() -> None:
     rng = np.random.default_rng(0)
     es = entries(2000, rng)
-    pool = new_pool()
+    pool = build_pool()
     assert isinstance(pool, ExactPool)
     pool.upsert(es)
     assert len(pool) == 2000
@@ -248,7 +248,7 @@ def test_rebuild_from_a_store_in_both_spaces() -> None:
 
 
 def test_config_selects_the_implementation() -> None:
-    pool = new_pool(ExactPoolConfig(dim=4, initial_capacity=2))
+    pool = build_pool(ExactPoolConfig(dim=4, initial_capacity=2))
     assert isinstance(pool, ExactPool) and pool.dim == 4
     with pytest.raises(ValueError, match="extra"):
         ExactPoolConfig.model_validate({"type": "exact", "unknown": 1})
@@ -275,7 +275,7 @@ def test_rebuild_skips_rows_of_another_dimension(caplog: pytest.LogCaptureFixtur
 def test_search_ids_is_search_as_arrays() -> None:
     rng = np.random.default_rng(5)
     es = entries(500, rng)
-    pool = new_pool()
+    pool = build_pool()
     pool.upsert(es)
     f = PoolFilter(categories=("c1", "c2"), exclude_item_ids=frozenset({"i1", "i2", "i5"}))
     for filt in (None, f):
@@ -284,6 +284,6 @@ def test_search_ids_is_search_as_arrays() -> None:
         ids, scores = pool.search_ids(q, 30, filt)
         assert ids == [h.item_id for h in hits]
         assert scores.dtype == np.float64 and scores.tolist() == [h.score for h in hits]
-    empty = new_pool()
+    empty = build_pool()
     ids, scores = empty.search_ids(np.zeros(DIM, dtype=np.float32), 3)
     assert ids == [] and scores.shape == (0,)

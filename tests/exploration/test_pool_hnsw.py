@@ -12,7 +12,7 @@ from exploration.pool import (
     HnswPoolConfig,
     PoolEntry,
     PoolFilter,
-    new_pool,
+    build_pool,
 )
 
 DIM = 16
@@ -134,17 +134,17 @@ def test_invalid_input_changes_nothing_and_rebuild_skips_bad_rows() -> None:
 
 
 def test_config_selects_the_approximate_pool() -> None:
-    pool = new_pool(HnswPoolConfig(dim=DIM, ef_search=64))
+    pool = build_pool(HnswPoolConfig(dim=DIM, ef_search=64))
     assert isinstance(pool, HnswPool) and pool.ef_search == 64
     with pytest.raises(ValueError):
         HnswPoolConfig.model_validate({"type": "hnsw", "m": 2})
 
 
 def test_settings_choose_the_pool_of_the_api() -> None:
-    from api.state import default_pool_factory
+    from exploration.pool import build_pool
     from coldstart.settings import Settings
 
     settings = Settings(exploration={"pool": {"type": "hnsw", "ef_search": 64}})  # type: ignore[arg-type]
-    pool = default_pool_factory(settings.exploration.pool)
+    pool = build_pool(settings.exploration.pool)
     assert isinstance(pool, HnswPool) and pool.ef_search == 64
-    assert isinstance(default_pool_factory(Settings().exploration.pool), ExactPool)
+    assert isinstance(build_pool(Settings().exploration.pool), ExactPool)

@@ -13,7 +13,7 @@ from exploration.config import PacingConfig, VWPolicyConfig
 from exploration.model_store import PolicyHolder
 from exploration.pacing import ExposurePacer
 from exploration.policies import build_policy, learn_decision
-from exploration.pool import new_pool
+from exploration.pool import build_pool
 from exploration.pool.exact import ExactPool
 from exploration.service import SlotRequest, SlotService
 from exploration.sinks import MemoryDecisionSink, OfflineDecisionSink
@@ -33,7 +33,7 @@ def store(tmp_path):  # type: ignore[no-untyped-def]
 def service(store, pacing: PacingConfig | None = None, pool=None, **kw):  # type: ignore[no-untyped-def]
     sink = MemoryDecisionSink()
     svc = SlotService(
-        pool=pool if pool is not None else new_pool(),
+        pool=pool if pool is not None else build_pool(),
         users=store.users(),
         holder=PolicyHolder(build_policy(VWPolicyConfig(bits=16), seed=3)),
         pacer=ExposurePacer(pacing or PacingConfig()),
@@ -78,7 +78,7 @@ class _PoolWithoutVectors(ExactPool):
 
 def test_candidate_features_are_the_same_from_the_pool_matrix_or_the_entries(store) -> None:  # type: ignore[no-untyped-def]
     decisions, now = [], time.time()
-    for pool in (new_pool(), _PoolWithoutVectors()):
+    for pool in (build_pool(), _PoolWithoutVectors()):
         svc, sink = service(store, pool=pool, candidates_m=30, starving_candidates=5, clock=lambda: now)
         for user in ("user-0", "user-1", "user-2"):
             svc.select(SlotRequest(user_id=user, k=3, context={"hour": 1.0}))

@@ -18,7 +18,7 @@ from feature_repo.records import StoredItem, StoredUser
 from feature_repo.testing import random_items
 from models.warmup import Evidence, ItemWarmState, ShrinkageConfig, ShrinkageWarmup
 from models.warmup.posterior import PosteriorWarmup, fit_posterior_calibration
-from models.warmup.served import ServedWarmup
+from models.warmup.served import ServedWarmup, build_posterior
 from stream.config import WarmupStageConfig
 from stream.warmup_batch import Delivery
 from stream.warmup_checkpoint import WarmupCheckpoint
@@ -317,7 +317,7 @@ def test_artifact_warmup_runs_with_its_gate(store: FeastFeatureStore, prefix: st
     second = store.get_items([items[0].item_id])[items[0].item_id].item_vector
     # each user's evidence is its vector before the event (both start at x)
     evidence = [Evidence(f"e{n}", x, 1.0, True) for n in range(2)]
-    expected = served.build().update_item(ItemWarmState.new(items[0].item_id, c), evidence)
+    expected = build_posterior(served).update_item(ItemWarmState.new(items[0].item_id, c), evidence)
     assert not np.allclose(second, c)
     np.testing.assert_allclose(second, expected.vector, rtol=1e-4, atol=1e-5)
 

@@ -9,7 +9,7 @@ import pytest
 
 from coldstart.errors import InvalidInputError
 from models.warmup import Evidence, ItemWarmState, ShrinkageConfig, ShrinkageWarmup, UserWarmState
-from models.warmup.shrinkage import fit_behavior_scale
+from models.warmup.shrinkage import build_shrinkage, fit_behavior_scale
 
 D = 16
 
@@ -87,7 +87,7 @@ def test_redelivery_does_not_double_count() -> None:
 
 
 def test_user_update_and_validation() -> None:
-    model = ShrinkageConfig(user_prior_strength=1.0).build()
+    model = build_shrinkage(ShrinkageConfig(user_prior_strength=1.0))
     u = UserWarmState.new("u", np.zeros(D, dtype=np.float32))
     item = np.full(D, 0.5, dtype=np.float32)
     u2 = model.update_user(u, [Evidence("a", item, 1.0, True)])
