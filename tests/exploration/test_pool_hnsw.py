@@ -141,8 +141,8 @@ def test_config_selects_the_approximate_pool() -> None:
 
 
 def test_settings_choose_the_pool_of_the_api() -> None:
-    from exploration.pool import build_pool
     from coldstart.settings import Settings
+    from exploration.pool import build_pool
 
     settings = Settings(exploration={"pool": {"type": "hnsw", "ef_search": 64}})  # type: ignore[arg-type]
     pool = build_pool(settings.exploration.pool)
