@@ -36,6 +36,7 @@ def serve(
     log_level: Annotated[str, typer.Option()] = "info",
 ) -> None:
     """Run the HTTP API with uvicorn (OpenAPI docs at /docs)."""
+    # deferred import: uvicorn
     from api.serve import serve as run_server
 
     settings = get_settings()

@@ -71,6 +71,7 @@ def throughput(encoder, items: list[ItemContent], batch: int, min_items: int) ->
 def served_representation(texts: list[str], image_dim: int, text_dim: int):  # type: ignore[no-untyped-def]
     """Tower + content + lexical blocks at their widest (lexical 512 dims over the given texts); the
     content projection is fitted on random features (its cost does not depend on its values)."""
+    # deferred import: onnxruntime, torch
     import numpy as np
 
     from models.lexical import LexicalModel
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--artifact", type=Path, default=None, help="existing offline artifact to reuse")
     args = parser.parse_args()
 
+    # deferred import: onnxruntime, torch, torch, onnx
     import numpy as np
     import torch
 

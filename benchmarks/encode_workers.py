@@ -34,6 +34,7 @@ def _encode_worker_main(
     """One ``coldstart stream encode`` process: the worker of the artifact, until ``stop`` is set;
     reports (wall time of its first polled record, of its last write, items written). The encoder
     runs one batch of ``warm`` first, as the in-process phases' encoder had (its first run is slow)."""
+    # deferred import: torch
     import models
 
     logging.basicConfig(level=logging.ERROR)

@@ -99,6 +99,7 @@ def run(profile: str, reads: int, tmp: Path) -> dict[str, Any]:
     finally:
         store.close()
         if isinstance(settings.feast, ProductionStoreConfig):
+            # deferred import: redis
             import redis
 
             r = redis.Redis.from_url(settings.feast.redis_url)

@@ -71,11 +71,13 @@ from stream.producer import EventProducer
 
 def load_encoder(args: argparse.Namespace, tmp: Path) -> tuple[Any, str, Path | None]:
     """The encoder under test, loaded as ``coldstart stream encode`` loads it for ``--compute-threads``."""
+    # deferred import: torch, torch, onnx
     import models
 
     threads = 1 if args.compute_threads > 1 else None
 
     if args.tiny:
+        # deferred import: torch, torch, onnx
         from models.testing import build_tiny_artifact
 
         path = build_tiny_artifact(tmp / "artifacts", seed=0)
@@ -89,6 +91,7 @@ def load_encoder(args: argparse.Namespace, tmp: Path) -> tuple[Any, str, Path | 
         # per item as a trained artifact (throughput does not depend on head weights)
         import torch
 
+        # deferred import: torch
         from models.export import build_artifact
         from models.item_tower import ItemTower
         from models.towers import build_towers
@@ -103,6 +106,7 @@ def load_encoder(args: argparse.Namespace, tmp: Path) -> tuple[Any, str, Path | 
 
 
 def catalog_items(settings: Settings, tmp: Path, n: int) -> tuple[Any, list[Any]]:
+    # deferred import: torch
     from models.catalog import Catalog, adapt_movielens
 
     out = tmp / "catalog"

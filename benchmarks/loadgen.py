@@ -133,6 +133,7 @@ async def _loadgen(
 
 
 def loadgen_main(args: argparse.Namespace) -> None:
+    # deferred import: uvloop
     import uvloop
 
     start = resource.getrusage(resource.RUSAGE_SELF)
@@ -219,6 +220,7 @@ class _FloorProtocol(asyncio.Protocol):
 
 def floor_server_main(port: int) -> None:
     """Serve :class:`_FloorProtocol` on ``127.0.0.1:port`` (uvloop, one process) until killed."""
+    # deferred import: uvloop
     import uvloop
 
     async def run() -> None:
@@ -327,6 +329,7 @@ def start_feature_server(data_dir: Path, port: int, workers: int) -> subprocess.
     import httpx
     import yaml
 
+    # deferred import: Feast
     from coldstart.settings import get_settings
     from feature_repo.config import EmbeddedStoreConfig
     from feature_repo.opening import repo_config

@@ -75,6 +75,7 @@ from models.records import ItemContent
 
 def item_vectors(catalog_dir: Path, images: bool) -> tuple[list[str], np.ndarray]:
     """Frozen pretrained content features of the catalog's items, L2-normalised (cached on disk)."""
+    # deferred import: the encoder stack, torch
     from models.catalog import Catalog
     from models.features import extract_features
 
@@ -154,6 +155,7 @@ def main() -> None:
     ap.add_argument("--write-doc", action="store_true")
     args = ap.parse_args()
 
+    # deferred import: pandas
     import pandas as pd
 
     t0 = time.perf_counter()

@@ -97,6 +97,7 @@ class Stack:
         self.procs.append(subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT))
 
     def wait_api(self, timeout_s: float = 180.0) -> None:
+        # deferred import: httpx
         import httpx
 
         deadline = time.monotonic() + timeout_s
@@ -179,6 +180,7 @@ def run_e2e(  # type: ignore[no-untyped-def]
     spec: PolicySpec, events, liked, listings: dict[str, Any], args: argparse.Namespace, cfg: ReplayConfig
 ) -> dict[str, Any]:
     """One policy through the running stack: listings on Kafka, slots and clicks over HTTP."""
+    # deferred import: httpx
     import httpx
 
     m = ColdMetrics()

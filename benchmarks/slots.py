@@ -99,6 +99,7 @@ LOADGEN = Path(__file__).with_name("loadgen.py")
 
 # --------------------------------------------------------------------------- orchestration
 def _seed(data_dir: Path, n_items: int, n_users: int, dim: int) -> object:
+    # deferred import: Feast
     from feature_repo.testing import random_items
 
     store = open_store(get_settings(data_dir=data_dir))
@@ -181,6 +182,7 @@ def _wait_ready(
 ) -> None:
     """Until ``consecutive`` fresh connections in a row (handed to the workers in turn) find
     ``/readyz`` ready with the whole pool."""
+    # deferred import: httpx
     import httpx
 
     deadline = time.monotonic() + timeout_s

@@ -63,6 +63,7 @@ ITEM_DIM, CONTENT_DIM = 64, 256
 
 
 def _seed_store(store: Any, prefix: str, n_items: int, n_users: int, rng: np.random.Generator) -> None:
+    # deferred import: Feast
     from feature_repo.testing import random_items
 
     now = datetime.now(UTC)

@@ -87,6 +87,7 @@ def ensure_encoder(settings: Settings, catalog: Path, *, tiny: bool) -> Path:
     """An encoder artifact directory: the configured/newest one, else a tiny or freshly trained one."""
 
     if tiny:
+        # deferred import: torch, onnx
         from models.testing import build_tiny_artifact
 
         root = settings.data_dir / "demo-artifacts"
@@ -162,6 +163,7 @@ def run_demo(
         Use a tiny random artifact when no trained one exists (mechanics only).
     """
 
+    # deferred import: kafka-python
     from stream.broker import ensure_broker
     from stream.dlq import read_dead_letters
     from stream.pool_feed import PoolFeed
@@ -270,6 +272,7 @@ def _free_port() -> int:
 
 def _exercise_api(settings: Settings, bootstrap: str, artifact: Path, log: Path) -> dict[str, Any]:
     """Start ``coldstart api serve`` on loopback, ask it for slots and a search, print what it answers."""
+    # deferred import: httpx
     import httpx
 
     port = _free_port()

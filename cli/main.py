@@ -51,6 +51,7 @@ def demo_command(
     ),
 ) -> None:
     """Main job on the embedded default: broker + encoder worker + API, streaming the MovieLens catalog."""
+    # deferred import: the whole stack
     from cli.demo import run_demo
 
     run_demo(get_settings(), limit=limit, rate=rate, tiny_encoder=tiny_encoder)

@@ -26,6 +26,7 @@ def open_store(settings: Settings) -> FeastFeatureStore:
     store is a :class:`~feature_repo.base.FeatureStore`; its ``offline`` attribute is the
     :class:`~feature_repo.offline.base.OfflineLog` (decisions, interactions, analysts' frames).
     """
+    # deferred import: Feast
     from feature_repo.opening import open_feast_store
 
     return open_feast_store(settings.feast, settings.data_dir)
@@ -38,6 +39,7 @@ def open_offline_log(settings: Settings) -> OfflineLog:
     """
     feast = settings.feast
     if isinstance(feast, EmbeddedStoreConfig):
+        # deferred import: SQLAlchemy, pyarrow, duckdb
         from feature_repo.offline.parquet import ParquetOfflineLog
 
         return ParquetOfflineLog(feast.embedded_root(settings.data_dir) / "data" / "offline")

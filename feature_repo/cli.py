@@ -22,6 +22,7 @@ REPO_DIR = Path(__file__).resolve().parent
 def feast_cli_env(store_type: Literal["embedded", "production"] | None = None) -> dict[str, str]:
     """Environment for running the ``feast`` CLI in ``feature_repo/`` on the configured store (or on
     the store of ``store_type``, with that type's defaults when it is not the configured one)."""
+    # deferred import: SQLAlchemy
     from sqlalchemy.engine import make_url
 
     settings = get_settings()

@@ -26,10 +26,12 @@ __all__ = ["ItemContent", "ItemEmbedding", "ItemEncoder", "load_encoder"]
 def __getattr__(name: str) -> Any:
     # Lazy: importing models (e.g. for settings) must not pull onnxruntime/PIL/tokenizers.
     if name == "load_encoder":
+        # deferred import: onnxruntime, the encoder stack
         from models.serving import load_encoder
 
         return load_encoder
     if name == "ItemEncoder":
+        # deferred import: the encoder stack
         from models.base import ItemEncoder
 
         return ItemEncoder

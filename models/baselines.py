@@ -162,6 +162,7 @@ class _ProfileKnn(Ranker):
         return self._vectors(train.items)
 
     def _fit(self, train: TrainSet, validate: ValidationFn | None) -> None:
+        # deferred import: scikit-learn
         from sklearn.preprocessing import normalize
 
         vectors = normalize(self._fit_vectors(train))
@@ -173,6 +174,7 @@ class _ProfileKnn(Ranker):
             self._profiles[str(user)] = np.asarray(vectors[idx].mean(axis=0), dtype=np.float32).ravel()
 
     def _score(self, users: list[str], items: ItemSet) -> NDArray[np.float32]:
+        # deferred import: scikit-learn
         from sklearn.preprocessing import normalize
 
         cand = normalize(self._vectors(items))
@@ -193,6 +195,7 @@ class TfidfKnn(_ProfileKnn):
         self.min_df = min_df
 
     def _fit_vectors(self, train: TrainSet) -> Any:
+        # deferred import: scikit-learn
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         self._vectorizer = TfidfVectorizer(

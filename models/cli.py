@@ -57,12 +57,14 @@ def _encoder_config(
             return get_settings().models.encoder
     if encoder == "offline":
         if tiny:
+            # deferred import: torch, onnx
             from models.testing import TINY_OFFLINE
 
             return TINY_OFFLINE
         return OfflineEncoderConfig(shared_dim=shared_dim, max_text_tokens=max_text_tokens or 256)
     if encoder == "open_clip":
         if tiny:
+            # deferred import: torch, onnx
             from models.testing import TINY_OPEN_CLIP
 
             return TINY_OPEN_CLIP
@@ -122,6 +124,7 @@ def train_command(
     ] = None,
 ) -> None:
     """Train projection heads (CLIP loss) and the item tower on a catalog, export ONNX, write the manifest."""
+    # deferred import: the encoder stack, torch
     import torch
 
     from models.export import build_artifact
@@ -206,6 +209,7 @@ def _validation_split(
 ) -> _HeldOut:
     """A seeded ``val_fraction`` of the items held out; the tower's early stopping and the served
     representation's selection both use it."""
+    # deferred import: torch
     from models.eval_protocol import relevance_matrix, split_items
 
     split = split_items(item_ids, seed, (1.0 - val_fraction, val_fraction, 0.0))
@@ -227,6 +231,7 @@ def _train_tower(
 ) -> TrainedItemTower:
     """Train the item tower; with ``val_fraction`` > 0, a seeded share of the items is held out as
     cold-validation (Recall@20 + NDCG@10 of their positives) for early stopping and the image stage."""
+    # deferred import: torch
     from models.eval_protocol import validation_score
     from models.tower_training import train_item_tower
 
@@ -265,6 +270,7 @@ def _select_representation(
     validation (``val_fraction`` 0 or no user with positives on both sides): the tower output is
     served as is, with no calibrated warm-up. ``interactions`` are the positives (already filtered
     by ``--positive-threshold``)."""
+    # deferred import: torch
     from models.baselines import ItemSet, TrainSet
     from models.blend import BlendRanker
     from models.eval_protocol import as_features, validation_score
@@ -313,6 +319,7 @@ def export_command(
     max_text_tokens: Annotated[int | None, typer.Option(help="New text token cap.")] = None,
 ) -> None:
     """Re-export a trained checkpoint to ONNX as a new artifact version (e.g. after an upgrade)."""
+    # deferred import: onnxruntime, torch
     from models.export import CHECKPOINT, build_artifact, load_checkpoint
     from models.representation import FILE as REPRESENTATION_FILE
     from models.representation import Representation

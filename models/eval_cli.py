@@ -72,6 +72,7 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Seed of every draw.")] = 0,
     ) -> None:
         """Write a synthetic catalog with one planted signal (lexical or image)."""
+        # deferred import: PIL
         from models.synthetic import synthetic_catalog
 
         if planted not in ("lexical", "image"):
@@ -113,6 +114,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Item cold-start evaluation (KDD'24 protocol) of every row on any catalog; writes the report."""
 
+        # deferred import: torch
         import torch
 
         from models.eval_report import write_results

@@ -147,6 +147,7 @@ def _check_parity(
     item_in: tuple[torch.Tensor, ...],
     item_vec: torch.Tensor | None,
 ) -> dict[str, float]:
+    # deferred import: onnxruntime
     from models.serving import make_session
 
     parity: dict[str, float] = {}

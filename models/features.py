@@ -215,6 +215,7 @@ class _OnnxTowers(ItemEncoder):
     """Frozen image/text towers exported to ONNX (no item tower): feature extraction."""
 
     def __init__(self, directory: Path, threads: int | None, batch_size: int) -> None:
+        # deferred import: onnxruntime
         from models.serving import make_session
 
         meta = json.loads((directory / TOWERS_META).read_text())
@@ -266,6 +267,7 @@ def _frozen_encoder(
     batch_size: int,
     stack: contextlib.ExitStack,
 ) -> ItemEncoder:
+    # deferred import: torch
     import torch
 
     if threads is not None:
@@ -282,6 +284,7 @@ def _frozen_encoder(
             _export_frozen_towers(cfg, seed, directory)
         return _OnnxTowers(directory, threads, batch_size)
 
+    # deferred import: torch
     from models.torch_encoder import TorchItemEncoder
     from models.towers import build_towers
 
@@ -293,6 +296,7 @@ def _frozen_encoder(
 
 def _export_frozen_towers(cfg: EncoderConfig, seed: int, directory: Path) -> None:
 
+    # deferred import: torch
     import torch
 
     from models.export import export_onnx

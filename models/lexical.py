@@ -75,6 +75,7 @@ class LexicalModel:
         InvalidInputError
             No term reaches ``min_df`` (the catalog has no usable shared words).
         """
+        # deferred import: scikit-learn
         from sklearn.decomposition import TruncatedSVD
         from sklearn.feature_extraction.text import TfidfVectorizer
 

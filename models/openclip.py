@@ -35,6 +35,7 @@ def import_open_clip() -> ModuleType:
     """
     ensure_torchvision_importable()
     try:
+        # deferred import: open_clip
         import open_clip
     except ImportError as exc:
         raise ConfigError(
@@ -121,6 +122,7 @@ def _load_checkpoint(model: nn.Module, path: str) -> None:
 
 
 def _hf_tokenizer(name: str) -> tuple[Any, int]:
+    # deferred import: transformers
     from transformers import AutoTokenizer
 
     try:

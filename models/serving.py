@@ -31,6 +31,7 @@ DEFAULT_PROVIDERS = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 def available_providers(requested: list[str] | None = None) -> list[str]:
     """The requested providers this onnxruntime build has, in order, with CPU appended as fallback."""
+    # deferred import: onnxruntime
     import onnxruntime as ort
 
     have = set(ort.get_available_providers())
@@ -53,6 +54,7 @@ def make_session(path: Path, providers: list[str] | None = None, threads: int | 
     ArtifactError
         The graph cannot be loaded.
     """
+    # deferred import: onnxruntime
     import onnxruntime as ort
 
     opts = ort.SessionOptions()

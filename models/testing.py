@@ -37,6 +37,7 @@ TINY_ITEM_DIM = 16
 
 def tiny_item_tower(image_dim: int, text_dim: int, seed: int = 0) -> Any:
     """A small randomly initialised :class:`models.item_tower.ItemTower` (item_dim 16)."""
+    # deferred import: torch
     import torch
 
     from models.item_tower import ItemTower, ItemTowerConfig
@@ -74,6 +75,7 @@ def build_tiny_artifact(
     Path
         The artifact directory (pass it, or ``out_dir``, to :func:`models.load_encoder`).
     """
+    # deferred import: torch
     import torch
 
     from models.export import build_artifact

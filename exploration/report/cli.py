@@ -82,6 +82,7 @@ def report_command(
         extra.append(ModelPolicy(policy, name=f"model:{model.name}"))
     log: OfflineLog
     if offline_dir is not None:
+        # deferred import: pyarrow, duckdb
         from feature_repo.offline.parquet import ParquetOfflineLog
 
         if not offline_dir.is_dir():
@@ -123,6 +124,7 @@ def export_command(
     obp: ``fb = dict(numpy.load(out, allow_pickle=False))`` gives the bandit-feedback dict (scalars
     as 0-d arrays). dsjson: ``vw --cb_explore_adf --dsjson -d out``.
     """
+    # deferred import: pyarrow, duckdb
     import numpy as np
 
     if fmt not in ("obp", "dsjson"):
@@ -134,6 +136,7 @@ def export_command(
     rewards_cfg = settings.exploration.rewards
     log: OfflineLog
     if offline_dir is not None:
+        # deferred import: pyarrow, duckdb
         from feature_repo.offline.parquet import ParquetOfflineLog
 
         if not offline_dir.is_dir():

@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str, typer.Option(help="File stem of the report.")] = "warmup",
     ) -> None:
         """Rank held-out items after their first k = 0, 1, 5, 20 positives: content / behaviour / blended."""
+        # deferred import: torch
         from models.warmup.evaluate import evaluate_warmup
         from models.warmup.report import write_results
 
