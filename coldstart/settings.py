@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.config import ApiSettings
+from coldstart.errors import ConfigError
 from exploration.config import ExplorationSettings
 from feature_repo.config import EmbeddedStoreConfig, FeastSettings
 from models.config import ModelSettings
@@ -51,6 +52,36 @@ class Settings(BaseSettings):
         return self.shared_dir / "data" / "movielens"
 
 
+#: Settings that were renamed: a process given the old name is told the new one.
+RENAMED = {
+    ("feast", "profile"): "feast.type (COLDSTART_FEAST__TYPE)",
+    ("api", "kafka"): "api.connect_kafka (COLDSTART_API__CONNECT_KAFKA)",
+}
+
+
 def get_settings(**overrides: object) -> Settings:
-    """Build the process's settings from the environment, with explicit overrides on top."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """Build the process's settings from the environment, with explicit overrides on top.
+
+    Raises
+    ------
+    ConfigError
+        A value is invalid, or a name is unknown (each problem on a line, renamed settings with their
+        new name).
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    """One line per problem of a settings validation error, ``section.field: message``."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"]]
+        line = f"{'.'.join(loc) or 'settings'}: {err['msg']}"
+        renamed = RENAMED.get((loc[0], loc[-1])) if loc else None
+        if renamed is not None:
+            line += f" (renamed: use {renamed})"
+        lines.append(line)
+    return "invalid settings:\n  " + "\n  ".join(lines)

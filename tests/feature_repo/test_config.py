@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-from pydantic import ValidationError
+import re
+import subprocess
+import sys
 
+import pytest
+
+from coldstart.errors import ConfigError
 from coldstart.settings import get_settings
 from feature_repo.config import EmbeddedStoreConfig, ProductionStoreConfig
 
@@ -36,5 +40,33 @@ def test_the_type_selects_the_store_and_absent_means_embedded(monkeypatch: pytes
     ],
 )
 def test_a_field_of_the_other_store_or_a_bad_value_is_refused(feast: dict[str, str]) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigError, match="feast"):
         get_settings(feast=feast)
+
+
+@pytest.mark.parametrize(
+    ("env", "hint"),
+    [
+        ({"COLDSTART_FEAST__PROFILE": "production"}, "feast.type (COLDSTART_FEAST__TYPE)"),
+        ({"COLDSTART_API__KAFKA": "false"}, "api.connect_kafka (COLDSTART_API__CONNECT_KAFKA)"),
+    ],
+)
+def test_a_renamed_setting_is_refused_with_its_new_name(
+    env: dict[str, str], hint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=re.escape(hint)):
+        get_settings()
+
+
+def test_the_cli_reports_invalid_settings_in_one_message_and_exit_code_2(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLDSTART_FEAST__TYPE", "staging")
+    res = subprocess.run(
+        [sys.executable, "-m", "cli.main", "store", "env"], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 2, res.stderr
+    assert "invalid settings" in res.stderr and "staging" in res.stderr
+    assert "Traceback" not in res.stderr
