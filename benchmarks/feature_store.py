@@ -2,11 +2,11 @@
 
 Prints one JSON object: per store, p50/p99 (ms) of one ``get_online_features`` for one user
 (``users().get_users([u])``), of ``get_items`` for 1 and 100 items, and of ``write_items`` for a
-32-item batch (offline + online). The production profile runs against the configured Redis and
+32-item batch (offline + online). The production store runs against the configured Redis and
 PostgreSQL (``COLDSTART_FEAST__REDIS_URL`` / ``__POSTGRES_URL``) in a throw-away project and schema,
 dropped afterwards.
 
-    .venv/bin/python benchmarks/feature_store.py [--profiles embedded,production] [--reads 300]
+    .venv/bin/python benchmarks/feature_store.py [--stores embedded,production] [--reads 300]
 """
 
 from __future__ import annotations
@@ -34,18 +34,18 @@ def _ms(xs: list[float]) -> dict[str, float]:
     return {"p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3)}
 
 
-def run(profile: str, reads: int, tmp: Path) -> dict[str, Any]:
+def run(store_type: str, reads: int, tmp: Path) -> dict[str, Any]:
 
     tag = uuid.uuid4().hex[:8]
-    feast: dict[str, Any] = {"type": profile, "project": f"bench_{tag}"}
-    if profile == "production":
+    feast: dict[str, Any] = {"type": store_type, "project": f"bench_{tag}"}
+    if store_type == "production":
         # the production defaults, or the COLDSTART_FEAST__* URLs when the environment names them
         urls = get_settings(feast={"type": "production"}).feast
         assert isinstance(urls, ProductionStoreConfig)
         sep = "&" if "?" in urls.postgres_url else "?"
         feast["pg_schema"] = f"bench_{tag}"
         feast["registry_url"] = f"{urls.postgres_url}{sep}options=-csearch_path%3Dbench_{tag}"
-    settings = get_settings(data_dir=tmp / profile, feast=feast)
+    settings = get_settings(data_dir=tmp / store_type, feast=feast)
     t0 = time.perf_counter()
     store = open_store(settings)
     open_s = time.perf_counter() - t0
@@ -110,12 +110,12 @@ def run(profile: str, reads: int, tmp: Path) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--profiles", default="embedded,production")
+    ap.add_argument("--stores", default="embedded,production")
     ap.add_argument("--reads", type=int, default=300)
     args = ap.parse_args()
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as d:
-        for p in args.profiles.split(","):
+        for p in args.stores.split(","):
             out[p] = run(p, args.reads, Path(d))
     print(json.dumps(out))
 
