@@ -21,14 +21,16 @@ REPO_DIR = Path(__file__).resolve().parent
 
 def feast_cli_env(store_type: Literal["embedded", "production"] | None = None) -> dict[str, str]:
     """Environment for running the ``feast`` CLI in ``feature_repo/`` on the configured store (or on
-    the store of ``store_type``, with that type's defaults when it is not the configured one)."""
+    the store of ``store_type``: that type's defaults, the configured project)."""
     # deferred import: SQLAlchemy
     from sqlalchemy.engine import make_url
 
     settings = get_settings()
     feast: FeastSettings = settings.feast
     if store_type is not None and store_type != feast.type:
-        feast = EmbeddedStoreConfig() if store_type == "embedded" else ProductionStoreConfig()
+        # the other store with its defaults; the project and the registry cache stay the configured ones
+        common = feast.model_dump(include={"project", "registry_cache_ttl_s"})
+        feast = EmbeddedStoreConfig(**common) if store_type == "embedded" else ProductionStoreConfig(**common)
     env: dict[str, str] = {"COLDSTART_FEAST__TYPE": feast.type}
     if isinstance(feast, EmbeddedStoreConfig):
         return env

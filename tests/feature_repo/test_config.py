@@ -10,6 +10,7 @@ import pytest
 
 from coldstart.errors import ConfigError
 from coldstart.settings import get_settings
+from feature_repo.cli import feast_cli_env
 from feature_repo.config import EmbeddedStoreConfig, ProductionStoreConfig
 
 
@@ -70,3 +71,15 @@ def test_the_cli_reports_invalid_settings_in_one_message_and_exit_code_2(
     assert res.returncode == 2, res.stderr
     assert "invalid settings" in res.stderr and "staging" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_feast_cli_env_of_the_other_store_keeps_the_configured_project(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("TYPE", "PG_SCHEMA", "REDIS_URL"):
+        monkeypatch.delenv(f"COLDSTART_FEAST__{name}", raising=False)
+    monkeypatch.setenv("COLDSTART_FEAST__PROJECT", "shop_a")
+    env = feast_cli_env("production")
+    assert env["COLDSTART_FEAST__TYPE"] == "production" and env["CS_FEAST_PROJECT"] == "shop_a"
+    assert env["COLDSTART_FEAST__PG_SCHEMA"] == "coldstart"  # the production default
+    assert feast_cli_env("embedded") == {"COLDSTART_FEAST__TYPE": "embedded"}
