@@ -156,11 +156,9 @@ class WarmupStage:
         pools: ItemPools | CandidatePool | None = None,
         config: WarmupStageConfig | None = None,
     ) -> WarmupStage:
-        """The stage of a process: ``config``, else ``settings.warmup`` when the settings have that
-        section, else defaults; checkpoint ``<data_dir>/warmup/<learner group>.sqlite3``;
-        announcements through ``producer``."""
-        cfg = config or getattr(settings, "warmup", None)
-        config = cfg if isinstance(cfg, WarmupStageConfig) else WarmupStageConfig()
+        """The stage of a process: ``config``, else ``settings.warmup``; checkpoint
+        ``<data_dir>/warmup/<learner group>.sqlite3``; announcements through ``producer``."""
+        config = config or settings.warmup
         group = settings.exploration.learner_group_id
         path = config.state_path or settings.data_dir / "warmup" / f"{group}.sqlite3"
         announce: Callable[[Sequence[StoredItem]], None] | None = None
@@ -390,8 +388,7 @@ def build_warmup_stage(
     error: a learner configured for warm-up must not silently stop warming items up). ``config``
     overrides ``settings.warmup``.
     """
-    cfg = config or getattr(settings, "warmup", None)
-    if isinstance(cfg, WarmupStageConfig) and not cfg.enabled:
+    if not (config or settings.warmup).enabled:
         return None
     if store is None:
         store = open_store(settings)
