@@ -16,7 +16,9 @@ JSON object:
 * ``freshness_p50_s`` / ``freshness_p99_s``: a live stream at ``--rate`` interactions/s (default 5,000:
   half the 10,000/s target) into a learner with the stage; for each click, event ``ts`` → the item's
   row in the online store counts that click (``clicks >= k`` for the item's k-th click), polled every
-  5 ms by another process.
+  10 ms by another process (a plain Feast client reading ``item_state:clicks``);
+  ``learner_cpu_share``, ``publisher_cpu_share``, ``probe_cpu_share``: CPU seconds per second of each
+  process in that phase (this machine has 2 cores; the broker is a fourth process).
 
 Each throughput phase has a broker of its own (an empty topic) and items and users of its own.
 
@@ -60,6 +62,7 @@ from stream.warmup_sides import ItemSide, UserSide
 from stream.warmup_stage import WarmupStage
 
 ITEM_DIM, CONTENT_DIM = 64, 256
+_PROBE_PERIOD_S = 0.01  # the freshness reader's poll period
 
 
 def _seed_store(store: Any, prefix: str, n_items: int, n_users: int, rng: np.random.Generator) -> None:
@@ -182,12 +185,27 @@ def _throughput(worker: Any, done: Any, n: int, timeout_s: float = 300.0) -> flo
 
 
 def _probe_main(data_dir: str, expect_q: Any, result_q: Any, settle_s: float) -> None:
-    """The reader (another process, like an API replica): event ts → the online row counts the click."""
+    """The reader (another process, a plain Feast client): event ts → the online ``item_state`` row
+    counts the click.
 
-    store = open_store(Settings(data_dir=Path(data_dir)))
+    It reads only ``item_state:clicks`` through Feast's own ``get_online_features`` (not the item's
+    content and vectors): on this 2-core machine the instrument must not take the learner's core
+    (reading whole items for ~300 pending ids every 5 ms kept one core ~90% busy). It polls every
+    ``_PROBE_PERIOD_S`` and reports its own CPU share.
+    """
+    import resource  # deferred import: this process's CPU time, POSIX only
+
+    # deferred import: Feast (only this reader uses it directly)
+    from feast import FeatureStore as PlainFeast
+
+    from feature_repo.opening import repo_config
+
+    settings = Settings(data_dir=Path(data_dir))
+    fs = PlainFeast(config=repo_config(settings.feast, settings.data_dir))
     pending: dict[str, list[tuple[int, float]]] = {}
     lat: list[float] = []
     ended_at: float | None = None
+    t_start, cpu_start = time.monotonic(), resource.getrusage(resource.RUSAGE_SELF)
     while True:
         while not expect_q.empty():
             msg = expect_q.get()
@@ -197,16 +215,20 @@ def _probe_main(data_dir: str, expect_q: Any, result_q: Any, settle_s: float) ->
                 pending.setdefault(msg[0], []).append((msg[1], msg[2]))
         ids = [i for i, v in pending.items() if v]
         if ids:
-            rows = store.get_items(ids)
+            rows = fs.get_online_features(
+                features=["item_state:clicks"], entity_rows=[{"item_id": i} for i in ids]
+            ).to_dict()
             now = time.time()
-            for i in ids:
-                row = rows.get(i)
-                while row is not None and pending[i] and row.clicks >= pending[i][0][0]:
+            for i, clicks in zip(rows["item_id"], rows["clicks"], strict=True):
+                while clicks is not None and pending[i] and clicks >= pending[i][0][0]:
                     lat.append(now - pending[i].pop(0)[1])
         if ended_at is not None and (not ids or time.monotonic() - ended_at > settle_s):
             break
-        time.sleep(0.005)
-    result_q.put((lat, sum(len(v) for v in pending.values())))
+        time.sleep(_PROBE_PERIOD_S)
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = cpu.ru_utime + cpu.ru_stime - cpu_start.ru_utime - cpu_start.ru_stime
+    share = cpu_s / max(time.monotonic() - t_start, 1e-9)
+    result_q.put((lat, sum(len(v) for v in pending.values()), share))
 
 
 def _publisher_main(cmd_q: Any, expect_q: Any, done_q: Any) -> None:
@@ -216,7 +238,10 @@ def _publisher_main(cmd_q: Any, expect_q: Any, done_q: Any) -> None:
     cmd = cmd_q.get()
     if cmd is None:
         return
+    import resource  # deferred import: this process's CPU time, POSIX only
+
     bootstrap, prefix, n, n_items, n_users, rate = cmd
+    cpu_start = resource.getrusage(resource.RUSAGE_SELF)
     live = _events(prefix, n, n_items, n_users, np.random.default_rng(1))
     producer = EventProducer(bootstrap, KafkaSettings(bootstrap_servers=bootstrap, partitions=4))
     clicks: dict[str, int] = {}
@@ -230,11 +255,13 @@ def _publisher_main(cmd_q: Any, expect_q: Any, done_q: Any) -> None:
             clicks[ev.item_id] = clicks.get(ev.item_id, 0) + 1
             expect_q.put((ev.item_id, clicks[ev.item_id], ev.ts.timestamp()))
         producer.publish_interaction(ev)
-    achieved = len(live) / (time.perf_counter() - t_start)
+    wall = time.perf_counter() - t_start
     producer.flush()
     producer.close()
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = cpu.ru_utime + cpu.ru_stime - cpu_start.ru_utime - cpu_start.ru_stime
     expect_q.put(None)
-    done_q.put(achieved)
+    done_q.put((len(live) / wall, cpu_s / wall))
 
 
 def _progress(worker: Any, stage: Any) -> Any:
@@ -349,9 +376,14 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise RuntimeError("the live learner did not join its group")
             time.sleep(0.05)
+        cpu0, t0 = time.process_time(), time.monotonic()
         cmd_q.put((bootstrap, prefix, int(args.rate * args.seconds), args.items, args.users, args.rate))
-        out["rate_achieved"] = round(done_q.get(timeout=args.seconds * 3 + 120), 1)
-        lat, missing = result_q.get(timeout=120)
+        achieved, publisher_share = done_q.get(timeout=args.seconds * 3 + 120)
+        out["learner_cpu_share"] = round((time.process_time() - cpu0) / (time.monotonic() - t0), 3)
+        out["rate_achieved"] = round(achieved, 1)
+        out["publisher_cpu_share"] = round(publisher_share, 3)
+        lat, missing, probe_share = result_q.get(timeout=120)
+        out["probe_cpu_share"] = round(probe_share, 3)
         probe.join(10)
         publisher.join(10)
         worker.stop()

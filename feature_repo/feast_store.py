@@ -183,14 +183,16 @@ class FeastFeatureStore(FeatureStore):
             self._put_users(user_rows, now)
 
     def _put_states(self, items: Sequence[StoredItem], now: datetime) -> None:
-        """State rows to the offline history, then online (write lock held)."""
-        self.offline.write_item_states(items)
-        self._online_write(ITEM_STATE, "item_id", [state_row(i, now) for i in items])
+        """State rows to the offline history, then online (write lock held); built once for both."""
+        rows = [state_row(i, now) for i in items]
+        self.offline.write_state_rows(rows)
+        self._online_write(ITEM_STATE, "item_id", rows)
 
     def _put_users(self, users: Sequence[StoredUser], now: datetime) -> None:
-        """User rows to the offline history, then online (write lock held)."""
-        self.offline.write_users(users)
-        self._online_write(USER_VECTOR, "user_id", [user_row(u, now) for u in users])
+        """User rows to the offline history, then online (write lock held); built once for both."""
+        rows = [user_row(u, now) for u in users]
+        self.offline.write_user_rows(rows)
+        self._online_write(USER_VECTOR, "user_id", rows)
 
     # -- reads ----------------------------------------------------------------------------------
     def _read_items(self, item_ids: Sequence[str]) -> dict[str, _OnlineItem]:

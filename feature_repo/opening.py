@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from feature_repo.feast_store import FeastFeatureStore
 from feature_repo.offline.base import OfflineLog
 from feature_repo.offline.parquet import ParquetOfflineLog
 from feature_repo.offline.postgres import PostgresOfflineLog
+
+log = logging.getLogger(__name__)
 
 
 def repo_config(feast: FeastSettings, data_dir: Path) -> RepoConfig:
@@ -96,6 +100,19 @@ def apply_definitions(store: _FeastStore, defs: Definitions) -> None:
     store.apply(defs.objects())  # type: ignore[arg-type]
 
 
+def _write_ahead_log(path: Path) -> None:
+    """Put the SQLite online store in WAL mode (a property of the file: every later connection,
+    Feast's included, uses it). Several processes share the file (the learner and the encoder write,
+    API replicas read): with the default rollback journal a reader blocks the writer and a writer
+    blocks every reader; with WAL neither waits for the other."""
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=10.0)) as con:
+            if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as exc:  # only speed is at stake: the next opener tries again
+        log.warning("online store %s stays in rollback-journal mode: %s", path, exc)
+
+
 def open_feast_store(feast: FeastSettings, data_dir: Path) -> FeastFeatureStore:
     """Open (and on first use create) the store ``feast`` describes; see :func:`feature_repo.open_store`."""
 
@@ -111,6 +128,7 @@ def open_feast_store(feast: FeastSettings, data_dir: Path) -> FeastFeatureStore:
             with _file_lock(root / "data" / ".apply.lock"):
                 store = _FeastStore(config=config)
                 apply_definitions(store, defs)
+                _write_ahead_log(root / "data" / "online_store.db")
                 return FeastFeatureStore(store, offline, defs)
         else:
             pg_log = PostgresOfflineLog(feast.postgres_url, feast.pg_schema)

@@ -51,6 +51,7 @@ from stream.link import TopicKeeper, group_consumer
 from stream.one_owner import OneOwnerAssignor
 from stream.online_learner import LearnerStats, OnlineLearner
 from stream.producer import EventProducer
+from stream.warmup_batch import Coordinates
 from stream.warmup_group import build_warmup_group
 from stream.warmup_stage import WarmupStats, build_warmup_stage
 
@@ -62,8 +63,11 @@ class PollHook(Protocol):
 
     stats: WarmupStats
 
-    def apply_polled(self, polled: Mapping[Any, Sequence[Any]]) -> Any:
-        """Apply one ``KafkaConsumer.poll`` result (records of other topics are ignored)."""
+    def apply_polled(
+        self, polled: Mapping[Any, Sequence[Any]], decoded: Mapping[Coordinates, Interaction] | None = None
+    ) -> Any:
+        """Apply one ``KafkaConsumer.poll`` result (records of other topics are ignored); ``decoded``
+        holds the interactions the caller parsed already, by ``(topic, partition, offset)``."""
 
     def close(self) -> None:
         """Release what the hook holds (its checkpoint)."""
@@ -153,12 +157,16 @@ class LearnWorker:
                 polled = consumer.poll(timeout_ms=200, max_records=self.max_poll_records)
                 keeper.tick()
                 now = time.monotonic()
+                decoded: dict[Coordinates, Interaction] = {}
                 for tp, records in polled.items():
                     for record in records:
-                        self._handle(record)
+                        interaction = self._handle(record)
+                        if interaction is not None:
+                            decoded[(record.topic, record.partition, int(record.offset))] = interaction
                         self._position[tp] = int(record.offset) + 1
                 if self.warmup is not None and polled:
-                    self.warmup.apply_polled(polled)  # warm-up written before any offset is committed
+                    # warm-up written before any offset is committed; each record is parsed once
+                    self.warmup.apply_polled(polled, decoded)
                 if polled:
                     last_data = now
                     self.learner.positions = {
@@ -199,7 +207,8 @@ class LearnWorker:
             )
         self._owning = owning
 
-    def _handle(self, record: Any) -> None:
+    def _handle(self, record: Any) -> Interaction | None:
+        """Learn from one record; the interaction it holds (``None``: a decision or malformed)."""
 
         tp = TopicPartition(record.topic, record.partition)
         if record.topic == DECISIONS:
@@ -210,23 +219,24 @@ class LearnWorker:
                 log.error(
                     "malformed decision at %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc
                 )
-                return
+                return None
             self._open.setdefault(decision.decision_id, []).append((tp, int(record.offset)))
             self.learner.on_decision(decision, source=f"{tp.topic}:{tp.partition}", offset=int(record.offset))
-            return
+            return None
         try:
             interaction = decode_event(record.value, Interaction)
         except InvalidInputError as exc:
             self.learner.stats.malformed += 1
             self._dlq.send(record, getattr(exc, "error", "invalid_event"), str(exc))
-            return
+            return None
         except Exception as exc:  # whatever a record holds, it must not stop the partition
             self.learner.stats.malformed += 1
             self._dlq.send(record, "parse_failed", f"{type(exc).__name__}: {exc}")
-            return
+            return None
         if interaction.decision_id is not None:
             self._open.setdefault(interaction.decision_id, []).append((tp, int(record.offset)))
         self.learner.on_interaction(interaction)
+        return interaction
 
     def _commit(self, consumer: Any) -> None:
         """Commit, per partition, up to the oldest record that still matters."""

@@ -25,6 +25,9 @@ from stream.warmup_checkpoint import ItemSlot, UserSlot
 
 log = logging.getLogger(__name__)
 
+#: Where a record was read: ``(topic, partition, offset)``.
+Coordinates = tuple[str, int, int]
+
 
 @dataclass(frozen=True)
 class Delivery:

@@ -100,7 +100,7 @@ def _cached(
     out = {i: cache[i] for i in ids if i in cache}
     for key, slot in load([i for i in ids if i not in out]).items():
         out[key] = loaded(slot)
-    return {k: dataclasses.replace(v) for k, v in out.items()}
+    return {k: v.copy() for k, v in out.items()}
 
 
 def content_vector(row: StoredItem, slot: ItemSlot | None) -> Vector:

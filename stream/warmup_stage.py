@@ -60,7 +60,7 @@ from models.warmup.served import ServedWarmup
 from stream.admin import topic_id
 from stream.config import WarmupStageConfig
 from stream.pool_feed import StoredAnnouncer
-from stream.warmup_batch import Delivery, WarmupBatch
+from stream.warmup_batch import Coordinates, Delivery, WarmupBatch
 from stream.warmup_checkpoint import ItemSlot, UserSlot, WarmupCheckpoint
 from stream.warmup_model import build_warmup_model, served_warmup
 from stream.warmup_rows import Classifier, StateCache, feed_pools, item_row, item_start, user_row, user_start
@@ -180,11 +180,16 @@ class WarmupStage:
         """The next offset of ``topic[partition]`` the checkpoint has not applied (``None``: none)."""
         return self._offsets.get((topic, partition))
 
-    def apply_polled(self, polled: Mapping[Any, Sequence[Any]]) -> WarmupStats:
+    def apply_polled(
+        self, polled: Mapping[Any, Sequence[Any]], decoded: Mapping[Coordinates, Interaction] | None = None
+    ) -> WarmupStats:
         """Apply the interaction records of one ``KafkaConsumer.poll`` result (other topics ignored).
 
-        Malformed records are counted and skipped (the learner sends them to the DLQ).
+        ``decoded`` holds interactions the caller parsed already (the learner parses every record
+        once), by ``(topic, partition, offset)``; other records are parsed here. Malformed records
+        are counted and skipped (the learner sends them to the DLQ).
         """
+        known = decoded or {}
         deliveries: list[Delivery] = []
         bad = WarmupStats()
         bad_offsets: dict[tuple[str, int], int] = {}
@@ -194,8 +199,10 @@ class WarmupStage:
                     continue
                 if rec.topic not in self._verified:
                     self.verify_topic(str(rec.topic))
+                interaction = known.get((rec.topic, rec.partition, int(rec.offset)))
                 try:
-                    interaction = decode_event(rec.value, Interaction)
+                    if interaction is None:
+                        interaction = decode_event(rec.value, Interaction)
                 except InvalidInputError:
                     bad.malformed += 1
                     key = (str(rec.topic), int(rec.partition))
@@ -256,17 +263,23 @@ class WarmupStage:
         self.checkpoint.close()
 
     # ------------------------------------------------------------------ internals
-    def _process(self, deliveries: Sequence[Delivery], offsets: dict[tuple[str, int], int]) -> WarmupStats:
+    def _process(self, deliveries: Sequence[Delivery], skipped: dict[tuple[str, int], int]) -> WarmupStats:
+        """``skipped``: per partition, the offset after the batch's undecodable records. They only move
+        the checkpoint: a valid record before one of them in the same poll is applied, not taken for
+        a re-delivery."""
         st = WarmupStats()
         fresh: list[Delivery] = []
+        offsets: dict[tuple[str, int], int] = {}
         for d in deliveries:
             if d.offset is not None:
                 key = (d.topic, d.partition)
                 if d.offset < max(self._offsets.get(key, 0), offsets.get(key, 0)):
                     st.redelivered += 1
                     continue
-                offsets[key] = max(offsets.get(key, 0), d.offset + 1)
+                offsets[key] = d.offset + 1
             fresh.append(d)
+        for key, off in skipped.items():
+            offsets[key] = max(offsets.get(key, 0), off)
         if not fresh:
             self._checkpoint_offsets(offsets)
             return st

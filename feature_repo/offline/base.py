@@ -195,12 +195,21 @@ class OfflineLog(ABC):
     def write_item_states(self, items: Sequence[StoredItem]) -> int:
         """Append warm-up state rows (key ``(item_id, updated_at)``); returns how many were new."""
         now = datetime.now(UTC)
-        return self._insert(ITEM_STATE_TABLE, [state_row(i, now) for i in items])
+        return self.write_state_rows([state_row(i, now) for i in items])
+
+    def write_state_rows(self, rows: list[Row]) -> int:
+        """Append ``item_state`` rows :func:`state_row` built (a writer that sends the same rows
+        online builds them once)."""
+        return self._insert(ITEM_STATE_TABLE, rows)
 
     def write_users(self, users: Sequence[StoredUser]) -> int:
         """Append user-vector rows (key ``(user_id, updated_at)``); returns how many were new."""
         now = datetime.now(UTC)
-        return self._insert(USER_VECTOR_TABLE, [user_row(u, now) for u in users])
+        return self.write_user_rows([user_row(u, now) for u in users])
+
+    def write_user_rows(self, rows: list[Row]) -> int:
+        """Append ``user_vector`` rows :func:`user_row` built (as :meth:`write_state_rows`)."""
+        return self._insert(USER_VECTOR_TABLE, rows)
 
     def write_decisions(self, decisions: Sequence[Decision]) -> int:
         """Append decisions (key ``decision_id``) and their slots; returns how many decisions were new."""

@@ -43,6 +43,9 @@ from feature_repo.offline.tables import TABLES, TableName, TableSpec
 _EMPTY_PART = "part-00000000-schema.parquet"
 
 
+_IN_CHUNK = 500  # keys per IN query (SQLite's parameter limit is 32,766 from 3.32)
+
+
 def _key(spec: TableSpec, row: Row) -> str:
     parts = []
     for k in spec.key:
@@ -115,14 +118,28 @@ class ParquetOfflineLog(OfflineLog):
             con = self._ledger()
             try:
                 con.execute("BEGIN IMMEDIATE")
+                # the ledger's known keys in a few IN queries, then the new ones in one executemany
+                # (inside the IMMEDIATE transaction: no other writer between the two)
+                row_keys = [_key(spec, r) for r in rows]
+                distinct = list(dict.fromkeys(row_keys))
+                held: set[str] = set()
+                for start in range(0, len(distinct), _IN_CHUNK):
+                    chunk = distinct[start : start + _IN_CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    held.update(
+                        str(k)
+                        for (k,) in con.execute(
+                            f"SELECT key FROM keys WHERE tbl = ? AND key IN ({marks})", (spec.name, *chunk)
+                        )
+                    )
                 new: list[Row] = []
                 keys: list[str] = []
-                for r in rows:
-                    k = _key(spec, r)
-                    cur = con.execute("INSERT OR IGNORE INTO keys (tbl, key) VALUES (?, ?)", (spec.name, k))
-                    if cur.rowcount == 1:
+                for r, k in zip(rows, row_keys, strict=True):
+                    if k not in held:
+                        held.add(k)  # a key repeated in one call is written once, its first row
                         new.append(r)
                         keys.append(k)
+                con.executemany("INSERT INTO keys (tbl, key) VALUES (?, ?)", [(spec.name, k) for k in keys])
                 if new:
                     digest = hashlib.sha1("\x1e".join(keys).encode()).hexdigest()[:24]
                     self._atomic_write(_to_table(spec, new), self.root / spec.name / f"part-{digest}.parquet")

@@ -216,3 +216,18 @@ def test_parquet_distinct_ids_reads_each_part_once_and_follows_writes_and_compac
     for part in log.table_dir("item_content").glob("part-compact-*.parquet"):
         part.unlink()  # the answer never outlives its parts
     assert log.distinct_ids("item_content", "item_id") == []
+
+
+def test_dedupe_across_ledger_chunks_and_within_one_write(offline: OfflineLog) -> None:
+    # 1,301 keys (more than one ledger query's worth), 300 written before, 50 repeated in the call
+    rows = [
+        InteractionRecord(f"e{k}", "u1", f"it{k % 7}", "click", T0 + timedelta(milliseconds=k))
+        for k in range(1300)
+    ]
+    odd = InteractionRecord("e-ü'\"; DROP", "u2", "it'", "click", T0)
+    assert offline.write_interactions(rows[:300]) == 300
+    assert offline.write_interactions(rows + rows[1000:1050] + [odd]) == 1001
+    assert offline.write_interactions([odd, *rows[::97]]) == 0
+    back = offline.read_interactions()
+    assert len(back) == 1301
+    assert sorted(r.event_id for r in back) == sorted([r.event_id for r in rows] + [odd.event_id])

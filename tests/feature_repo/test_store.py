@@ -330,3 +330,28 @@ def test_processes_opening_a_new_store_together(
             st.close()
         if profile == "production":
             drop_redis_project(settings.feast.project)
+
+
+def test_embedded_online_store_readers_do_not_block_its_writers(tmp_path: Path) -> None:
+    """The SQLite online file is in WAL mode: an API replica in the middle of a read does not stop
+    the learner's write (with the default rollback journal the write waits for the reader, then fails
+    with ``database is locked``)."""
+    import sqlite3
+
+    from feature_repo import open_store
+    from feature_repo.testing import random_items
+
+    store = open_store(Settings(data_dir=tmp_path))
+    items = random_items(4, prefix="wal")
+    store.write_items(items[:2])
+    db = next(tmp_path.rglob("online_store.db"))
+    reader = sqlite3.connect(db)
+    try:
+        assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0  # snapshot held
+        store.write_items(items[2:])
+        assert set(store.get_items([i.item_id for i in items])) == {i.item_id for i in items}
+    finally:
+        reader.close()
+        store.close()

@@ -258,3 +258,28 @@ def test_a_recreated_topic_is_a_new_log_not_a_redelivery(store: FeastFeatureStor
         assert (res.applied, res.redelivered) == (10, 0)
         assert stage.applied_offset("interactions", 0) == 10
         stage.close()
+
+
+def test_apply_polled_parses_only_the_records_the_caller_did_not(
+    store: FeastFeatureStore, tmp_path: Path
+) -> None:
+    """The learner parses every record once and hands the results on: the stage takes them as given
+    and parses the rest itself. A malformed record is counted and its offset passed, and the valid
+    records before it in the same poll are applied (they once counted as re-deliveries: lost)."""
+    from coldstart.contracts import encode_event
+
+    prefix = uuid.uuid4().hex[:8]
+    store.write_items(_items(prefix))
+    store.users().write_users(_users(prefix))
+    events = _events(prefix, 12)
+    # records 0-5 carry bytes the stage could not parse: only the caller's parse makes them count
+    records = [_Record("interactions", 0, k, b"\xff not json") for k in range(6)]
+    records += [_Record("interactions", 0, k, encode_event(events[k])) for k in range(6, 12)]
+    records.append(_Record("interactions", 0, 12, b"{}"))
+    decoded = {("interactions", 0, k): events[k] for k in range(6)}
+    stage = WarmupStage(store, WarmupCheckpoint(tmp_path / "cp.sqlite3"))
+    res = stage.apply_polled({"tp": records}, decoded)
+    assert (res.applied, res.malformed) == (12, 1)
+    assert stage.applied_offset("interactions", 0) == 13
+    assert stage.apply_polled({"tp": records[:6]}).malformed == 6  # without the caller's parse
+    stage.close()
