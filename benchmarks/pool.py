@@ -11,6 +11,7 @@ Vectors are clustered (1,000 centres, Gaussian spread) as learned embeddings are
 vectors are the worst case for graph search and not what a catalog looks like.
 
     flock /tmp/bench.lock .venv/bin/python benchmarks/pool.py [--sizes 10000 100000 1000000]
+        [--storage sq8|flat]
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def _upserts_while_searching(pool: HnswPool, dim: int, seconds: float, rng: np.r
     return round(added / elapsed, 1)
 
 
-def run(n: int, dim: int, k: int, n_queries: int, upsert_s: float) -> dict[str, float]:
+def run(n: int, dim: int, k: int, n_queries: int, upsert_s: float, storage: str) -> dict[str, float]:
     rng = np.random.default_rng(n)
     vecs = _data(n, dim, rng)
     entries = _entries(vecs)
@@ -137,7 +138,7 @@ def run(n: int, dim: int, k: int, n_queries: int, upsert_s: float) -> dict[str, 
 
     faiss.omp_set_num_threads(os.cpu_count() or 1)  # graphs are built on every core
     before = _rss_mb()
-    pool = HnswPool(dim=dim)
+    pool = HnswPool(dim=dim, storage=storage)  # type: ignore[arg-type]
     t = time.perf_counter()
     pool.replace_all(entries)  # a replica's start-up: the rebuild from the store
     row["build_s"] = round(time.perf_counter() - t, 2)
@@ -166,8 +167,11 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--upsert-seconds", type=float, default=5.0)
+    ap.add_argument("--storage", choices=["sq8", "flat"], default="sq8", help="the graphs' vector storage")
     args = ap.parse_args()
-    rows = {str(n): run(n, args.dim, args.k, args.queries, args.upsert_seconds) for n in args.sizes}
+    rows = {
+        str(n): run(n, args.dim, args.k, args.queries, args.upsert_seconds, args.storage) for n in args.sizes
+    }
     print(
         json.dumps(
             {
@@ -177,7 +181,7 @@ def main() -> None:
                 "queries": args.queries,
                 "filter": f"one of {CATEGORIES} categories (5% of the items)",
                 "approximate": "HnswPool defaults (M 32, ef_construction 160, ef_add 64, ef_search 256, "
-                "graph_min 20000)",
+                f"graph_min 20000, rerank_factor 1.5), storage {args.storage}",
                 "rows": rows,
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
                 "targets_at_1m": "recall_at_100 >= 0.95 (both), search_p99_ms <= 2, upserts_per_s >= 2000",

@@ -33,6 +33,10 @@ class HnswPoolConfig(BaseModel):
     """Approximate index: FAISS HNSW graphs partitioned by category and seller
     (:class:`~exploration.pool.hnsw.HnswPool`). Exact stays the default: below ``graph_min`` items
     every part is searched exactly anyway, and exact is faster there (docs/results/pool.md).
+
+    ``storage``: how the graphs hold vectors (``sq8``: one byte per dimension, a quarter of the memory
+    traffic of ``flat`` float32); either way a search takes ``rerank_factor × k`` candidates from the
+    graph and orders them by their exact scores.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -46,6 +50,8 @@ class HnswPoolConfig(BaseModel):
     ef_search: int = Field(default=256, ge=1)
     graph_min: int = Field(default=20_000, ge=1)
     rebuild_ratio: float = Field(default=0.25, gt=0, le=1)
+    storage: Literal["flat", "sq8"] = "sq8"
+    rerank_factor: float = Field(default=1.5, ge=1, le=10)
 
 
 #: Union of the pool configs, told apart by ``type``.

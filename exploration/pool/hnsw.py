@@ -8,7 +8,11 @@ at ef 2048 (p99 22 ms). So filters are not pushed into one graph: every category
 its own part, and a filtered search runs in the parts the filter names.
 
 A part (:class:`_Part`) is an :class:`~exploration.pool.exact.ExactPool` (entries, vectors, the source
-of truth) plus, once it holds ``graph_min`` items, an HNSW graph over the same vectors. A part below
+of truth) plus, once it holds ``graph_min`` items, an HNSW graph over the same vectors. The graph only
+proposes candidates (``rerank_factor × k``); the part's exact vectors score and order them. So the graph
+may store its vectors as 8-bit codes (``storage="sq8"``, the default): at 1,000,000 items the graph walk
+is bound by memory traffic, and a quarter of it makes inserts, searches and builds faster
+(docs/results/pool.md). A part below
 that size is searched exactly (faster than a graph there, and exact). FAISS graphs cannot delete, so
 a replaced or removed item leaves a tombstone that an ``IDSelectorBitmap`` hides from searches; the
 graph is rebuilt from the part's live vectors when tombstones pass ``rebuild_ratio`` of its rows.
@@ -22,11 +26,12 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,15 +42,31 @@ from exploration.pool.exact import ExactPool
 
 _BULK_ADD = 1024  # rows from which one add is a bulk build
 
+#: How a graph stores its vectors: ``flat`` float32, ``sq8`` one byte per dimension.
+Storage = Literal["flat", "sq8"]
+
 
 class _Graph:
     """One FAISS HNSW graph over a part's vectors, rows append-only, tombstones masked."""
 
-    def __init__(self, dim: int, m: int, ef_construction: int, ef_search: int, ef_add: int) -> None:
+    def __init__(
+        self, dim: int, m: int, ef_construction: int, ef_search: int, ef_add: int, storage: Storage
+    ) -> None:
         import faiss  # deferred: a heavy optional library, loaded only by an approximate pool
 
         self._faiss: Any = faiss
-        self.index: Any = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+        if storage == "sq8":
+            self.index: Any = self._faiss.IndexHNSWSQ(
+                dim, faiss.ScalarQuantizer.QT_8bit, m, faiss.METRIC_INNER_PRODUCT
+            )
+            # the code range is each dimension's [min, max] over the build's vectors, widened by 20%
+            # on both sides so items streamed in later rarely fall outside it (outside, a value is
+            # clipped: only that item's graph position blurs, its score is re-ranked exactly)
+            sq = self._faiss.downcast_index(self.index.storage).sq
+            sq.rangestat, sq.rangestat_arg = faiss.ScalarQuantizer.RS_minmax, 0.2
+        else:
+            self.index = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+        self.storage: Storage = storage
         self.index.hnsw.efConstruction = ef_construction
         self.ef_search = ef_search
         self.ef_add = ef_add
@@ -76,7 +97,10 @@ class _Graph:
         # against 3,700/s on two); a bulk build uses every core. The setting is process-wide and only
         # decides speed: a concurrent call that sets it otherwise changes no result.
         self._faiss.omp_set_num_threads(1 if len(item_ids) < _BULK_ADD else os.cpu_count() or 1)
-        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        rows = np.ascontiguousarray(vectors, dtype=np.float32)
+        if not self.index.is_trained:  # sq8: the first (bulk) add sets the code range
+            self.index.train(rows)
+        self.index.add(rows)
         for offset, item_id in enumerate(item_ids):
             self.rows.append(item_id)
             self.row_of[item_id] = start + offset
@@ -104,6 +128,7 @@ class _Graph:
         graph = cls.__new__(cls)
         graph._faiss = faiss
         graph.index = faiss.read_index(str(path.with_suffix(".faiss")))
+        graph.storage = "sq8" if isinstance(graph.index, faiss.IndexHNSWSQ) else "flat"
         graph.index.hnsw.efConstruction = ef_add
         graph.ef_search, graph.ef_add = ef_search, ef_add
         with np.load(path.with_suffix(".npz"), allow_pickle=False) as z:
@@ -161,7 +186,7 @@ class _Part:
         ids = self.exact.ids()
         vectors = self.exact.vectors(ids)
         o = self.owner
-        graph = _Graph(int(self.exact.dim or 1), o.m, o.ef_construction, o.ef_search, o.ef_add)
+        graph = _Graph(int(self.exact.dim or 1), o.m, o.ef_construction, o.ef_search, o.ef_add, o.storage)
         if ids and vectors is not None:
             graph.add(ids, vectors)
         # the bulk of the graph is built with the wide ef_construction; items streamed in later are
@@ -177,11 +202,18 @@ class _Part:
             return self.exact.search_ids(query, k, filters)
         exclude = filters.exclude_item_ids if filters is not None else frozenset()
         present = sum(1 for i in exclude if i in self.graph.row_of)
-        ids, scores = self.graph.search(query, k + present)
+        # the graph proposes candidates (a few more than k: its order is approximate, and with sq8
+        # storage so are its scores); the part's exact vectors score and order them
+        ids, _ = self.graph.search(query, math.ceil(k * self.owner.rerank_factor) + present)
         if present:
-            keep = [j for j, i in enumerate(ids) if i not in exclude]
-            ids, scores = [ids[j] for j in keep], scores[keep]
-        return ids[:k], scores[:k].astype(np.float64)
+            ids = [i for i in ids if i not in exclude]
+        if not ids:
+            return [], np.zeros(0, dtype=np.float64)
+        vectors = self.exact.vectors(ids)
+        assert vectors is not None  # every live graph row is in the part (removals are tombstoned)
+        scores = vectors.astype(np.float64) @ query.astype(np.float64)
+        top = np.argsort(-scores, kind="stable")[:k]
+        return [ids[j] for j in top.tolist()], scores[top]
 
 
 class HnswPool(CandidatePool):
@@ -191,6 +223,9 @@ class HnswPool(CandidatePool):
     ----------
     dim
         Vector dimension; ``None`` fixes it at the first upsert.
+    storage, rerank_factor
+        Graph vectors as float32 (``flat``) or 8-bit codes (``sq8``); candidates taken from a graph per
+        result, re-scored exactly.
     m, ef_construction, ef_add, ef_search
         HNSW graph degree; build breadth when a graph is (re)built from a part's items and when items
         are inserted one batch at a time afterwards; search breadth (at least ``k`` is used).
@@ -212,12 +247,18 @@ class HnswPool(CandidatePool):
         ef_search: int = 256,
         graph_min: int = 20_000,
         rebuild_ratio: float = 0.25,
+        storage: Storage = "sq8",
+        rerank_factor: float = 1.5,
     ) -> None:
         if dim is not None and dim < 1:
             raise InvalidInputError("dim", dim, "must be >= 1")
         if min(ef_construction, ef_add, ef_search, graph_min) < 1 or m < 4 or not 0 < rebuild_ratio <= 1:
             raise InvalidInputError(
                 "hnsw", (m, ef_construction, ef_add, ef_search, graph_min, rebuild_ratio), "out of range"
+            )
+        if storage not in ("flat", "sq8") or not 1 <= rerank_factor <= 10:
+            raise InvalidInputError(
+                "hnsw", (storage, rerank_factor), "storage flat|sq8, rerank_factor in [1, 10]"
             )
         self.dim = dim
         self.m = m
@@ -226,6 +267,8 @@ class HnswPool(CandidatePool):
         self.ef_search = ef_search
         self.graph_min = graph_min
         self.rebuild_ratio = rebuild_ratio
+        self.storage: Storage = storage
+        self.rerank_factor = rerank_factor
         self._lock = threading.RLock()
         self._reset()
 
@@ -239,6 +282,8 @@ class HnswPool(CandidatePool):
             ef_search=self.ef_search,
             graph_min=self.graph_min,
             rebuild_ratio=self.rebuild_ratio,
+            storage=self.storage,
+            rerank_factor=self.rerank_factor,
         )
 
     def _reset(self) -> None:
@@ -360,7 +405,8 @@ class HnswPool(CandidatePool):
             if owner is None:
                 continue
             graph = _Graph.load(directory / g["file"], self.ef_search, self.ef_add)
-            if set(graph.row_of) == set(owner.exact.ids()):
+            # a graph of the other storage is rebuilt (below), so the configured one is what serves
+            if graph.storage == self.storage and set(graph.row_of) == set(owner.exact.ids()):
                 owner.graph = graph
         for part in parts.values():  # parts that reached graph_min without a matching saved graph
             if part.graph is None and len(part.exact) >= self.graph_min:

@@ -44,10 +44,12 @@ def recall(
     return float(np.mean(got))
 
 
-@pytest.fixture(scope="module")
-def pools() -> tuple[HnswPool, ExactPool, list[PoolEntry]]:
+@pytest.fixture(scope="module", params=["sq8", "flat"])
+def pools(request: pytest.FixtureRequest) -> tuple[HnswPool, ExactPool, list[PoolEntry]]:
     es = clustered(3000, seed=1)
-    approx = HnswPool(graph_min=500)  # the whole pool and each category part get a graph
+    approx = HnswPool(
+        graph_min=500, storage=request.param
+    )  # the whole pool and each category part get a graph
     exact = ExactPool()
     for start in range(0, len(es), 500):  # streamed in batches, as the pool feed does
         approx.upsert(es[start : start + 500])
@@ -86,13 +88,14 @@ def test_small_parts_and_combined_filters_are_exact(
             assert approx.search_ids(q, 30, f)[0] == exact.search_ids(q, 30, f)[0]
 
 
-def test_writes_move_replace_and_remove_items() -> None:
+@pytest.mark.parametrize("storage", ["sq8", "flat"])
+def test_writes_move_replace_and_remove_items(storage: str) -> None:
     # unit vectors: an item is its own best match
     es = [
         PoolEntry(e.item_id, e.vector / np.linalg.norm(e.vector), e.category, e.seller_id)
         for e in clustered(800, seed=2)
     ]
-    pool = HnswPool(graph_min=100, rebuild_ratio=0.3)
+    pool = HnswPool(graph_min=100, rebuild_ratio=0.3, storage=storage)  # type: ignore[arg-type]
     pool.upsert(es)
     q = es[10].vector * 10
     assert pool.search_ids(q, 1)[0] == ["i10"]
@@ -148,3 +151,19 @@ def test_settings_choose_the_pool_of_the_api() -> None:
     pool = build_pool(settings.exploration.pool)
     assert isinstance(pool, HnswPool) and pool.ef_search == 64
     assert isinstance(build_pool(Settings().exploration.pool), ExactPool)
+
+
+def test_sq8_graphs_find_items_outside_their_code_range() -> None:
+    """An 8-bit graph codes each dimension within the range its build saw (widened by 20%); an item
+    streamed in later far outside it is clipped in the graph, and still found and scored exactly."""
+    es = [PoolEntry(e.item_id, e.vector, e.category, e.seller_id) for e in clustered(600, seed=8)]
+    pool = HnswPool(graph_min=100, storage="sq8")
+    pool.upsert(es)
+    assert pool._all.graph is not None and pool._all.graph.storage == "sq8"
+    far = np.zeros(DIM, dtype=np.float32)
+    far[3] = 100.0  # ~30x the largest value the build saw
+    pool.upsert([PoolEntry("far", far, "c1", "s1"), PoolEntry("far2", -far, "c2", "s2")])
+    for q, want in ((far, "far"), (-far, "far2")):
+        ids, scores = pool.search_ids(q, 3)
+        assert ids[0] == want and scores[0] == pytest.approx(float(far @ far), rel=1e-6)
+        assert pool.search_ids(q, 1, PoolFilter(categories=("c1" if want == "far" else "c2",)))[0] == [want]

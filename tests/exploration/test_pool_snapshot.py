@@ -77,6 +77,24 @@ def test_a_loaded_snapshot_answers_like_the_saved_pools(
     assert "late" not in fresh["item"].search_ids(np.ones(DIM, dtype=np.float32), 5)[0]
 
 
+def test_graphs_saved_with_another_storage_are_rebuilt_with_the_configured_one(tmp_path: Path) -> None:
+    rows = PoolRows.from_items(_items(900), ("item", "content"))
+    saved: dict[str, CandidatePool] = {
+        "item": HnswPool(graph_min=300, storage="flat"),
+        "content": ExactPool(),
+    }
+    for space, pool in saved.items():
+        pool.load(Path("/nonexistent"), rows.entries(space), rows.vectors[space])  # type: ignore[arg-type]
+    write_snapshot(tmp_path / "snap", rows, saved)
+    fresh: dict[str, CandidatePool] = {"item": HnswPool(graph_min=300, storage="sq8"), "content": ExactPool()}
+    assert read_snapshot(tmp_path / "snap", fresh) is not None
+    loaded = fresh["item"]
+    assert isinstance(loaded, HnswPool) and loaded._all.graph is not None
+    assert loaded._all.graph.storage == "sq8"
+    q = rows.vectors["item"][7] * 3
+    assert loaded.search_ids(q, 10)[0][:3] == saved["item"].search_ids(q, 10)[0][:3]
+
+
 def test_missing_foreign_or_broken_snapshots_are_not_used(tmp_path: Path) -> None:
     assert read_snapshot(tmp_path / "none", {"item": ExactPool()}) is None
     rows = PoolRows.from_items(_items(50), ("item",))
