@@ -29,7 +29,8 @@ import json
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -158,6 +159,31 @@ def _same_vector(old: PoolEntry | None, new: PoolEntry) -> bool:
     return old is not None and bool(np.array_equal(old.vector, np.asarray(new.vector, dtype=np.float32)))
 
 
+_insert_thread: ThreadPoolExecutor | None = None
+_insert_thread_lock = threading.Lock()
+
+
+def _run_graph_work(work: Sequence[Callable[[], None]]) -> None:
+    """Run the graph work of one upsert: the first job (the whole pool's graph, the largest) on a
+    helper thread, the others (category and seller graphs) here, at the same time. FAISS releases
+    the GIL while it inserts, and the pool's lock is held throughout (searches wait), so the two
+    inserts of a new item cost the longer of the two instead of their sum."""
+    global _insert_thread
+    if len(work) < 2:
+        for job in work:
+            job()
+        return
+    with _insert_thread_lock:
+        if _insert_thread is None:
+            _insert_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hnsw-insert")
+    first = _insert_thread.submit(work[0])
+    try:
+        for job in work[1:]:
+            job()
+    finally:
+        first.result()  # re-raises what the helper raised
+
+
 class _Part:
     """Exact entries of one slice of the pool, with a graph once it is large."""
 
@@ -166,15 +192,21 @@ class _Part:
         self.exact = ExactPool(owner.dim, initial_capacity=16)
         self.graph: _Graph | None = None
 
-    def upsert(self, entries: Sequence[PoolEntry]) -> None:
-        # an unchanged vector keeps its graph row (the periodic full sync re-sends every item)
+    def upsert(self, entries: Sequence[PoolEntry]) -> Callable[[], None] | None:
+        """Write ``entries`` to the exact part (validated first); return the graph work they call for
+        (inserts, or a first build), for the caller to run, or ``None``."""
+        # an unchanged vector keeps its graph row (a re-sent or re-announced item: a status or counter
+        # change, the periodic full sync) and costs no graph work
         moved = [e for e in entries if not _same_vector(self.exact.get(e.item_id), e)]
         self.exact.upsert(entries)
-        if self.graph is not None and moved:
-            self.graph.add([e.item_id for e in moved], np.stack([e.vector for e in moved]))
-            if self.graph.dead > self.owner.rebuild_ratio * max(len(self.graph.rows), 1):
-                self._build()
-        elif len(self.exact) >= self.owner.graph_min:
+        if self.graph is not None:
+            return (lambda: self._insert(moved)) if moved else None
+        return self._build if len(self.exact) >= self.owner.graph_min else None
+
+    def _insert(self, moved: Sequence[PoolEntry]) -> None:
+        assert self.graph is not None
+        self.graph.add([e.item_id for e in moved], np.stack([e.vector for e in moved]))
+        if self.graph.dead > self.owner.rebuild_ratio * max(len(self.graph.rows), 1):
             self._build()
 
     def remove(self, item_ids: Sequence[str]) -> None:
@@ -318,7 +350,7 @@ class HnswPool(CandidatePool):
         with self._lock:
             latest = {e.item_id: e for e in entries}  # the last entry of an id in one call wins
             batch = list(latest.values())
-            self._all.upsert(batch)  # validates every vector first (raises before any change)
+            work = [self._all.upsert(batch)]  # validates every vector first (raises before any change)
             if self.dim is None:
                 self.dim = self._all.exact.dim
             for e in batch:
@@ -334,7 +366,8 @@ class HnswPool(CandidatePool):
                 for value, group in groups.items():
                     if value not in table:
                         table[value] = _Part(self)
-                    table[value].upsert(group)
+                    work.append(table[value].upsert(group))
+            _run_graph_work([w for w in work if w is not None])
 
     def remove(self, item_ids: Sequence[str]) -> None:
         """Remove items (unknown ids are ignored)."""

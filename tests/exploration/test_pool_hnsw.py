@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -99,10 +101,14 @@ def test_writes_move_replace_and_remove_items(storage: str) -> None:
     pool.upsert(es)
     q = es[10].vector * 10
     assert pool.search_ids(q, 1)[0] == ["i10"]
-    # the periodic full sync re-sends unchanged items: no graph work, no tombstones
+    # the periodic full sync re-sends unchanged items (and the learner re-announces items whose
+    # counters changed): no graph work, no tombstones, the same graphs (they were once rebuilt)
     assert pool._all.graph is not None
+    graphs = [p.graph for p in (pool._all, *pool._by_category.values())]
     rows = len(pool._all.graph.rows)
     pool.upsert(es)
+    pool.upsert([dataclasses.replace(e, category=e.category) for e in es[:50]])
+    assert [p.graph for p in (pool._all, *pool._by_category.values())] == graphs
     assert len(pool._all.graph.rows) == rows and pool._all.graph.dead == 0
     # replace: a new vector and a new category; the old row is a tombstone, never returned
     moved = PoolEntry("i10", -es[10].vector, category="c9", seller_id="s1")
