@@ -173,3 +173,45 @@ def test_sq8_graphs_find_items_outside_their_code_range() -> None:
         ids, scores = pool.search_ids(q, 3)
         assert ids[0] == want and scores[0] == pytest.approx(float(far @ far), rel=1e-6)
         assert pool.search_ids(q, 1, PoolFilter(categories=("c1" if want == "far" else "c2",)))[0] == [want]
+
+
+def test_a_waiting_writer_goes_before_later_searches() -> None:
+    """Searches that come after a waiting upsert wait for it: request threads that search without
+    pause cannot starve the stream's upserts (with a plain lock the searcher re-takes it first)."""
+    import threading
+    import time
+
+    pool = HnswPool(graph_min=10)
+    order: list[str] = []
+    first_search_in, release_first = threading.Event(), threading.Event()
+
+    def first_search() -> None:
+        with pool._lock.read():
+            first_search_in.set()
+            release_first.wait(10)
+        order.append("search 1")
+
+    def writer() -> None:
+        with pool._lock.write():
+            order.append("write")
+
+    def later_search() -> None:
+        with pool._lock.read():
+            order.append("search 2")
+
+    threads = [threading.Thread(target=first_search)]
+    threads[0].start()
+    assert first_search_in.wait(10)
+    threads.append(threading.Thread(target=writer))
+    threads[1].start()
+    while pool._lock._gate.acquire(blocking=False):  # until the writer holds the gate (and waits)
+        pool._lock._gate.release()
+        time.sleep(0.001)
+    threads.append(threading.Thread(target=later_search))
+    threads[2].start()
+    time.sleep(0.05)  # the later search has arrived (it is blocked behind the writer)
+    assert order == []
+    release_first.set()
+    for t in threads:
+        t.join(10)
+    assert order == ["search 1", "write", "search 2"]
