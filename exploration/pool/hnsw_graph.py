@@ -8,7 +8,6 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -129,29 +128,34 @@ class Graph:
         return [self.rows[r] for r in rows[0][keep].tolist()], scores[0][keep]
 
 
-_insert_thread: ThreadPoolExecutor | None = None
-_insert_thread_lock = threading.Lock()
-
-
 def run_graph_work(work: Sequence[Callable[[], None]]) -> None:
     """Run the graph work of one upsert: the first job (the whole pool's graph, the largest) on a
     helper thread, the others (category and seller graphs) here, at the same time. FAISS releases
     the GIL while it inserts, and the pool's lock is held throughout (searches wait), so the two
-    inserts of a new item cost the longer of the two instead of their sum."""
-    global _insert_thread
+    inserts of a new item cost the longer of the two instead of their sum. The helper is a thread of
+    this call (~0.1 ms to start against tens of ms of inserts): no queue shared between pools, where
+    one pool's long build could hold up another pool's insert."""
     if len(work) < 2:
         for job in work:
             job()
         return
-    with _insert_thread_lock:
-        if _insert_thread is None:
-            _insert_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hnsw-insert")
-    first = _insert_thread.submit(work[0])
+    failed: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            work[0]()
+        except BaseException as exc:  # re-raised in the caller's thread below
+            failed.append(exc)
+
+    helper = threading.Thread(target=first, name="hnsw-insert", daemon=True)
+    helper.start()
     try:
         for job in work[1:]:
             job()
     finally:
-        first.result()  # re-raises what the helper raised
+        helper.join()
+    if failed:
+        raise failed[0]
 
 
 class WriterFirstLock:
