@@ -202,13 +202,9 @@ class OfflineLog(ABC):
         online builds them once)."""
         return self._insert(ITEM_STATE_TABLE, rows)
 
-    def write_users(self, users: Sequence[StoredUser]) -> int:
-        """Append user-vector rows (key ``(user_id, updated_at)``); returns how many were new."""
-        now = datetime.now(UTC)
-        return self.write_user_rows([user_row(u, now) for u in users])
-
     def write_user_rows(self, rows: list[Row]) -> int:
-        """Append ``user_vector`` rows :func:`user_row` built (as :meth:`write_state_rows`)."""
+        """Append ``user_vector`` rows :func:`user_row` built (key ``(user_id, updated_at)``; the writer
+        sends the same rows online); returns how many were new."""
         return self._insert(USER_VECTOR_TABLE, rows)
 
     def write_decisions(self, decisions: Sequence[Decision]) -> int:
