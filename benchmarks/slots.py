@@ -42,11 +42,18 @@ with an unsaturated feature server.
 
     .venv/bin/python benchmarks/slots.py [--items 10000] [--rate 300] [--duration 20] [--decision-log kafka]
         [--workers 2] [--rates 300 100 200 250] [--pool auto|exact|hnsw] [--[no-]snapshot]
+        [--vectors clustered|gaussian]
 
 A million items: ``--items 1000000`` (the hnsw pool; the pool snapshot is written after seeding, by
 ``coldstart exploration pool-snapshot``, and the API starts from it). ``ready_s`` is the time from
 starting the API to every worker answering ``/readyz`` with the whole pool, ``rss_mb`` the API's
 resident memory (all processes) after the load phases.
+
+Item and user vectors (``--vectors``): ``clustered`` (default) around 1,000 centres with a Gaussian
+spread, users near what they like, as ``benchmarks/pool.py`` draws them (learned embeddings are
+clustered; the pool's targets are set on such vectors); ``gaussian``: i.i.d. Gaussian, no structure,
+the worst case of graph search (until 2026-12-07 the only kind: at 1M items the HNSW search of the
+slot request then costs several times what it costs on clustered vectors).
 
 ``--rates`` sweeps several load phases on the same server (the first is the headline); the JSON then
 also has ``max_rate_meeting_p99``, the highest swept rate whose ``p99_ms <= 10``.
@@ -56,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -82,6 +90,7 @@ from loadgen import (
     start_floor_server,
     stop,
 )
+from numpy.typing import NDArray
 from slots_summary import summary
 
 from api.main import create_app
@@ -98,7 +107,19 @@ LOADGEN = Path(__file__).with_name("loadgen.py")
 
 
 # --------------------------------------------------------------------------- orchestration
-def _seed(data_dir: Path, n_items: int, n_users: int, dim: int) -> object:
+def _vectors(kind: str, n: int, dim: int, rng: np.random.Generator) -> NDArray[np.float32]:
+    """``(n, dim)`` float32 vectors of norm ~1: i.i.d. Gaussian, or around the same 1,000 centres
+    (``benchmarks/pool.py``'s clustered data, scaled by ``1/sqrt(dim)``)."""
+    if kind == "gaussian":
+        out = rng.standard_normal((n, dim)).astype(np.float32)
+    else:
+        centres = np.random.default_rng(12345).standard_normal((1000, dim)).astype(np.float32)
+        out = centres[rng.integers(0, 1000, n)] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
+    scaled: NDArray[np.float32] = out / np.float32(np.sqrt(dim))
+    return scaled
+
+
+def _seed(data_dir: Path, n_items: int, n_users: int, dim: int, vectors: str) -> object:
     # deferred import: Feast
     from feature_repo.testing import random_items
 
@@ -117,12 +138,13 @@ def _seed(data_dir: Path, n_items: int, n_users: int, dim: int) -> object:
         sellers=500,
         encoder_version="bench",
     )
+    if vectors != "gaussian":
+        item_vectors = _vectors(vectors, n_items, dim, rng)
+        items = [dataclasses.replace(it, item_vector=item_vectors[k]) for k, it in enumerate(items)]
     for start in range(0, n_items, 1000):
         store.write_items(items[start : start + 1000])  # type: ignore[attr-defined]
-    users = [
-        StoredUser(f"user-{u}", (rng.standard_normal(dim) / np.sqrt(dim)).astype(np.float32), 5, "bench", now)
-        for u in range(n_users)
-    ]
+    user_vectors = _vectors(vectors, n_users, dim, rng)
+    users = [StoredUser(f"user-{u}", user_vectors[u], 5, "bench", now) for u in range(n_users)]
     store.users().write_users(users)  # type: ignore[attr-defined]
     return store
 
@@ -264,6 +286,12 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=10_000)
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument(
+        "--vectors",
+        choices=["clustered", "gaussian"],
+        default="clustered",
+        help="Item and user vectors: around 1,000 centres (as benchmarks/pool.py) or i.i.d. Gaussian.",
+    )
     ap.add_argument("--rate", type=float, default=300.0)
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=5.0)
@@ -329,7 +357,7 @@ def main() -> None:
     try:
         calibration_ms = _calibration_ms()
         t = time.perf_counter()
-        store = _seed(tmp, args.items, args.users, args.dim)
+        store = _seed(tmp, args.items, args.users, args.dim, args.vectors)
         seed_s = time.perf_counter() - t
         in_process_ms = _in_process_slots(tmp, args, args.feast_reads) if args.in_process else []
         env = dict(os.environ)

@@ -102,6 +102,7 @@ def summary(
         ],
         "items": args.items,
         "users": args.users,
+        "vectors": args.vectors,
         "k": args.k,
         "m": args.m,
         "decision_log": args.decision_log,

@@ -96,11 +96,12 @@ def _cached(
     load: Callable[[Sequence[str]], dict[str, Slot]],
     loaded: Callable[[Slot], Slot],
 ) -> dict[str, Slot]:
-    """Copies of the cached states of ``ids``, the others loaded (and passed through ``loaded``)."""
-    out = {i: cache[i] for i in ids if i in cache}
+    """Copies of the cached states of ``ids``, the others loaded (and passed through ``loaded``: a
+    loaded state is the caller's own, read from the checkpoint for this call, so it is not copied)."""
+    out = {i: cache[i].copy() for i in ids if i in cache}
     for key, slot in load([i for i in ids if i not in out]).items():
         out[key] = loaded(slot)
-    return {k: v.copy() for k, v in out.items()}
+    return out
 
 
 def content_vector(row: StoredItem, slot: ItemSlot | None) -> Vector:

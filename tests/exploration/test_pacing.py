@@ -107,6 +107,34 @@ def test_most_starving_is_earliest_deadline_first() -> None:
     assert by_deficit.most_starving(2, now_s=now) == ["closed", "old"]
 
 
+def test_most_starving_skips_the_served_head_without_ranking_every_item(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pacing serves the earliest deadlines first, so a run of items at the target grows at the head
+    of the deadline order, longer than the first window checked (4 n rows). The answer must still be
+    the full ranking's, found without ranking every tracked item (at 1M items that cost ~25 ms)."""
+    p = make(target_impressions=5, window_hours=10, schedule_fraction=0.5)
+    rng = np.random.default_rng(3)
+    listed = rng.uniform(-9 * H, 0.0, 3000)
+    for j, t in enumerate(listed):
+        p.register(f"i{j}", listed_at_s=float(t))
+    now = 0.5 * H
+    head = np.argsort(listed + 10 * H, kind="stable")[:1500]
+    p.record_impressions([f"i{j}" for j in head.tolist() for _ in range(5)], now_s=now)  # at target
+    ranked: list[object] = []
+    full = p._ranked
+    monkeypatch.setattr(p, "_ranked", lambda *a: ranked.append(a) or full(*a))
+    for step in range(60):
+        # time goes forward and, in replays, back; some items get served, some requests exclude
+        now = float(rng.uniform(0.0, 1.5 * H))
+        exclude = {f"i{j}" for j in rng.integers(0, 3000, 5).tolist()}
+        n = int(rng.integers(1, 40))
+        got = p.most_starving(n, now_s=now, exclude=exclude)
+        assert got == full(n, now, (), (), exclude, True), step
+        p.record_impressions(got[: int(rng.integers(0, 4))], now_s=now)
+    assert ranked == []
+
+
 def test_urgency_is_needed_impressions_per_hour_left() -> None:
     p = make(target_impressions=10, window_hours=10)
     p.register("behind", listed_at_s=0.0, impressions=2)
