@@ -48,8 +48,12 @@ class ExposureLedger:
         self._listed = np.zeros(cap, dtype=np.float64)
         self._imps = np.zeros(cap, dtype=np.int64)
         self._clicks = np.zeros(cap, dtype=np.int64)
-        # rows sorted by deadline and those deadlines, kept by the pacer; cleared when rows change
-        self._order: tuple[NDArray[np.intp], NDArray[np.float64]] | None = None
+        # rows sorted by listing time and those times (:meth:`_by_listing`), kept up to date as rows
+        # come and go; -1 marks a removed item's place until the next compaction
+        self._sorted: tuple[NDArray[np.intp], NDArray[np.float64]] | None = None
+        self._sorted_added: list[int] = []  # new rows not merged into ``_sorted`` yet
+        self._sorted_dead = 0  # places marked -1
+        self._sorted_version = 0  # changes when places move (a merge, a compaction, a rebuild)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -82,7 +86,8 @@ class ExposureLedger:
                 i = len(self._ids)
                 if i >= len(self._listed):
                     self._grow()
-                self._order = None
+                if self._sorted is not None:
+                    self._sorted_added.append(i)
                 self._ids.append(item_id)
                 self._sellers.append(seller_id)
                 self._categories.append(category)
@@ -106,8 +111,9 @@ class ExposureLedger:
         i = self._index.pop(item_id, None)
         if i is None:
             return
-        self._order = None
         last = len(self._ids) - 1
+        if self._sorted is not None:
+            self._unsort(i, last)
         if i != last:
             moved = self._ids[last]
             self._ids[i] = moved
@@ -120,6 +126,54 @@ class ExposureLedger:
         self._ids.pop()
         self._sellers.pop()
         self._categories.pop()
+
+    def _by_listing(self) -> tuple[NDArray[np.intp], NDArray[np.float64], int]:
+        """Tracked rows sorted by listing time (ties in any order), their listing times, and a version
+        that changes whenever an item's place in them moves (lock held).
+
+        Built by one sort at the first call, then kept: new rows are merged in (``searchsorted`` +
+        ``insert``) and removed ones compacted away, each in one O(n) pass at the next call. With a
+        million items a full sort costs 0.1-0.3 s, and a replica registers new items at every pool
+        sync and removes graduated ones every few seconds.
+        """
+        if self._sorted is None:
+            listed = self._listed[: len(self._ids)]
+            order = np.argsort(listed, kind="stable")
+            self._sorted, self._sorted_added, self._sorted_dead = (order, listed[order]), [], 0
+            self._sorted_version += 1
+        if self._sorted_dead or self._sorted_added:
+            order, times = self._sorted
+            if self._sorted_dead:
+                keep = order >= 0
+                order, times = order[keep], times[keep]
+            if self._sorted_added:
+                rows = np.asarray(self._sorted_added, dtype=order.dtype)
+                new = self._listed[rows]
+                by = np.argsort(new, kind="stable")
+                at = np.searchsorted(times, new[by], side="right")
+                order, times = np.insert(order, at, rows[by]), np.insert(times, at, new[by])
+            self._sorted, self._sorted_added, self._sorted_dead = (order, times), [], 0
+            self._sorted_version += 1
+        order, times = self._sorted
+        return order, times, self._sorted_version
+
+    def _unsort(self, row: int, last: int) -> None:
+        """Before ``row`` is removed and ``last`` moves into it (:meth:`_remove`): mark ``row``'s place
+        in the sorted rows removed and relabel ``last``'s place (lock held, O(log n))."""
+        if self._sorted_added:
+            self._by_listing()  # every row has its place before any is looked up
+        order, times = self._sorted  # type: ignore[misc]
+        order[self._place(order, times, row)] = -1
+        self._sorted_dead += 1
+        if row != last:
+            order[self._place(order, times, last)] = row
+
+    def _place(self, order: NDArray[np.intp], times: NDArray[np.float64], row: int) -> int:
+        """Where ``row`` is in the sorted rows (among the items listed at the same time)."""
+        p = int(np.searchsorted(times, self._listed[row], side="left"))
+        while order[p] != row:
+            p += 1
+        return p
 
     def get(self, item_id: str) -> Exposure | None:
         """A copy of an item's state, or ``None``."""

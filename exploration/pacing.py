@@ -151,7 +151,7 @@ class ExposurePacer(ScheduledLedger):
 
     def _load(self, now_s: float) -> float:
         c = self.config
-        order, deadline = self._deadline_order()  # ties keep row order, as a stable sort would
+        order, deadline = self._deadline_order()  # the order of ties does not change the maximum
         need = c.target_impressions - self._imps[order]
         open_ = (deadline >= now_s) & (need > 0)
         if not np.any(open_):

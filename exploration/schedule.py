@@ -74,6 +74,7 @@ class ScheduledLedger(ExposureLedger):
         self.clock = clock
         # (from, to): the items at positions from..to-1 of the deadline order have reached the target
         self._head_done = (0, 0)
+        self._deadlines: tuple[int, NDArray[np.float64]] | None = None  # (ledger version, deadlines)
 
     def _expected(self, listed: NDArray[np.float64], now_s: float) -> NDArray[np.float64]:
         horizon_s = self.config.window_hours * self.config.schedule_fraction * 3600.0
@@ -190,9 +191,9 @@ class ScheduledLedger(ExposureLedger):
 
     def _past_done(self, order: NDArray[np.intp], start: int) -> int:
         """The first position at or after ``start`` in the deadline order whose item is short of the
-        target (lock held). Impressions only grow while the order stands (a new or removed item
-        rebuilds it, :meth:`_deadline_order`), so the run of items at the target is remembered and
-        only its end is checked again."""
+        target (lock held). Impressions only grow and an item keeps its position until places move
+        (:meth:`_deadline_order` forgets the run then), so the run of items at the target is
+        remembered and only its end is checked again."""
         checked_from, checked_to = self._head_done
         known = checked_from <= start <= checked_to  # else: a new stretch (or ``now`` went back)
         i = checked_to if known else start
@@ -208,14 +209,14 @@ class ScheduledLedger(ExposureLedger):
         return i
 
     def _deadline_order(self) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
-        """Tracked rows sorted by deadline (ties: row order) and their deadlines, ``(size,)`` each
-        (lock held); rebuilt only after the tracked set changed (:meth:`register`, :meth:`forget`)."""
-        if self._order is None:
-            deadline = self._deadline(self._listed[: len(self._ids)])
-            order = np.argsort(deadline, kind="stable")
-            self._order = (order, deadline[order])
-            self._head_done = (0, 0)
-        return self._order
+        """Tracked rows sorted by deadline (ties in any order) and their deadlines, ``(size,)`` each
+        (lock held): the ledger's rows by listing time (deadline = listing + window), the deadlines
+        recomputed only when places moved."""
+        order, listed, version = self._by_listing()
+        if self._deadlines is None or self._deadlines[0] != version:
+            self._deadlines = (version, listed + self.config.window_hours * 3600.0)
+            self._head_done = (0, 0)  # positions moved
+        return order, self._deadlines[1]
 
     def _deadline(self, listed: NDArray[np.float64]) -> NDArray[np.float64]:
         """Deadlines (epoch s) of items listed at ``listed`` (epoch s): the end of their window."""

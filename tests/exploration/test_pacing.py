@@ -393,3 +393,33 @@ def test_load_is_the_edf_demand_bound_over_the_open_unmet_items() -> None:
         cum = np.cumsum(need[open_][order])
         hours = np.maximum(deadline[open_][order] - now, HORIZON_FLOOR * window * H) / H
         assert p.load() == pytest.approx(float(np.max(cum / (supply * hours))), rel=1e-12)
+
+
+def test_rows_by_listing_time_are_kept_sorted_as_items_come_and_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ledger keeps its rows sorted by listing time as items are registered and forgotten (swap
+    removal moves the last row into the removed one's): after any interleaving, the kept order holds
+    every tracked row once, sorted, with no second full sort (at 1M items one costs 0.1-0.3 s)."""
+    rng = np.random.default_rng(8)
+    p = make(target_impressions=10, window_hours=10)
+    for i in range(500):
+        p.register(f"i{i}", float(rng.integers(0, 50)) * H)  # coarse grid: many ties
+    p._deadline_order()  # the one full sort
+    sorts: list[int] = []
+    real_argsort = np.argsort
+    monkeypatch.setattr(np, "argsort", lambda a, **kw: sorts.append(len(a)) or real_argsort(a, **kw))
+    nxt = 500
+    for _ in range(200):
+        if rng.random() < 0.5:
+            for _ in range(int(rng.integers(1, 20))):
+                p.register(f"i{nxt}", float(rng.integers(0, 50)) * H)
+                nxt += 1
+        else:
+            tracked = list(p._index)
+            p.forget([tracked[j] for j in rng.choice(len(tracked), int(rng.integers(1, 15)), replace=False)])
+        p.register(f"i{int(rng.integers(0, nxt))}", 0.0)  # known or forgotten: either way no full sort
+        order, deadlines = p._deadline_order()
+        n = len(p)
+        assert sorted(order.tolist()) == list(range(n))
+        np.testing.assert_array_equal(deadlines, p._listed[order] + 10 * H)
+        assert np.all(np.diff(deadlines) >= 0)
+    assert all(size <= 20 for size in sorts)  # only the batches merged in were sorted
