@@ -52,8 +52,8 @@ resident memory (all processes) after the load phases.
 Item and user vectors (``--vectors``): ``clustered`` (default) around 1,000 centres with a Gaussian
 spread, users near what they like, as ``benchmarks/pool.py`` draws them (learned embeddings are
 clustered; the pool's targets are set on such vectors); ``gaussian``: i.i.d. Gaussian, no structure,
-the worst case of graph search (until 2026-12-07 the only kind: at 1M items the HNSW search of the
-slot request then costs several times what it costs on clustered vectors).
+the worst case of graph search (at 1M items the HNSW search of a slot request then costs several
+times what it costs on clustered vectors and finds about a third of the exact top).
 
 ``--rates`` sweeps several load phases on the same server (the first is the headline); the JSON then
 also has ``max_rate_meeting_p99``, the highest swept rate whose ``p99_ms <= 10``.

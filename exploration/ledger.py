@@ -162,7 +162,8 @@ class ExposureLedger:
         in the sorted rows removed and relabel ``last``'s place (lock held, O(log n))."""
         if self._sorted_added:
             self._by_listing()  # every row has its place before any is looked up
-        order, times = self._sorted  # type: ignore[misc]
+        assert self._sorted is not None  # the caller checked
+        order, times = self._sorted
         order[self._place(order, times, row)] = -1
         self._sorted_dead += 1
         if row != last:
