@@ -1,0 +1,82 @@
+"""Pacing at marketplace sizes: what a slot request and the pool's churn cost the exposure pacer.
+
+Prints one JSON object for ``--items`` tracked items (listed uniformly over the last 20 hours, the
+default ``PacingConfig``):
+
+- ``most_starving_p50_ms`` / ``_p99_ms``: ``most_starving(100)`` as the slot service calls it (every
+  tenth call for an unknown user, ``only_behind=False``), each call followed by 3 of its items served
+  (pacing serves the earliest deadlines first), ``--requests`` calls, the last half timed;
+- ``new_items_ms``: 20 new items registered, then one ``most_starving`` call (a pool sync), median of 5;
+- ``graduations_ms``: 200 items forgotten, then one call (a graduation pass), median of 5.
+
+    flock /tmp/bench.lock .venv/bin/python benchmarks/pacing.py [--items 1000000] [--requests 12000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from exploration.config import PacingConfig
+from exploration.pacing import ExposurePacer
+
+
+def _ms(fn: Callable[[], None]) -> float:
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--items", type=int, default=1_000_000)
+    ap.add_argument("--requests", type=int, default=12_000)
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    now = time.time()
+    listed = now - rng.uniform(0.0, 20.0, args.items) * 3600.0
+    pacer = ExposurePacer(PacingConfig())
+    for i in range(args.items):
+        pacer.register(f"item-{i}", float(listed[i]))
+    times = []
+    for r in range(args.requests):
+        t = time.perf_counter()
+        ids = pacer.most_starving(100, now_s=now, only_behind=r % 10 != 0)
+        times.append((time.perf_counter() - t) * 1e3)
+        pacer.record_impressions(ids[:3], now_s=now)
+    timed = np.asarray(times[len(times) // 2 :])
+    nxt = args.items
+
+    def new_items() -> None:
+        nonlocal nxt
+        for _ in range(20):
+            pacer.register(f"item-{nxt}", now)
+            nxt += 1
+        pacer.most_starving(100, now_s=now)
+
+    def graduations() -> None:
+        pacer.forget([f"item-{j}" for j in rng.integers(0, args.items, 200).tolist()])
+        pacer.most_starving(100, now_s=now)
+
+    out = {
+        "items": args.items,
+        "requests": args.requests,
+        "impressions_served": 3 * args.requests,
+        "most_starving_p50_ms": round(float(np.median(timed)), 3),
+        "most_starving_p99_ms": round(float(np.percentile(timed, 99)), 3),
+        "new_items_ms": round(float(np.median([_ms(new_items) for _ in range(5)])), 2),
+        "graduations_ms": round(float(np.median([_ms(graduations) for _ in range(5)])), 2),
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
