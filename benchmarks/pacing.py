@@ -29,7 +29,7 @@ from exploration.config import PacingConfig
 from exploration.pacing import ExposurePacer
 
 
-def _ms(fn: Callable[[], None]) -> float:
+def _ms(fn: Callable[[], object]) -> float:
     t = time.perf_counter()
     fn()
     return (time.perf_counter() - t) * 1e3
@@ -53,6 +53,7 @@ def main() -> None:
         times.append((time.perf_counter() - t) * 1e3)
         pacer.record_impressions(ids[:3], now_s=now)
     timed = np.asarray(times[len(times) // 2 :])
+    full = [_ms(lambda: pacer._ranked(100, now, (), (), (), True)) for _ in range(20)]
     nxt = args.items
 
     def new_items() -> None:
@@ -72,6 +73,8 @@ def main() -> None:
         "impressions_served": 3 * args.requests,
         "most_starving_p50_ms": round(float(np.median(timed)), 3),
         "most_starving_p99_ms": round(float(np.percentile(timed, 99)), 3),
+        "full_ranking_p50_ms": round(float(np.median(full)), 3),
+        "ratio_p99_vs_full_ranking": round(float(np.percentile(timed, 99) / np.median(full)), 4),
         "new_items_ms": round(float(np.median([_ms(new_items) for _ in range(5)])), 2),
         "graduations_ms": round(float(np.median([_ms(graduations) for _ in range(5)])), 2),
     }
