@@ -51,6 +51,7 @@ from feature_repo.online_values import (
     to_proto,
 )
 from feature_repo.records import StoredItem, StoredUser
+from feature_repo.sqlite_online import SqliteOnlineWriter
 
 _READ_CHUNK = 500
 
@@ -88,6 +89,13 @@ class FeastFeatureStore(FeatureStore):
         self._online_lock: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if sqlite else contextlib.nullcontext()
         )
+        online = self._provider.online_store
+        # the stock SQLite store writes one statement per feature: the same rows in one statement
+        self._sqlite_writer = (
+            SqliteOnlineWriter(online, store.config)
+            if SqliteOnlineWriter.applies(online, store.config)
+            else None
+        )
         self._views: dict[str, FeatureView] = {
             # not from the registry cache: another process may have applied the views after this
             # FeatureStore cached an empty registry (processes opening a new store together)
@@ -112,7 +120,10 @@ class FeastFeatureStore(FeatureStore):
         ]
         try:
             with self._online_lock:
-                self._provider.online_write_batch(self.feast.config, self._views[view], data, None)
+                if self._sqlite_writer is not None:
+                    self._sqlite_writer.write(self._views[view], data)
+                else:
+                    self._provider.online_write_batch(self.feast.config, self._views[view], data, None)
         except Exception as exc:  # Feast raises many unrelated types (redis, sqlite, proto)
             raise StoreError(f"cannot write {len(rows)} rows to online view {view}: {exc}") from exc
 
