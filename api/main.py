@@ -7,7 +7,6 @@ served at ``/docs`` and ``/openapi.json``.
 
 from __future__ import annotations
 
-import gc
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack, asynccontextmanager
@@ -20,6 +19,7 @@ from api.limits import RequestGuard
 from api.metrics import ApiMetrics, LatencyMiddleware
 from api.routes import exploration, health, interactions, items, search
 from api.state import AppState, build_state
+from coldstart.process import settled_heap
 from coldstart.settings import Settings, get_settings
 
 #: Routes that :class:`api.direct.DirectRoutes` serves without FastAPI's per-request machinery.
@@ -45,23 +45,24 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         s = settings or get_settings()
-        with ExitStack() as blas:  # BLAS limits: set before the state is built, restored after shutdown
+        # BLAS limits (set before the state is built) and the frozen heap, undone after shutdown
+        with ExitStack() as process:
             if s.api.blas_threads is not None:
                 from threadpoolctl import threadpool_limits
 
-                blas.enter_context(threadpool_limits(s.api.blas_threads, user_api="blas"))
+                process.enter_context(threadpool_limits(s.api.blas_threads, user_api="blas"))
             state = (state_factory or build_state)(s)
             if s.api.blas_threads is not None:
                 # building the state loads more BLAS libraries (scipy's own OpenBLAS, through Feast):
                 # they start with their default thread count, so the limits are applied again
-                blas.enter_context(threadpool_limits(s.api.blas_threads, user_api="blas"))
+                process.enter_context(threadpool_limits(s.api.blas_threads, user_api="blas"))
             app.state.coldstart = state
             if s.api.gc_freeze:
                 # start-up leaves ~10^6 long-lived objects (feast, pandas, torch modules, the pool): move
                 # them out of the collector's reach so that a full collection on the request path scans
-                # only what requests allocate (a gen-2 pass over everything costs tens of ms of p99)
-                gc.collect()
-                gc.freeze()
+                # only what requests allocate (a gen-2 pass over everything costs tens of ms of p99);
+                # the default young threshold stays (short pauses on the request path)
+                process.enter_context(settled_heap())
             # background threads (offline sink, maintenance, Kafka feeds) run Python in bursts; a request
             # that arrives meanwhile waits for the GIL up to the switch interval (5 ms by default)
             old_interval = sys.getswitchinterval()
@@ -73,8 +74,6 @@ def create_app(
             finally:
                 await state.aclose()
                 sys.setswitchinterval(old_interval)
-                if s.api.gc_freeze:
-                    gc.unfreeze()  # the app's objects become collectable again (apps embedded in a process)
 
     app = FastAPI(
         title="coldstart",

@@ -28,6 +28,7 @@ Each throughput phase has a broker of its own (an empty topic) and items and use
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import tempfile
@@ -40,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from coldstart.contracts import Interaction, now_utc
+from coldstart.process import settled_heap
 from coldstart.settings import Settings
 from exploration.config import ExplorationSettings
 from exploration.model_store import LocalModelStore
@@ -50,7 +52,7 @@ from models.warmup.posterior import fit_posterior_calibration
 from models.warmup.served import ServedWarmup
 from stream.broker import TansuBroker
 from stream.config import KafkaSettings, WarmupStageConfig
-from stream.learn_worker import LearnWorker
+from stream.learn_worker import LEARNER_YOUNG_GC_THRESHOLD, LearnWorker
 from stream.online_learner import OnlineLearner
 from stream.pool_feed import StoredAnnouncer
 from stream.producer import EventProducer
@@ -312,6 +314,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     publisher.start()
     out: dict[str, Any] = {"items": args.items, "users": args.users, "events": args.events, "rate": args.rate}
     store = open_store(Settings(data_dir=tmp))
+    # started: from here every phase runs with the collector settings of a running learner (learn_command)
+    heap = contextlib.ExitStack()
+    heap.enter_context(settled_heap(LEARNER_YOUNG_GC_THRESHOLD))
 
     def settings_for(bootstrap: str) -> Settings:
         return Settings(
@@ -430,7 +435,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         for k in ("seconds", "compute_s", "write_s", "publish_s", "checkpoint_s")
     }
     out["target_freshness_p99_s"] = 1.0
+    out["learner_young_gc_threshold"] = LEARNER_YOUNG_GC_THRESHOLD
     store.close()
+    heap.close()
     return out
 
 
@@ -442,7 +449,11 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=5000.0, help="live interactions/s of the freshness phase")
     ap.add_argument("--seconds", type=float, default=15.0, help="length of the freshness phase")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="coldstart-bench-warmup-") as d:
+    # the collector settings of a running learner (``learn_command``), for every phase alike
+    with (
+        settled_heap(LEARNER_YOUNG_GC_THRESHOLD),
+        tempfile.TemporaryDirectory(prefix="coldstart-bench-warmup-") as d,
+    ):
         print(json.dumps(run(args, Path(d))))
 
 

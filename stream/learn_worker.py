@@ -38,6 +38,7 @@ from kafka.structs import OffsetAndMetadata
 from coldstart.contracts import Interaction, decode_event
 from coldstart.decisions import Decision
 from coldstart.errors import BrokerError, InvalidInputError
+from coldstart.process import settled_heap
 from coldstart.settings import Settings, get_settings
 from coldstart.topics import DECISIONS, INTERACTIONS
 from exploration.model_store import LocalModelStore
@@ -56,6 +57,9 @@ from stream.warmup_group import build_warmup_group
 from stream.warmup_stage import WarmupStats, build_warmup_stage
 
 log = logging.getLogger(__name__)
+
+# net allocations between young collections in a running learner (see coldstart.process.settled_heap)
+LEARNER_YOUNG_GC_THRESHOLD = 50_000
 
 
 class PollHook(Protocol):
@@ -316,9 +320,11 @@ def learn_command(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        stats = worker.run(idle_exit_s=idle_exit_s, max_s=max_s)
-        if warmup_thread is not None:
-            warmup_thread.join()  # it ends by itself (idle, max_s) or was stopped with the learner
+        # started: what exists now lives as long as the process (coldstart.process.settled_heap)
+        with settled_heap(LEARNER_YOUNG_GC_THRESHOLD):
+            stats = worker.run(idle_exit_s=idle_exit_s, max_s=max_s)
+            if warmup_thread is not None:
+                warmup_thread.join()  # it ends by itself (idle, max_s) or was stopped with the learner
         stats.warmup = group.stats if group is not None else (worker.warmup.stats if worker.warmup else None)
         return stats
     finally:
