@@ -15,9 +15,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from api.metrics import ApiMetrics
 from coldstart.decisions import Decision
@@ -50,6 +50,8 @@ from stream.producer import EventProducer
 
 log = logging.getLogger(__name__)
 
+SyncMode = Literal["full", "changed", "new"]  # see AppState.sync_pool
+
 PoolFactory = Callable[[], CandidatePool]
 
 
@@ -78,6 +80,7 @@ class AppState:
     _seen: set[str] = field(default_factory=set)
     _listed_count: int = 0  # distinct ids in the offline content history at the last sync
     _pending: set[str] = field(default_factory=set)  # listed offline, not yet read online
+    _changed_mark: datetime | None = None  # rows written from here on: the next changed sync reads them
     _sync_lock: threading.Lock = field(default_factory=threading.Lock)
     _store_ok: bool = True
     _store_checked: float = 0.0
@@ -144,32 +147,49 @@ class AppState:
             return False
         self.service.track(snap.entries["item"], snap.rows.counts())
         self._seen = set(snap.rows.known_ids)
+        self._changed_mark = snap.taken_at
         self.metrics.pool_size.set(len(self.service))
         log.info("pool: %d items from the snapshot taken at %s", len(snap.rows), snap.taken_at.isoformat())
         return True
 
-    def sync_pool(self, full: bool = True) -> tuple[int, int]:
+    def sync_pool(self, mode: SyncMode = "full") -> tuple[int, int]:
         """Sync the slot pool and the search pool with the store's cold items.
 
-        ``full``: re-read every stored item (statuses, warmed-up vectors). Otherwise only items the
-        replica has never seen are read (their ids come from the offline content history, one column
-        scan), and only when that history holds ids it did not hold at the last sync: with a million
-        items, comparing every id with the seen set every few seconds cost ~0.1 s of the GIL each
-        time. An id whose online row is not there yet is asked for again at every sync until it is.
+        ``full``: re-read every stored item (start-up without a snapshot). ``changed``: re-read the
+        items whose content or state rows were written since the previous full or changed sync (or
+        the snapshot), less ``pool_sync_overlap_s``: statuses and vectors whose ``items.stored``
+        announcement this replica missed. Their ids come from the offline history, which every writer
+        writes before the online row; at a million items a full re-read held the serving process for
+        about a minute. ``new``: only items the replica has never seen (ids from the offline content
+        history, one column scan), and only when that history holds ids it did not hold at the last
+        sync: with a million items, comparing every id with the seen set every few seconds cost
+        ~0.1 s of the GIL each time. An id whose online row is not there yet is asked for again at
+        every sync until it is.
         """
         if self.store is None:
             self.pool_synced = True
             return 0, 0
         with self._sync_lock:  # the maintenance loop's syncs and an explicit one never interleave
-            return self._sync_pool(full)
+            return self._sync_pool(mode)
 
-    def _sync_pool(self, full: bool) -> tuple[int, int]:
+    def _sync_pool(self, mode: SyncMode) -> tuple[int, int]:
         assert self.store is not None
         items: list[StoredItem]
         offline = getattr(self.store, "offline", None)
-        if full or offline is None:
+        started = datetime.now(UTC)
+        if mode == "full" or offline is None or (mode == "changed" and self._changed_mark is None):
             items = list(self.store.iter_items())
             self._seen = {i.item_id for i in items}
+            self._changed_mark = started
+        elif mode == "changed":
+            assert self._changed_mark is not None
+            since = self._changed_mark - timedelta(seconds=self.settings.exploration.pool_sync_overlap_s)
+            ids = set(offline.ids_written_since("item_state", "item_id", since))
+            ids.update(offline.ids_written_since("item_content", "item_id", since))
+            items = list(self.store.get_items(sorted(ids)).values()) if ids else []
+            self._seen.update(i.item_id for i in items)
+            self._pending.difference_update(i.item_id for i in items)
+            self._changed_mark = started
         else:
             listed = offline.distinct_ids("item_content", "item_id")
             if len(listed) != self._listed_count:  # the history only grows: same count, no new id
@@ -215,7 +235,7 @@ class AppState:
         """Policy reload, pool sync and graduation, each on its own period."""
         cfg = self.settings.exploration
         next_reload = next_sync = next_grad = 0.0
-        next_full = time.monotonic() + cfg.pool_full_sync_interval_s  # build_state did the first one
+        next_changed = time.monotonic() + cfg.pool_changed_sync_interval_s  # build_state did a first sync
         while True:
             now = time.monotonic()
             try:
@@ -226,10 +246,10 @@ class AppState:
                     self.metrics.set_model_version(self.holder.current.version)
                 if now >= next_sync:
                     next_sync = now + cfg.pool_refresh_interval_s
-                    full = now >= next_full
-                    if full:
-                        next_full = now + cfg.pool_full_sync_interval_s
-                    await asyncio.to_thread(self.sync_pool, full)
+                    mode: SyncMode = "changed" if now >= next_changed else "new"
+                    if mode == "changed":
+                        next_changed = now + cfg.pool_changed_sync_interval_s
+                    await asyncio.to_thread(self.sync_pool, mode)
                 if now >= next_grad:
                     next_grad = now + cfg.graduation_interval_s
                     await asyncio.to_thread(self.service.graduate)
@@ -369,7 +389,7 @@ def build_state(
         broker.on_recover.append(state.follow_stored)  # a restarted broker: follow its new topic
     # a snapshot replaces the full store read at start; the items listed since it are read now, the
     # states changed since it come with their announcements and the next full sync
-    state.sync_pool(full=not state.load_snapshot())
+    state.sync_pool("new" if state.load_snapshot() else "full")
     return state
 
 

@@ -196,8 +196,17 @@ class ExplorationSettings(BaseModel):
     pool_refresh_interval_s: float = Field(
         default=5.0, gt=0.0, description="How often replicas add newly stored items to their pool."
     )
-    pool_full_sync_interval_s: float = Field(
-        default=600.0, gt=0.0, description="How often replicas re-read every stored item (status, vectors)."
+    pool_changed_sync_interval_s: float = Field(
+        default=600.0,
+        gt=0.0,
+        description="How often replicas re-read the items whose rows were written since the last time "
+        "(statuses and vectors whose announcement they missed; ids from the offline history).",
+    )
+    pool_sync_overlap_s: float = Field(
+        default=60.0,
+        ge=0.0,
+        description="The changed-items sync also re-reads rows written this long before the previous one "
+        "(clock skew between the writers' hosts and the replica).",
     )
     graduation_interval_s: float = Field(default=10.0, gt=0.0, description="How often graduation runs.")
     learner_group_id: str = "coldstart-learner"

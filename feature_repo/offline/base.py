@@ -295,6 +295,17 @@ class OfflineLog(ABC):
         df = self.frame(table)
         return sorted({str(v) for v in df[column]})
 
+    def ids_written_since(self, table: TableName, column: str, since: datetime) -> list[str]:
+        """Sorted distinct values of an id column among the rows written (``created_ts``) at or after
+        ``since``: what changed since then (every writer writes its rows here before it writes them
+        online). Backends override it to avoid reading the whole table."""
+        spec = TABLES.get(table)
+        if spec is None:
+            raise InvalidInputError("table", table, f"must be one of {sorted(TABLES)}")
+        df = self._read(spec, None, None)
+        written = pd.to_datetime(df["created_ts"], utc=True) >= pd.Timestamp(utc(since, "since"))
+        return sorted({str(v) for v in df.loc[written, column] if v is not None})
+
     @staticmethod
     def tables() -> Iterable[str]:
         """Names of the offline tables."""

@@ -34,10 +34,11 @@ from typing import Any
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from coldstart.errors import StoreError
-from feature_repo.offline.base import OfflineLog, Row
+from feature_repo.offline.base import OfflineLog, Row, utc
 from feature_repo.offline.tables import TABLES, TableName, TableSpec
 
 _EMPTY_PART = "part-00000000-schema.parquet"
@@ -201,6 +202,37 @@ class ParquetOfflineLog(OfflineLog):
                 return list(ids)
         except (OSError, pa.ArrowException) as exc:
             raise StoreError(f"cannot read offline table {table}: {exc}") from exc
+
+    def ids_written_since(self, table: TableName, column: str, since: datetime) -> list[str]:
+        """Sorted distinct ids of the rows with ``created_ts >= since``, reading two columns of the parts
+        modified at or after ``since`` only: a part is written after every row in it was created (a
+        compaction rewrites older rows into a new part: they are read again and filtered out)."""
+        cutoff = utc(since, "since")
+        # file times come from the kernel's coarse clock (up to a tick behind the precise one that
+        # stamped the rows): parts from the second before are read too, their rows filtered below
+        cutoff_ns = (int(cutoff.timestamp()) - 1) * 1_000_000_000
+        d = self.root / table
+        ids: set[str] = set()
+        try:
+            with os.scandir(d) as entries:
+                parts = [
+                    e.name
+                    for e in entries
+                    if e.name.endswith(".parquet")
+                    and not e.name.startswith(".")
+                    and e.stat().st_mtime_ns >= cutoff_ns
+                ]
+            for name in parts:
+                part = pq.read_table(d / name, columns=[column, "created_ts"])
+                written = pc.greater_equal(
+                    part["created_ts"], pa.scalar(cutoff, type=part["created_ts"].type)
+                )
+                ids.update(
+                    str(v) for v in part.filter(written).column(column).unique().to_pylist() if v is not None
+                )
+        except (OSError, pa.ArrowException) as exc:  # a part compacted away meanwhile: the caller retries
+            raise StoreError(f"cannot read offline table {table}: {exc}") from exc
+        return sorted(ids)
 
     def sql(self, query: str) -> pd.DataFrame:
         """Run a DuckDB query in which every offline table is a view of the same name."""

@@ -34,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.types import TypeEngine, UserDefinedType
 
 from coldstart.errors import StoreError
-from feature_repo.offline.base import OfflineLog, Row
+from feature_repo.offline.base import OfflineLog, Row, utc
 from feature_repo.offline.tables import TABLES, ColumnKind, TableName, TableSpec
 
 
@@ -164,6 +164,16 @@ class PostgresOfflineLog(OfflineLog):
         try:
             with self.engine.connect() as conn:
                 return sorted(str(v) for v in conn.execute(select(col).distinct()).scalars() if v is not None)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read offline table {table}: {exc}") from exc
+
+    def ids_written_since(self, table: TableName, column: str, since: datetime) -> list[str]:
+        """Sorted distinct ids of the rows with ``created_ts >= since`` (``SELECT DISTINCT ... WHERE``)."""
+        t = self._tables[table]
+        q = select(t.c[column]).where(t.c.created_ts >= utc(since, "since")).distinct()
+        try:
+            with self.engine.connect() as conn:
+                return sorted(str(v) for v in conn.execute(q).scalars() if v is not None)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read offline table {table}: {exc}") from exc
 

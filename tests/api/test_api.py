@@ -6,6 +6,7 @@ import base64
 import json
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -201,9 +202,9 @@ def test_pool_follows_the_store_and_graduation_updates_it(tmp_path: Path) -> Non
         assert len(state.service) == 10
         extra = [dataclasses.replace(it, item_id=f"late-{n}") for n, it in enumerate(make_items(3, seed=5))]
         state.store.write_items(extra)
-        state.sync_pool(full=False)  # the maintenance loop may have synced them first: either adds them
+        state.sync_pool("new")  # the maintenance loop may have synced them first: either adds them
         assert len(state.service) == 13 and state.search_pool is not None and len(state.search_pool) == 13
-        assert state.sync_pool(full=False) == (0, 0)
+        assert state.sync_pool("new") == (0, 0)
         for _ in range(10):
             assert (
                 c.post("/v1/exploration/slots", json={"user_id": "user-0", "k": 5}, headers=KEY).status_code
@@ -217,11 +218,54 @@ def test_pool_follows_the_store_and_graduation_updates_it(tmp_path: Path) -> Non
         assert all(stored[e.item_id].impressions >= 3 for e in events)
         r = c.get(f"/v1/items/{sorted(gone)[0]}", headers=KEY).json()
         assert r["status"] == "graduated" and r["in_cold_pool"] is False
-        state.sync_pool(full=True)
+        state.sync_pool("full")
         assert not gone & {h.item_id for h in state.search_pool.search(np.ones(32, np.float32), 50)}
         assert len(state.service) == 13 - len(gone)
         metrics = c.get("/metrics", headers=KEY).text
         assert 'coldstart_graduations_total{reason="evidence"}' in metrics
+
+
+def test_the_changed_sync_reads_only_the_items_written_since_the_last_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state the replica missed the announcement of (here: none is sent) reaches its pool at the
+    next changed sync, which reads that item and nothing else."""
+    import dataclasses
+    from collections.abc import Sequence
+
+    from feature_repo.feast_store import FeastFeatureStore
+    from feature_repo.records import StoredItem
+
+    settings = seeded_settings(tmp_path, n_items=10, exploration={"pool_sync_overlap_s": 0.0})
+    asked: list[str] = []
+    read = FeastFeatureStore.get_items
+
+    def spy(self: FeastFeatureStore, item_ids: Sequence[str]) -> dict[str, StoredItem]:
+        asked.extend(item_ids)
+        return read(self, item_ids)
+
+    with TestClient(create_app(settings)) as c:
+        state = c.app.state.coldstart  # type: ignore[attr-defined]
+        assert len(state.service) == 10
+        monkeypatch.setattr(FeastFeatureStore, "get_items", spy)
+        assert state.sync_pool("changed") == (0, 0) and asked == []  # nothing written since start-up
+        item = read(state.store, ["item-00003"])["item-00003"]
+        moved = np.full_like(item.item_vector, 0.25)
+        later = item.updated_at + timedelta(seconds=1)
+        state.store.write_items(
+            [dataclasses.replace(item, item_vector=moved, updated_at=later)], mode="state"
+        )
+        assert not np.allclose(state.service.entry("item-00003").vector, moved)
+        assert state.sync_pool("changed") == (1, 0)
+        assert asked == ["item-00003"]
+        assert np.allclose(state.service.entry("item-00003").vector, moved)
+        gone = read(state.store, ["item-00005"])["item-00005"]
+        state.store.write_items(
+            [dataclasses.replace(gone, status="graduated", updated_at=later)], mode="state"
+        )
+        asked.clear()
+        assert state.sync_pool("changed") == (0, 1) and asked == ["item-00005"]
+        assert state.service.entry("item-00005") is None
 
 
 def _blas_threads() -> dict[str, int]:

@@ -143,7 +143,7 @@ def test_the_api_starts_from_the_snapshot_and_reads_only_newer_items(
         ready = client.get("/readyz").json()
         assert ready["pool_size"] == 41
         # the next full sync brings the store's state
-        state.sync_pool(full=True)
+        state.sync_pool("full")
         assert not np.allclose(state.service.entry("item-00001").vector, 0.5)
 
 

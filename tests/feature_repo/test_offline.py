@@ -218,6 +218,58 @@ def test_parquet_distinct_ids_reads_each_part_once_and_follows_writes_and_compac
     assert log.distinct_ids("item_content", "item_id") == []
 
 
+def test_ids_written_since_are_the_rows_written_after_the_mark(offline: OfflineLog) -> None:
+    """The API's periodic sync reads only the items whose rows were written since its last one."""
+    import dataclasses
+
+    from feature_repo.testing import random_items
+
+    items = random_items(6, seed=2, listed_at=T0)  # event times long before the writes
+    offline.write_item_content(items[:3])
+    offline.write_item_states(items[:3])
+    mark = datetime.now(UTC)
+    assert offline.ids_written_since("item_state", "item_id", mark) == []
+    offline.write_item_content(items[3:5])
+    # a new state row of an old item, with an old event time: written now, so it changed now
+    offline.write_item_states([dataclasses.replace(items[0], updated_at=T0 + timedelta(seconds=1))])
+    assert offline.ids_written_since("item_content", "item_id", mark) == sorted(i.item_id for i in items[3:5])
+    assert offline.ids_written_since("item_state", "item_id", mark) == [items[0].item_id]
+    assert offline.ids_written_since("item_state", "item_id", mark - timedelta(hours=1)) == sorted(
+        i.item_id for i in items[:3]
+    )
+    assert offline.ids_written_since("item_state", "item_id", datetime.now(UTC) + timedelta(seconds=5)) == []
+    with pytest.raises(InvalidInputError):
+        offline.ids_written_since("item_state", "item_id", datetime(2026, 1, 1))  # naive time
+
+
+def test_parquet_ids_written_since_reads_only_parts_modified_since(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq
+
+    from feature_repo.testing import random_items
+
+    log = ParquetOfflineLog(tmp_path / "offline")
+    items = random_items(20, seed=3, listed_at=T0)
+    for start in range(0, 15, 5):
+        log.write_item_content(items[start : start + 5])
+    hour_ago = datetime.now(UTC).timestamp() - 3600
+    for part in log.table_dir("item_content").glob("*.parquet"):
+        os.utime(part, (hour_ago, hour_ago))  # written an hour ago
+    reads: list[str] = []
+    real_read = pq.read_table
+
+    def counting_read(source: object, *args: object, **kwargs: object) -> object:
+        reads.append(Path(str(source)).name)
+        return real_read(source, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pq, "read_table", counting_read)
+    mark = datetime.now(UTC) - timedelta(minutes=1)
+    log.write_item_content(items[15:])
+    assert log.ids_written_since("item_content", "item_id", mark) == sorted(i.item_id for i in items[15:])
+    assert len(reads) == 1  # the new part only
+
+
 def test_dedupe_across_ledger_chunks_and_within_one_write(offline: OfflineLog) -> None:
     # 1,301 keys (more than one ledger query's worth), 300 written before, 50 repeated in the call
     rows = [
