@@ -160,7 +160,7 @@ class AppState:
         the snapshot), less ``pool_sync_overlap_s``: statuses and vectors whose ``items.stored``
         announcement this replica missed. Their ids come from the offline history, which every writer
         writes before the online row; at a million items a full re-read held the serving process for
-        about a minute. ``new``: only items the replica has never seen (ids from the offline content
+        ~100 s. ``new``: only items the replica has never seen (ids from the offline content
         history, one column scan), and only when that history holds ids it did not hold at the last
         sync: with a million items, comparing every id with the seen set every few seconds cost
         ~0.1 s of the GIL each time. An id whose online row is not there yet is asked for again at
@@ -388,7 +388,7 @@ def build_state(
     if broker is not None:
         broker.on_recover.append(state.follow_stored)  # a restarted broker: follow its new topic
     # a snapshot replaces the full store read at start; the items listed since it are read now, the
-    # states changed since it come with their announcements and the next full sync
+    # states changed since it come with their announcements and the next changed sync
     state.sync_pool("new" if state.load_snapshot() else "full")
     return state
 

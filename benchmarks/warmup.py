@@ -16,11 +16,13 @@ JSON object:
 * ``freshness_p50_s`` / ``freshness_p99_s``: a live stream at ``--rate`` interactions/s (default 5,000:
   half the 10,000/s target) into a learner with the stage; for each click, event ``ts`` → the item's
   row in the online store counts that click (``clicks >= k`` for the item's k-th click), polled every
-  10 ms by another process (a plain Feast client reading ``item_state:clicks``);
+  10 ms by another process (Feast's SQLite online table read directly, the ``clicks`` rows in one query);
   ``learner_cpu_share``, ``publisher_cpu_share``, ``probe_cpu_share``: CPU seconds per second of each
   process in that phase (this machine has 2 cores; the broker is a fourth process).
 
-Each throughput phase has a broker of its own (an empty topic) and items and users of its own.
+Each throughput phase has a broker of its own (an empty topic) and items and users of its own. Every
+phase runs with the collector settings of a running learner (``learn_command``: start-up objects
+frozen, ``learner_young_gc_threshold`` net allocations between young collections).
 
     .venv/bin/python benchmarks/warmup.py [--items 400] [--users 2000] [--events 20000] [--rate 5000]
 """

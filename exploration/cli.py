@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 
 import typer
 
@@ -44,6 +45,8 @@ def pool_snapshot_command() -> None:
 
     settings = get_settings()
     started = time.monotonic()
+    # the snapshot holds what was stored when its read began: a replica's changed-items sync starts there
+    taken_at = datetime.now(UTC)
     store = open_store(settings)
     spaces = ["item", "content"] if settings.api.search_index else ["item"]
     rows = PoolRows.from_items(list(store.iter_items()), spaces)  # type: ignore[arg-type]
@@ -53,7 +56,7 @@ def pool_snapshot_command() -> None:
         # no saved index to read: the pool indexes the rows in bulk (HNSW graphs built here, once)
         pool.load(settings.data_dir / ".no-snapshot", rows.entries(space), rows.vectors[space])  # type: ignore[arg-type]
     target = snapshot_dir(settings)
-    write_snapshot(target, rows, pools)
+    write_snapshot(target, rows, pools, taken_at=taken_at)
     out = {
         "items": len(rows),
         "read_s": round(read_s, 1),
