@@ -172,8 +172,27 @@ class ExactPool(CandidatePool):
                 self._seller[slot] = self._code(self._seller_codes, e.seller_id)
                 self._entries[slot] = e
 
+    def slots(self, item_ids: Sequence[str]) -> NDArray[np.int64]:
+        """The matrix rows of ``item_ids`` (-1: not in the pool). A row stays the item's until a
+        :meth:`remove_moving` reports it moved."""
+        with self._lock:
+            get = self._slot.get
+            return np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+
+    def rows(self, slots: NDArray[np.int64]) -> NDArray[np.float32]:
+        """The vectors in matrix rows ``slots`` (from :meth:`slots`): one gather, no id lookup."""
+        with self._lock:
+            out: NDArray[np.float32] = self._matrix[slots]
+            return out
+
     def remove(self, item_ids: Sequence[str]) -> None:
         """Remove items (unknown ids are ignored); the last row moves into each freed slot."""
+        self.remove_moving(item_ids)
+
+    def remove_moving(self, item_ids: Sequence[str]) -> list[tuple[str, int]]:
+        """:meth:`remove`, returning ``(item_id, row)`` for each item moved into a freed row, in order
+        (an owner that keeps rows, e.g. a graph's map to them, applies them in turn)."""
+        moves: list[tuple[str, int]] = []
         with self._lock:
             for item_id in item_ids:
                 slot = self._slot.pop(item_id, None)
@@ -188,8 +207,10 @@ class ExactPool(CandidatePool):
                     self._seller[slot] = self._seller[last]
                     self._entries[slot] = moved
                     self._slot[moved.item_id] = slot
+                    moves.append((moved.item_id, slot))
                 self._entries[last] = None
                 self._n = last
+        return moves
 
     def replace_all(self, entries: Sequence[PoolEntry]) -> None:
         """Atomically replace the whole content (rebuild): searches see the old or the new pool.

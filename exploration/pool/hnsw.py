@@ -44,37 +44,52 @@ def _same_vector(old: PoolEntry | None, new: PoolEntry) -> bool:
 
 
 class _Part:
-    """Exact entries of one slice of the pool, with a graph once it is large."""
+    """Exact entries of one slice of the pool, with a graph once it is large.
+
+    ``_slot_of_row[r]`` is the exact part's matrix row of graph row ``r``'s item (stale for tombstoned
+    rows, which searches never return): a search re-ranks its candidates with one gather instead of one
+    id lookup each (at a million items each lookup in a dict that large is a cache miss). The exact
+    part reports the rows its removals move, and the map follows them.
+    """
 
     def __init__(self, owner: HnswPool) -> None:
         self.owner = owner
         self.exact = ExactPool(owner.dim, initial_capacity=16)
         self.graph: Graph | None = None
+        self._slot_of_row: NDArray[np.int64] = np.zeros(16, dtype=np.int64)
 
     def upsert(self, entries: Sequence[PoolEntry]) -> Callable[[], None] | None:
         """Write ``entries`` to the exact part (validated first); return the graph work they call for
         (inserts, or a first build), for the caller to run, or ``None``."""
         # an unchanged vector keeps its graph row (a re-sent or re-announced item: a status or counter
-        # change, the periodic full sync) and costs no graph work
+        # change, the periodic sync) and costs no graph work
         moved = [e for e in entries if not _same_vector(self.exact.get(e.item_id), e)]
-        self.exact.upsert(entries)
+        self.exact.upsert(entries)  # existing items keep their rows; new ones are appended
         if self.graph is not None:
             return (lambda: self._insert(moved)) if moved else None
         return self._build if len(self.exact) >= self.owner.graph_min else None
 
     def _insert(self, moved: Sequence[PoolEntry]) -> None:
         assert self.graph is not None
-        self.graph.add([e.item_id for e in moved], np.stack([e.vector for e in moved]))
+        ids = [e.item_id for e in moved]
+        start = len(self.graph.rows)
+        self.graph.add(ids, np.stack([e.vector for e in moved]))
+        self._map_rows(start, self.exact.slots(ids))
         if self.graph.dead > self.owner.rebuild_ratio * max(len(self.graph.rows), 1):
             self._build()
 
     def remove(self, item_ids: Sequence[str]) -> None:
-        self.exact.remove(item_ids)
+        moves = self.exact.remove_moving(item_ids)
         if self.graph is not None:
+            row_of = self.graph.row_of
+            for item_id, slot in moves:
+                row = row_of.get(item_id)
+                if row is not None:
+                    self._slot_of_row[row] = slot
             self.graph.drop(item_ids)
 
     def _build(self) -> None:
-        ids = self.exact.ids()
+        ids = self.exact.ids()  # in matrix-row order: graph row r is exact row r
         vectors = self.exact.vectors(ids)
         o = self.owner
         graph = Graph(int(self.exact.dim or 1), o.m, o.ef_construction, o.ef_search, o.ef_add, o.storage)
@@ -84,6 +99,23 @@ class _Part:
         # inserted with the narrower ef_add, which bounds the cost of an upsert
         graph.index.hnsw.efConstruction = o.ef_add
         self.graph = graph
+        self._slot_of_row = np.zeros(0, dtype=np.int64)
+        self._map_rows(0, np.arange(len(ids), dtype=np.int64))
+
+    def attach(self, graph: Graph) -> None:
+        """Serve ``graph`` (a saved one whose live rows are this part's items)."""
+        self.graph = graph
+        self._slot_of_row = np.zeros(0, dtype=np.int64)
+        self._map_rows(0, self.exact.slots(graph.rows))
+
+    def _map_rows(self, start: int, slots: NDArray[np.int64]) -> None:
+        """Graph rows ``start, start + 1, ...`` hold the exact rows ``slots`` (capacity doubles)."""
+        end = start + len(slots)
+        if end > len(self._slot_of_row):
+            grown = np.zeros(max(end, 2 * len(self._slot_of_row)), dtype=np.int64)
+            grown[:start] = self._slot_of_row[:start]
+            self._slot_of_row = grown
+        self._slot_of_row[start:end] = slots
 
     def search(
         self, query: NDArray[np.float32], k: int, filters: PoolFilter | None
@@ -91,20 +123,19 @@ class _Part:
         narrowed = filters is not None and bool(filters.categories or filters.sellers)
         if self.graph is None or narrowed:
             return self.exact.search_ids(query, k, filters)
+        graph = self.graph
         exclude = filters.exclude_item_ids if filters is not None else frozenset()
-        present = sum(1 for i in exclude if i in self.graph.row_of)
+        present = sum(1 for i in exclude if i in graph.row_of)
         # the graph proposes candidates (a few more than k: its order is approximate, and with sq8
         # storage so are its scores); the part's exact vectors score and order them
-        ids, _ = self.graph.search(query, math.ceil(k * self.owner.rerank_factor) + present)
+        rows, _ = graph.search_rows(query, math.ceil(k * self.owner.rerank_factor) + present)
         if present:
-            ids = [i for i in ids if i not in exclude]
-        if not ids:
+            rows = rows[[graph.rows[r] not in exclude for r in rows.tolist()]]
+        if not len(rows):
             return [], np.zeros(0, dtype=np.float64)
-        vectors = self.exact.vectors(ids)
-        assert vectors is not None  # every live graph row is in the part (removals are tombstoned)
-        scores = vectors.astype(np.float64) @ query.astype(np.float64)
+        scores = self.exact.rows(self._slot_of_row[rows]).astype(np.float64) @ query.astype(np.float64)
         top = np.argsort(-scores, kind="stable")[:k]
-        return [ids[j] for j in top.tolist()], scores[top]
+        return [graph.rows[r] for r in rows[top].tolist()], scores[top]
 
 
 class HnswPool(CandidatePool):
@@ -299,7 +330,7 @@ class HnswPool(CandidatePool):
             graph = Graph.load(directory / g["file"], self.ef_search, self.ef_add)
             # a graph of the other storage is rebuilt (below), so the configured one is what serves
             if graph.storage == self.storage and set(graph.row_of) == set(owner.exact.ids()):
-                owner.graph = graph
+                owner.attach(graph)
         for part in parts.values():  # parts that reached graph_min without a matching saved graph
             if part.graph is None and len(part.exact) >= self.graph_min:
                 part._build()

@@ -116,6 +116,14 @@ class Graph:
         return graph
 
     def search(self, query: NDArray[np.float32], k: int) -> tuple[list[str], NDArray[np.float32]]:
+        """Ids and graph scores of up to ``k`` live rows, best first (approximate)."""
+        rows, scores = self.search_rows(query, k)
+        return [self.rows[r] for r in rows.tolist()], scores
+
+    def search_rows(
+        self, query: NDArray[np.float32], k: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        """:meth:`search` as graph rows (``rows[r]`` is the id of row ``r``)."""
         if self._selector is None:
             self._selector = self._faiss.IDSelectorBitmap(
                 self._bits.shape[0] * 8, self._faiss.swig_ptr(self._bits)
@@ -125,7 +133,8 @@ class Graph:
         params.sel = self._selector
         scores, rows = self.index.search(query.reshape(1, -1), k, params=params)
         keep = rows[0] >= 0
-        return [self.rows[r] for r in rows[0][keep].tolist()], scores[0][keep]
+        found: NDArray[np.int64] = rows[0][keep]
+        return found, scores[0][keep]
 
 
 def run_graph_work(work: Sequence[Callable[[], None]]) -> None:
