@@ -178,15 +178,9 @@ def test_store_cli_apply_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert bad.exit_code != 0 and "staging" in bad.output
 
 
-def test_parquet_distinct_ids_reads_each_part_once_and_follows_writes_and_compaction(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The API's periodic sync asks for every item id every few seconds: parts read before are not
-    read again, and the answer still follows new parts (this or another process's), compaction and
-    deletions."""
+def _count_part_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the parquet files read from now on (``pyarrow.parquet.read_table`` counted)."""
     import pyarrow.parquet as pq
-
-    from feature_repo.testing import random_items
 
     reads: list[str] = []
     real_read = pq.read_table
@@ -196,6 +190,18 @@ def test_parquet_distinct_ids_reads_each_part_once_and_follows_writes_and_compac
         return real_read(source, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(pq, "read_table", counting_read)
+    return reads
+
+
+def test_parquet_distinct_ids_reads_each_part_once_and_follows_writes_and_compaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's periodic sync asks for every item id every few seconds: parts read before are not
+    read again, and the answer still follows new parts (this or another process's), compaction and
+    deletions."""
+    from feature_repo.testing import random_items
+
+    reads = _count_part_reads(monkeypatch)
     log = ParquetOfflineLog(tmp_path / "offline")
     other = ParquetOfflineLog(tmp_path / "offline")  # e.g. the encode worker's process
     items = random_items(30, seed=1, listed_at=T0)
@@ -245,8 +251,6 @@ def test_ids_written_since_are_the_rows_written_after_the_mark(offline: OfflineL
 def test_parquet_ids_written_since_reads_only_parts_modified_since(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pyarrow.parquet as pq
-
     from feature_repo.testing import random_items
 
     log = ParquetOfflineLog(tmp_path / "offline")
@@ -256,14 +260,7 @@ def test_parquet_ids_written_since_reads_only_parts_modified_since(
     hour_ago = datetime.now(UTC).timestamp() - 3600
     for part in log.table_dir("item_content").glob("*.parquet"):
         os.utime(part, (hour_ago, hour_ago))  # written an hour ago
-    reads: list[str] = []
-    real_read = pq.read_table
-
-    def counting_read(source: object, *args: object, **kwargs: object) -> object:
-        reads.append(Path(str(source)).name)
-        return real_read(source, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(pq, "read_table", counting_read)
+    reads = _count_part_reads(monkeypatch)
     mark = datetime.now(UTC) - timedelta(minutes=1)
     log.write_item_content(items[15:])
     assert log.ids_written_since("item_content", "item_id", mark) == sorted(i.item_id for i in items[15:])
