@@ -78,9 +78,10 @@ class AppState:
     _encoder_lock: threading.Lock = field(default_factory=threading.Lock)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set)
-    _listed_count: int = 0  # distinct ids in the offline content history at the last sync
     _pending: set[str] = field(default_factory=set)  # listed offline, not yet read online
-    _changed_mark: datetime | None = None  # rows written from here on: the next changed sync reads them
+    # rows written from these times on: what the next changed / new sync reads (before the overlap)
+    _changed_mark: datetime | None = None
+    _listed_mark: datetime | None = None
     _sync_lock: threading.Lock = field(default_factory=threading.Lock)
     _store_ok: bool = True
     _store_checked: float = 0.0
@@ -147,7 +148,7 @@ class AppState:
             return False
         self.service.track(snap.entries["item"], snap.rows.counts())
         self._seen = set(snap.rows.known_ids)
-        self._changed_mark = snap.taken_at
+        self._changed_mark = self._listed_mark = snap.taken_at
         self.metrics.pool_size.set(len(self.service))
         log.info("pool: %d items from the snapshot taken at %s", len(snap.rows), snap.taken_at.isoformat())
         return True
@@ -158,12 +159,11 @@ class AppState:
         ``full``: re-read every stored item (start-up without a snapshot). ``changed``: re-read the
         items whose content or state rows were written since the previous full or changed sync (or
         the snapshot), less ``pool_sync_overlap_s``: statuses and vectors whose ``items.stored``
-        announcement this replica missed. Their ids come from the offline history, which every writer
-        writes before the online row; at a million items a full re-read held the serving process for
-        ~100 s. ``new``: only items the replica has never seen (ids from the offline content
-        history, one column scan), and only when that history holds ids it did not hold at the last
-        sync: with a million items, comparing every id with the seen set every few seconds cost
-        ~0.1 s of the GIL each time. An id whose online row is not there yet is asked for again at
+        announcement this replica missed; at a million items a full re-read held the serving process
+        for ~100 s. ``new``: read the items listed since the previous sync (content rows written since,
+        less the overlap) that the replica has never seen; at a million items scanning every listed id
+        held the GIL ~20 ms every few seconds. Ids come from the offline history, which every writer
+        writes before the online row; one whose online row is not there yet is asked for again at
         every sync until it is.
         """
         if self.store is None:
@@ -177,29 +177,25 @@ class AppState:
         items: list[StoredItem]
         offline = getattr(self.store, "offline", None)
         started = datetime.now(UTC)
-        if mode == "full" or offline is None or (mode == "changed" and self._changed_mark is None):
+        overlap = timedelta(seconds=self.settings.exploration.pool_sync_overlap_s)
+        if mode == "full" or offline is None or self._changed_mark is None or self._listed_mark is None:
             items = list(self.store.iter_items())
             self._seen = {i.item_id for i in items}
-            self._changed_mark = started
+            self._changed_mark = self._listed_mark = started
         elif mode == "changed":
-            assert self._changed_mark is not None
-            since = self._changed_mark - timedelta(seconds=self.settings.exploration.pool_sync_overlap_s)
-            ids = set(offline.ids_written_since("item_state", "item_id", since))
-            ids.update(offline.ids_written_since("item_content", "item_id", since))
+            ids = set(offline.ids_written_since("item_state", "item_id", self._changed_mark - overlap))
+            ids.update(offline.ids_written_since("item_content", "item_id", self._changed_mark - overlap))
             items = list(self.store.get_items(sorted(ids)).values()) if ids else []
-            self._seen.update(i.item_id for i in items)
-            self._pending.difference_update(i.item_id for i in items)
             self._changed_mark = started
         else:
-            listed = offline.distinct_ids("item_content", "item_id")
-            if len(listed) != self._listed_count:  # the history only grows: same count, no new id
-                self._listed_count = len(listed)
-                self._pending.update(i for i in listed if i not in self._seen)
+            listed = offline.ids_written_since("item_content", "item_id", self._listed_mark - overlap)
+            self._pending.update(i for i in listed if i not in self._seen)
+            self._listed_mark = started
             # ids listed offline whose online row is not there yet (written offline first) stay
             # pending and are asked for again at the next sync
             items = list(self.store.get_items(sorted(self._pending)).values()) if self._pending else []
-            self._seen.update(i.item_id for i in items)
-            self._pending.difference_update(i.item_id for i in items)
+        self._seen.update(i.item_id for i in items)
+        self._pending.difference_update(i.item_id for i in items)
         added, removed = self.service.sync_from_store(items)
         self._sync_search_pool(items)
         self.pool_synced = True
