@@ -250,7 +250,10 @@ class AppState:
                     next_grad = now + cfg.graduation_interval_s
                     await asyncio.to_thread(self.service.graduate)
                     self.metrics.pool_size.set(len(self.service))
-                    self.metrics.on_schedule.set(self.service.pacer.on_schedule_share())
+                    # off the event loop: a pass over every tracked item (~5 ms at a million)
+                    self.metrics.on_schedule.set(
+                        await asyncio.to_thread(self.service.pacer.on_schedule_share)
+                    )
             except ColdstartError as exc:
                 log.warning("maintenance: %s", exc)
             except Exception:
