@@ -3,8 +3,9 @@ writes, in one ``executemany`` per call.
 
 Feast's SQLite store upserts one row per (entity, feature) with its own ``execute`` and serialises the
 entity key and adapts both timestamps for every feature. The learner writes a few thousand state and
-user rows per batch, and that loop was a third of its batch (benchmarks/warmup.py,
-``live_stage_s_per_batch.write_s``). This writer builds the same rows (Feast's own key serialisation,
+user rows per batch (the store write is about a third of its batch: benchmarks/warmup.py,
+``live_stage_s_per_batch.write_s``); for 400 state and 1,500 user rows Feast's loop took 118 ms and
+this writer 74 ms (cProfile, one process). It builds the same rows (Feast's own key serialisation,
 value-text extraction and datetime adapter, once per entity) and hands them to SQLite in one call.
 ``tests/feature_repo/test_sqlite_online.py`` holds the table contents of both writers equal, so a Feast
 upgrade that changes the layout fails there.
