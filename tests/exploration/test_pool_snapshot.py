@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,14 @@ def test_the_cli_writes_the_stores_cold_pool(tmp_path: Path, monkeypatch: pytest
     settings = seeded_settings(tmp_path, n_items=30)
     monkeypatch.setenv("COLDSTART_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("COLDSTART_EXPLORATION__POOL", json.dumps({"type": "hnsw", "graph_min": 10}))
+    read_at: list[datetime] = []
+    iter_items = FeastFeatureStore.iter_items
+
+    def timed_read(self: FeastFeatureStore) -> Iterator[StoredItem]:
+        read_at.append(datetime.now(UTC))
+        return iter_items(self)
+
+    monkeypatch.setattr(FeastFeatureStore, "iter_items", timed_read)
     result = CliRunner().invoke(app, ["exploration", "pool-snapshot"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output.strip().splitlines()[-1])
@@ -162,3 +171,6 @@ def test_the_cli_writes_the_stores_cold_pool(tmp_path: Path, monkeypatch: pytest
     pool = HnswPool(graph_min=10)
     snap = read_snapshot(snapshot_dir(settings), {"item": pool, "content": ExactPool()})
     assert snap is not None and len(pool) == 30 and pool._all.graph is not None
+    # stamped when its read began: a replica's changed-items sync starts there (rows written while the
+    # snapshot read and indexed the store are after the stamp)
+    assert len(read_at) == 1 and snap.taken_at <= read_at[0]
