@@ -102,12 +102,10 @@ class ExactPool(CandidatePool):
     def vectors(self, item_ids: Sequence[str]) -> NDArray[np.float32] | None:
         """Rows of the pool's matrix for ``item_ids`` (one gather: the slot service's candidates)."""
         with self._lock:
-            get = self._slot.get
-            slots = [get(item_id, -1) for item_id in item_ids]
-            if -1 in slots:
+            slots = self.slots(item_ids)
+            if (slots < 0).any():
                 return None
-            rows: NDArray[np.float32] = self._matrix[slots]
-            return rows
+            return self.rows(slots)
 
     def ids(self) -> list[str]:
         """Ids currently in the pool (slot order)."""

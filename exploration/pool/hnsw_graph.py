@@ -115,15 +115,11 @@ class Graph:
         graph._selector = None
         return graph
 
-    def search(self, query: NDArray[np.float32], k: int) -> tuple[list[str], NDArray[np.float32]]:
-        """Ids and graph scores of up to ``k`` live rows, best first (approximate)."""
-        rows, scores = self.search_rows(query, k)
-        return [self.rows[r] for r in rows.tolist()], scores
-
     def search_rows(
         self, query: NDArray[np.float32], k: int
     ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-        """:meth:`search` as graph rows (``rows[r]`` is the id of row ``r``)."""
+        """Up to ``k`` live rows and their graph scores, best first (approximate; ``rows[r]`` is the
+        id of row ``r``)."""
         if self._selector is None:
             self._selector = self._faiss.IDSelectorBitmap(
                 self._bits.shape[0] * 8, self._faiss.swig_ptr(self._bits)

@@ -171,6 +171,16 @@ class ParquetOfflineLog(OfflineLog):
             mask &= t < pd.Timestamp(until)
         return df.loc[mask].reset_index(drop=True)
 
+    @staticmethod
+    def _parts(directory: Path) -> list[tuple[str, os.stat_result]]:
+        """The parquet parts of a table's directory (names and stats; temporary files left out)."""
+        with os.scandir(directory) as entries:
+            return [
+                (e.name, e.stat())
+                for e in entries
+                if e.name.endswith(".parquet") and not e.name.startswith(".")
+            ]
+
     def distinct_ids(self, table: TableName, column: str) -> list[str]:
         """Sorted distinct values of an id column, reading only that column of parts not read before.
 
@@ -180,13 +190,7 @@ class ParquetOfflineLog(OfflineLog):
         """
         d = self.root / table
         try:
-            with os.scandir(d) as entries:
-                parts = {
-                    (e.name, st.st_size, st.st_mtime_ns)
-                    for e in entries
-                    if e.name.endswith(".parquet") and not e.name.startswith(".")
-                    for st in (e.stat(),)
-                }
+            parts = {(name, st.st_size, st.st_mtime_ns) for name, st in self._parts(d)}
             with self._ids_lock:
                 cached = self._ids.get((table, column))
                 if cached is not None and cached[0] == parts:
@@ -214,15 +218,7 @@ class ParquetOfflineLog(OfflineLog):
         d = self.root / table
         ids: set[str] = set()
         try:
-            with os.scandir(d) as entries:
-                parts = [
-                    e.name
-                    for e in entries
-                    if e.name.endswith(".parquet")
-                    and not e.name.startswith(".")
-                    and e.stat().st_mtime_ns >= cutoff_ns
-                ]
-            for name in parts:
+            for name in [name for name, st in self._parts(d) if st.st_mtime_ns >= cutoff_ns]:
                 part = pq.read_table(d / name, columns=[column, "created_ts"])
                 written = pc.greater_equal(
                     part["created_ts"], pa.scalar(cutoff, type=part["created_ts"].type)
