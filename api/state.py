@@ -159,10 +159,10 @@ class AppState:
         ``full``: re-read every stored item (start-up without a snapshot). ``changed``: re-read the
         items whose content or state rows were written since the previous full or changed sync (or
         the snapshot), less ``pool_sync_overlap_s``: statuses and vectors whose ``items.stored``
-        announcement this replica missed; at a million items a full re-read held the serving process
-        for ~100 s. ``new``: read the items listed since the previous sync (content rows written since,
-        less the overlap) that the replica has never seen; at a million items scanning every listed id
-        held the GIL ~20 ms every few seconds. Ids come from the offline history, which every writer
+        announcement this replica missed (at a million items a full re-read costs the serving process
+        ~100 s). ``new``: read the items listed since the previous sync (content rows written since,
+        less the overlap) that the replica has never seen (scanning every listed id instead costs
+        ~20 ms of GIL each time at a million items). Ids come from the offline history, which every writer
         writes before the online row; one whose online row is not there yet is asked for again at
         every sync until it is.
         """

@@ -272,7 +272,7 @@ def test_the_changed_sync_reads_only_the_items_written_since_the_last_one(
         assert state.sync_pool("changed") == (0, 1) and asked == ["item-00005"]
         assert state.service.entry("item-00005") is None
         # the frequent sync reads only the items listed since the previous one, without scanning every
-        # listed id (at a million items that scan held the GIL ~20 ms every few seconds)
+        # listed id (at a million items that scan costs ~20 ms of GIL each time)
         monkeypatch.setattr(ParquetOfflineLog, "distinct_ids", _no_scan)
         asked.clear()
         assert state.sync_pool("new") == (0, 0) and asked == []
