@@ -267,6 +267,22 @@ def test_parquet_ids_written_since_reads_only_parts_modified_since(
     assert len(reads) == 1  # the new part only
 
 
+def test_a_broken_part_is_a_store_error_for_the_periodic_sync(tmp_path: Path) -> None:
+    """A part that is not parquet (a foreign or truncated file) fails the read with the project's store
+    error, which the API's maintenance loop logs before it tries again; nothing else is raised."""
+    from coldstart.errors import StoreError
+    from feature_repo.testing import random_items
+
+    log = ParquetOfflineLog(tmp_path / "offline")
+    mark = datetime.now(UTC) - timedelta(minutes=1)
+    log.write_item_content(random_items(3, seed=4, listed_at=T0))
+    (log.table_dir("item_content") / "part-broken.parquet").write_bytes(b"PAR1\x00 not parquet")
+    with pytest.raises(StoreError):
+        log.ids_written_since("item_content", "item_id", mark)
+    with pytest.raises(StoreError):
+        log.distinct_ids("item_content", "item_id")
+
+
 def test_dedupe_across_ledger_chunks_and_within_one_write(offline: OfflineLog) -> None:
     # 1,301 keys (more than one ledger query's worth), 300 written before, 50 repeated in the call
     rows = [
