@@ -6,6 +6,9 @@ default ``PacingConfig``):
 - ``most_starving_p50_ms`` / ``_p99_ms``: ``most_starving(100)`` as the slot service calls it (every
   tenth call for an unknown user, ``only_behind=False``), each call followed by 3 of its items served
   (pacing serves the earliest deadlines first), ``--requests`` calls, the last half timed;
+- ``category_p50_ms`` / ``_p99_ms`` and ``seller_p50_ms`` / ``_p99_ms``: the same calls restricted to
+  one category (5% of the items: 20 categories) or one seller (0.2%: 500 sellers), as a request with
+  a category or seller filter makes them, 200 calls each after the unrestricted ones;
 - ``new_items_ms``: 20 new items registered, then one ``most_starving`` call (a pool sync), median of 5;
 - ``graduations_ms``: 200 items forgotten, then one call (a graduation pass), median of 5.
 
@@ -45,7 +48,7 @@ def main() -> None:
     listed = now - rng.uniform(0.0, 20.0, args.items) * 3600.0
     pacer = ExposurePacer(PacingConfig())
     for i in range(args.items):
-        pacer.register(f"item-{i}", float(listed[i]))
+        pacer.register(f"item-{i}", float(listed[i]), category=f"cat-{i % 20}", seller_id=f"seller-{i % 500}")
     times = []
     for r in range(args.requests):
         t = time.perf_counter()
@@ -53,7 +56,17 @@ def main() -> None:
         times.append((time.perf_counter() - t) * 1e3)
         pacer.record_impressions(ids[:3], now_s=now)
     timed = np.asarray(times[len(times) // 2 :])
-    full = [_ms(lambda: pacer._ranked(100, now, (), (), (), True)) for _ in range(20)]
+    restricted: dict[str, list[float]] = {"category": [], "seller": []}
+    for r in range(200):
+        for kind, out in restricted.items():
+            cats, sellers = ([f"cat-{r % 20}"], []) if kind == "category" else ([], [f"seller-{r % 500}"])
+            t = time.perf_counter()
+            ids = pacer.most_starving(
+                100, now_s=now, categories=cats, sellers=sellers, only_behind=r % 10 != 0
+            )
+            out.append((time.perf_counter() - t) * 1e3)
+            pacer.record_impressions(ids[:3], now_s=now)
+    full = [_ms(lambda: pacer._ranked(100, now, None, (), True)) for _ in range(20)]
     nxt = args.items
 
     def new_items() -> None:
@@ -73,6 +86,11 @@ def main() -> None:
         "impressions_served": 3 * args.requests,
         "most_starving_p50_ms": round(float(np.median(timed)), 3),
         "most_starving_p99_ms": round(float(np.percentile(timed, 99)), 3),
+        **{
+            f"{kind}_{q}_ms": round(float(np.percentile(ms, p)), 3)
+            for kind, ms in restricted.items()
+            for q, p in (("p50", 50), ("p99", 99))
+        },
         "full_ranking_p50_ms": round(float(np.median(full)), 3),
         "ratio_p99_vs_full_ranking": round(float(np.percentile(timed, 99) / np.median(full)), 4),
         "new_items_ms": round(float(np.median([_ms(new_items) for _ in range(5)])), 2),

@@ -1,7 +1,8 @@
 """The exposure ledger: per-item impressions and clicks of the cold items a process serves.
 
-One row per tracked item in numpy arrays (listing time, impressions, clicks) beside lists of ids,
-sellers and categories, swap-removed, so that pacing can rank a large pool with array operations. The
+One row per tracked item in numpy arrays (listing time, impressions, clicks, seller and category
+codes) beside the list of ids, swap-removed, so that pacing can rank and filter a large pool with
+array operations. The
 counters live in the process (an API replica counts the impressions it serves and the positive
 interactions posted to it); at start-up they are seeded from the feature store's ``impressions`` and
 ``clicks`` columns (:meth:`ExposureLedger.register`).
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,28 @@ class Exposure:
     clicks: int = 0
 
 
+class _Labels:
+    """Integer codes of label values (sellers or categories): rows hold an ``int32`` code, so that a
+    filter over a million rows is one array comparison (a Python pass over their strings costs
+    ~150 ms a request). Codes are never reused; the table grows with the distinct values seen."""
+
+    def __init__(self) -> None:
+        self._code: dict[str, int] = {}
+        self.names: list[str] = []
+
+    def code(self, name: str) -> int:
+        """The code of ``name`` (a new one the first time)."""
+        code = self._code.get(name)
+        if code is None:
+            code = self._code[name] = len(self.names)
+            self.names.append(name)
+        return code
+
+    def known(self, names: Collection[str]) -> NDArray[np.int32]:
+        """The codes of those of ``names`` that have one."""
+        return np.asarray([self._code[v] for v in names if v in self._code], dtype=np.int32)
+
+
 class ExposureLedger:
     """Thread-safe per-item exposure counters (the state :class:`~exploration.pacing.ExposurePacer`
     paces)."""
@@ -42,12 +65,14 @@ class ExposureLedger:
         self._counted: OrderedDict[str, None] = OrderedDict()  # recent click count keys
         self._ids: list[str] = []
         self._index: dict[str, int] = {}
-        self._sellers: list[str] = []
-        self._categories: list[str] = []
+        self._seller_labels = _Labels()
+        self._category_labels = _Labels()
         cap = 1024
         self._listed = np.zeros(cap, dtype=np.float64)
         self._imps = np.zeros(cap, dtype=np.int64)
         self._clicks = np.zeros(cap, dtype=np.int64)
+        self._seller = np.zeros(cap, dtype=np.int32)
+        self._category = np.zeros(cap, dtype=np.int32)
         # rows sorted by listing time and those times (:meth:`_by_listing`), kept up to date as rows
         # come and go; -1 marks a removed item's place until the next compaction
         self._sorted: tuple[NDArray[np.intp], NDArray[np.float64]] | None = None
@@ -63,7 +88,7 @@ class ExposureLedger:
 
     def _grow(self) -> None:
         cap = max(1024, 2 * len(self._listed))
-        for name in ("_listed", "_imps", "_clicks"):
+        for name in ("_listed", "_imps", "_clicks", "_seller", "_category"):
             old = getattr(self, name)
             new = np.zeros(cap, dtype=old.dtype)
             new[: len(old)] = old
@@ -89,17 +114,19 @@ class ExposureLedger:
                 if self._sorted is not None:
                     self._sorted_added.append(i)
                 self._ids.append(item_id)
-                self._sellers.append(seller_id)
-                self._categories.append(category)
                 self._index[item_id] = i
                 self._listed[i] = listed_at_s
                 self._imps[i] = impressions
                 self._clicks[i] = clicks
+                self._seller[i] = self._seller_labels.code(seller_id)
+                self._category[i] = self._category_labels.code(category)
             else:
                 self._imps[i] = max(int(self._imps[i]), impressions)
                 self._clicks[i] = max(int(self._clicks[i]), clicks)
-                self._sellers[i] = seller_id or self._sellers[i]
-                self._categories[i] = category or self._categories[i]
+                if seller_id:
+                    self._seller[i] = self._seller_labels.code(seller_id)
+                if category:
+                    self._category[i] = self._category_labels.code(category)
 
     def forget(self, item_ids: Iterable[str]) -> None:
         """Stop tracking items (unknown ids are ignored)."""
@@ -117,15 +144,10 @@ class ExposureLedger:
         if i != last:
             moved = self._ids[last]
             self._ids[i] = moved
-            self._sellers[i] = self._sellers[last]
-            self._categories[i] = self._categories[last]
-            self._listed[i] = self._listed[last]
-            self._imps[i] = self._imps[last]
-            self._clicks[i] = self._clicks[last]
+            for column in (self._listed, self._imps, self._clicks, self._seller, self._category):
+                column[i] = column[last]
             self._index[moved] = i
         self._ids.pop()
-        self._sellers.pop()
-        self._categories.pop()
 
     def _by_listing(self) -> tuple[NDArray[np.intp], NDArray[np.float64], int]:
         """Tracked rows sorted by listing time (ties in any order), their listing times, and a version
@@ -188,11 +210,28 @@ class ExposureLedger:
         return Exposure(
             item_id=self._ids[i],
             listed_at_s=float(self._listed[i]),
-            seller_id=self._sellers[i],
-            category=self._categories[i],
+            seller_id=self._seller_labels.names[self._seller[i]],
+            category=self._category_labels.names[self._category[i]],
             impressions=int(self._imps[i]),
             clicks=int(self._clicks[i]),
         )
+
+    def _allowed(self, categories: Collection[str], sellers: Collection[str]) -> NDArray[np.bool_] | None:
+        """Which tracked rows are in one of ``categories`` and sold by one of ``sellers`` (an empty
+        restriction allows every value); ``None`` when neither restricts (lock held)."""
+        if not (categories or sellers):
+            return None
+        size = len(self._ids)
+        allowed = np.ones(size, dtype=bool)
+        for labels, column, wanted in (
+            (self._category_labels, self._category, categories),
+            (self._seller_labels, self._seller, sellers),
+        ):
+            if wanted:
+                codes = labels.known(wanted)
+                # one value (the usual filter): a plain comparison, ~3x faster than isin at 1M rows
+                allowed &= column[:size] == codes[0] if codes.shape[0] == 1 else np.isin(column[:size], codes)
+        return allowed
 
     def impressions(self, item_ids: Sequence[str]) -> NDArray[np.int64]:
         """``(len(item_ids),)`` impression counts (0 for unknown ids)."""

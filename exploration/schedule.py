@@ -56,6 +56,12 @@ def _lexsort_head(primary: NDArray[np.float64], secondary: NDArray[np.float64], 
     return cand[np.lexsort((secondary[cand], primary[cand]))]
 
 
+#: A category/seller restriction that leaves at most this share of the tracked items is ranked
+#: directly (cost in proportion to its items) instead of from the head of the deadline order, whose
+#: windows would have to grow past ~1/share rows to find enough of them.
+HEAD_MIN_SHARE = 1 / 64
+
+
 class ScheduledLedger(ExposureLedger):
     """The exposure ledger with the pacing schedule: boosts, urgency and the starvation ranking
     (one array row per tracked item, so ranking a large pool costs microseconds per request).
@@ -143,16 +149,24 @@ class ScheduledLedger(ExposureLedger):
         with self._lock:
             if not self._ids:
                 return []
-            if self.config.starving_order == "deadline" and not (categories or sellers):
-                head = self._starving_head(n, now, exclude)
+            allowed = self._allowed(categories, sellers)
+            # the head of the deadline order answers unless the restriction leaves so few rows that
+            # ranking them is cheaper than walking the order to find n of them
+            few = allowed is not None and np.count_nonzero(allowed) <= HEAD_MIN_SHARE * len(self._ids)
+            if self.config.starving_order == "deadline" and not few:
+                head = self._starving_head(n, now, exclude, allowed)
                 if head is not None:
                     return head
-            return self._ranked(n, now, categories, sellers, exclude, only_behind)
+            rows = None if allowed is None else np.flatnonzero(allowed)
+            return self._ranked(n, now, rows, exclude, only_behind)
 
-    def _starving_head(self, n: int, now: float, exclude: Collection[str]) -> list[str] | None:
-        """:meth:`most_starving` (``"deadline"`` order, no category/seller filter) from the head of
-        the deadline order alone, or ``None`` when fewer than ``n`` open items qualify at all (lock
-        held): the full ranking (:meth:`_ranked`) answers then.
+    def _starving_head(
+        self, n: int, now: float, exclude: Collection[str], allowed: NDArray[np.bool_] | None
+    ) -> list[str] | None:
+        """:meth:`most_starving` (``"deadline"`` order; ``allowed``: the rows the category/seller
+        restriction leaves, ``None`` for all) from the head of the deadline order alone, or ``None``
+        when fewer than ``n`` open items qualify at all (lock held): the full ranking
+        (:meth:`_ranked`) answers then.
 
         The first ``n`` of the ranking are open, unmet, behind-schedule items whenever at least ``n``
         exist, in order of (deadline, larger deficit, row). Deadlines are fixed at listing, so the
@@ -174,6 +188,8 @@ class ScheduledLedger(ExposureLedger):
             imps = self._imps[rows]
             deficit = self._expected(self._listed[rows], now) - imps
             ok = (deficit > 0) & (imps < self.config.target_impressions)
+            if allowed is not None:
+                ok &= allowed[rows]
             if gone:
                 ok &= ~np.isin(rows, gone)
             hits = np.flatnonzero(ok)
@@ -231,33 +247,32 @@ class ScheduledLedger(ExposureLedger):
         self,
         n: int,
         now: float,
-        categories: Sequence[str],
-        sellers: Sequence[str],
+        rows: NDArray[np.intp] | None,
         exclude: Collection[str],
         only_behind: bool,
     ) -> list[str]:
-        """:meth:`most_starving` over every tracked item (lock held, at least one item tracked)."""
-        size = len(self._ids)
-        deficit = self._expected(self._listed[:size], now) - self._imps[:size]
+        """:meth:`most_starving` over the tracked ``rows`` (ascending; ``None``: every row) (lock
+        held, at least one item tracked)."""
+        if rows is None:
+            rows = np.arange(len(self._ids))
+        listed, imps = self._listed[rows], self._imps[rows]
+        deficit = self._expected(listed, now) - imps
         if only_behind:
             deficit = np.where(deficit > 0, deficit, -np.inf)
-        if categories or sellers:
-            cats, sels = set(categories), set(sellers)
-            for i in range(size):
-                if (cats and self._categories[i] not in cats) or (sels and self._sellers[i] not in sels):
-                    deficit[i] = -np.inf
-        deficit[self._rows_of(exclude)] = -np.inf
+        gone = self._rows_of(exclude)
+        if gone:
+            deficit[np.isin(rows, gone)] = -np.inf
         if self.config.starving_order == "deadline":
             # primary key: deadline for open, unmet, behind items; +inf (after them) otherwise
-            deadline = self._deadline(self._listed[:size])
-            open_ = (deadline >= now) & (self._imps[:size] < self.config.target_impressions) & (deficit > 0)
+            deadline = self._deadline(listed)
+            open_ = (deadline >= now) & (imps < self.config.target_impressions) & (deficit > 0)
             primary = np.where(open_ & np.isfinite(deficit), deadline, np.inf)
         else:
-            primary = np.zeros(size)
+            primary = np.zeros(rows.shape[0])
         order = _lexsort_head(primary, -deficit, n)
         order = order[np.isfinite(deficit[order])]
         ids = self._ids
-        return [ids[i] for i in order.tolist()]
+        return [ids[i] for i in rows[order].tolist()]
 
     def urgency(self, item_ids: Sequence[str], now_s: float | None = None) -> NDArray[np.float64]:
         """``(len(item_ids),)`` impressions still needed per hour left before each item's deadline.

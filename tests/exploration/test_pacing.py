@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from exploration.config import GreedyPolicyConfig, PacingConfig, VWPolicyConfig
 from exploration.pacing import ExposurePacer
 from exploration.policies import Arm, build_policy
+from exploration.schedule import HEAD_MIN_SHARE
 
 H = 3600.0
 
@@ -130,7 +133,7 @@ def test_most_starving_skips_the_served_head_without_ranking_every_item(
         exclude = {f"i{j}" for j in rng.integers(0, 3000, 5).tolist()}
         n = int(rng.integers(1, 40))
         got = p.most_starving(n, now_s=now, exclude=exclude)
-        assert got == full(n, now, (), (), exclude, True), step
+        assert got == full(n, now, None, exclude, True), step
         p.record_impressions(got[: int(rng.integers(0, 4))], now_s=now)
     assert ranked == []
 
@@ -352,11 +355,83 @@ def test_the_starving_head_of_the_deadline_order_equals_the_full_ranking() -> No
             at = now + float(rng.uniform(0, 3600 * 6))
             behind = bool(rng.random() < 0.7)
             got = pacer.most_starving(n, now_s=at, exclude=exclude, only_behind=behind)
-            want = pacer._ranked(n, at, (), (), exclude, behind)
+            want = pacer._ranked(n, at, None, exclude, behind)
             assert got == want, (trial, step, n)
-            used_head += pacer._starving_head(n, at, exclude) is not None
+            used_head += pacer._starving_head(n, at, exclude, None) is not None
             pacer.record_impressions(got[:5], now_s=at)
     assert used_head >= 60  # the head answered most calls (the rest fell back to the full ranking)
+
+
+def _reference_starving(
+    p: ExposurePacer,
+    n: int,
+    now: float,
+    categories: list[str],
+    sellers: list[str],
+    exclude: set[str],
+    only_behind: bool,
+) -> list[str]:
+    """most_starving's documented order, item by item from the ledger's public state: open, unmet,
+    behind items by deadline, then by larger deficit; the rest after them by larger deficit; ties by
+    ledger row."""
+    c = p.config
+    keyed = []
+    for item_id in list(p._index):
+        e = p.get(item_id)
+        assert e is not None
+        if (categories and e.category not in categories) or (sellers and e.seller_id not in sellers):
+            continue
+        deficit = p.expected_impressions(e, now) - e.impressions
+        if item_id in exclude or (only_behind and deficit <= 0):
+            continue
+        deadline = e.listed_at_s + c.window_hours * H
+        open_ = deadline >= now and e.impressions < c.target_impressions and deficit > 0
+        keyed.append((deadline if open_ else math.inf, -deficit, p._index[item_id], item_id))
+    return [k[-1] for k in sorted(keyed)[:n]]
+
+
+def test_a_category_or_seller_restriction_ranks_only_its_items() -> None:
+    """A request's category / seller filter restricts the starving items by integer codes: the answer
+    must be the documented ranking of the matching items alone, for broad filters (answered from the
+    head of the deadline order) and narrow ones (ranked directly), after re-labelled and forgotten
+    items too."""
+    rng = np.random.default_rng(21)
+    paths = {"head": 0, "ranked": 0}
+    for trial in range(25):
+        p = make(target_impressions=int(rng.integers(5, 40)), window_hours=24.0)
+        now = 1_000_000.0
+        n_items = int(rng.integers(200, 3000))
+        cats = [f"c{j}" for j in range(int(rng.integers(1, 6)))]
+        sellers = [f"s{j}" for j in range(int(rng.integers(20, 300)))]
+        listed = now - rng.integers(0, 40, n_items) * 3600.0 * rng.choice([0.25, 1.0])
+        for i in range(n_items):
+            p.register(
+                f"i{i}",
+                float(listed[i]),
+                category=str(rng.choice(cats)),
+                seller_id=str(rng.choice(sellers)),
+                impressions=int(rng.integers(0, 30)),
+            )
+        p.forget([f"i{i}" for i in rng.choice(n_items, n_items // 10, replace=False)])
+        p.register("i0", float(listed[0]), category="moved", seller_id="moved")  # a re-labelled item
+        for _ in range(6):
+            n = int(rng.choice([1, 10, 100]))
+            want_cats = [str(c) for c in rng.choice([*cats, "moved", "unknown"], int(rng.integers(0, 3)))]
+            want_sellers = [str(s) for s in rng.choice(sellers, int(rng.integers(0, 2)))]
+            exclude = {f"i{i}" for i in rng.choice(n_items, int(rng.integers(0, 30)), replace=False)}
+            at = now + float(rng.uniform(0, 3600 * 6))
+            behind = bool(rng.random() < 0.7)
+            got = p.most_starving(
+                n, now_s=at, categories=want_cats, sellers=want_sellers, exclude=exclude, only_behind=behind
+            )
+            assert got == _reference_starving(p, n, at, want_cats, want_sellers, exclude, behind), trial
+            allowed = p._allowed(want_cats, want_sellers)
+            if allowed is not None:
+                few = allowed.sum() <= HEAD_MIN_SHARE * len(p)
+                head = None if few else p._starving_head(n, at, exclude, allowed)
+                paths["ranked" if head is None else "head"] += 1
+            p.record_impressions(got[:3], now_s=at)
+    assert min(paths.values()) >= 10, paths  # both ways of answering were checked
 
 
 def test_load_is_the_edf_demand_bound_over_the_open_unmet_items() -> None:
