@@ -79,6 +79,9 @@ class ExposureLedger:
         self._sorted_added: list[int] = []  # new rows not merged into ``_sorted`` yet
         self._sorted_dead = 0  # places marked -1
         self._sorted_version = 0  # changes when places move (a merge, a compaction, a rebuild)
+        # ids whose counters reached what :meth:`_on_counters` checks for (the pacer: graduation evidence),
+        # so that a periodic pass finds them without scanning every row; forgotten with their item
+        self._flagged: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -127,6 +130,11 @@ class ExposureLedger:
                     self._seller[i] = self._seller_labels.code(seller_id)
                 if category:
                     self._category[i] = self._category_labels.code(category)
+            self._on_counters(i)
+
+    def _on_counters(self, row: int) -> None:
+        """Called (lock held) after ``row``'s counters changed; counters only grow. A subclass flags
+        the rows whose counters reached a threshold (``_flagged``); this ledger flags none."""
 
     def forget(self, item_ids: Iterable[str]) -> None:
         """Stop tracking items (unknown ids are ignored)."""
@@ -138,6 +146,7 @@ class ExposureLedger:
         i = self._index.pop(item_id, None)
         if i is None:
             return
+        self._flagged.discard(item_id)
         last = len(self._ids) - 1
         if self._sorted is not None:
             self._unsort(i, last)
@@ -257,3 +266,4 @@ class ExposureLedger:
             i = self._index.get(item_id)
             if i is not None:
                 self._clicks[i] += count
+                self._on_counters(i)

@@ -73,6 +73,8 @@ HORIZON_FLOOR = 0.05
 #: The adaptive strength is recomputed at most once per this fraction of the window (one sort of the
 #: tracked items: ~0.05 ms for 3,000 items, ~0.3 ms for 10,000).
 STRENGTH_REFRESH = 0.001
+#: Rows :meth:`ExposurePacer.on_schedule_share` counts per hold of the lock (~0.3 ms).
+SHARE_CHUNK = 65_536
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ class ExposurePacer(ScheduledLedger):
                 i = self._index.get(item_id)
                 if i is not None:
                     self._imps[i] += 1
+                    self._on_counters(i)
             self._supply.add(served, now)
 
     def supply_per_hour(self, now_s: float | None = None) -> float | None:
@@ -238,23 +241,32 @@ class ExposurePacer(ScheduledLedger):
         return Choice(pmf=pmf if first is None else first, scores=scores, slots=tuple(slots))
 
     # ------------------------------------------------------------------ graduation
+    def _on_counters(self, row: int) -> None:
+        c = self.config
+        if self._imps[row] >= c.graduate_impressions and self._clicks[row] >= c.graduate_clicks:
+            self._flagged.add(self._ids[row])
+
     def graduations(self, now_s: float | None = None) -> list[GraduationEvent]:
-        """Items that graduate now; they are removed from the pacer."""
+        """Items that graduate now; they are removed from the pacer.
+
+        Runs every few seconds in a replica, under the lock its requests take: the items with enough
+        evidence were flagged as their counters grew (:meth:`_on_counters`) and those aged out are the
+        head of the rows sorted by listing time, so the pass costs in proportion to what graduates
+        (checking every row cost ~3 ms at a million items).
+        """
         c = self.config
         now = self.clock() if now_s is None else now_s
         events: list[GraduationEvent] = []
         with self._lock:
-            size = len(self._ids)
-            evidence = (self._imps[:size] >= c.graduate_impressions) & (
-                self._clicks[:size] >= c.graduate_clicks
-            )
-            aged = (now - self._listed[:size]) > c.max_age_hours * 3600.0
-            for i in np.flatnonzero(evidence | aged)[::-1]:  # descending: swap-removal keeps lower rows
-                e = self._exposure(int(i))
+            order, listed, _ = self._by_listing()
+            aged = order[: int(np.searchsorted(listed, now - c.max_age_hours * 3600.0, side="left"))]
+            rows = {*aged.tolist(), *(self._index[item_id] for item_id in self._flagged)}
+            for i in sorted(rows, reverse=True):  # descending: swap-removal keeps lower rows
+                e = self._exposure(i)
                 events.append(
                     GraduationEvent(
                         item_id=e.item_id,
-                        reason="evidence" if evidence[i] else "aged_out",
+                        reason="evidence" if e.item_id in self._flagged else "aged_out",
                         impressions=e.impressions,
                         clicks=e.clicks,
                         listed_at=datetime.fromtimestamp(e.listed_at_s, UTC),
@@ -266,10 +278,23 @@ class ExposurePacer(ScheduledLedger):
         return events
 
     def on_schedule_share(self, now_s: float | None = None) -> float:
-        """Share of tracked items at or above their schedule (1.0 when there are none)."""
+        """Share of tracked items at or above their schedule (1.0 when there are none).
+
+        A gauge read every few seconds: it counts ``SHARE_CHUNK`` rows at a time and lets go of the
+        lock between chunks, so requests wait for one chunk, not for a pass over every row (~5 ms at a
+        million items); rows that move meanwhile may be counted twice or missed.
+        """
         now = self.clock() if now_s is None else now_s
-        with self._lock:
-            size = len(self._ids)
-            if size == 0:
-                return 1.0
-            return float(np.mean(self._imps[:size] >= self._expected(self._listed[:size], now)))
+        on = seen = 0
+        start = 0
+        while True:
+            with self._lock:
+                stop = min(start + SHARE_CHUNK, len(self._ids))
+                if stop <= start:
+                    break
+                on += int(
+                    np.count_nonzero(self._imps[start:stop] >= self._expected(self._listed[start:stop], now))
+                )
+            seen += stop - start
+            start = stop
+        return on / seen if seen else 1.0

@@ -69,6 +69,63 @@ def test_graduation_by_evidence_and_age() -> None:
     assert p.graduations(now_s=H) == []
 
 
+def test_graduations_are_those_of_a_check_of_every_item() -> None:
+    """graduations() finds the items with evidence from flags set as counters grew and the aged ones
+    from the rows sorted by listing: after any mix of registrations (with seeded counters),
+    impressions, clicks, forgotten items and time, its events must be those of checking every tracked
+    item, in the same order (descending row)."""
+    rng = np.random.default_rng(8)
+    for trial in range(30):
+        p = make(
+            graduate_impressions=int(rng.integers(0, 20)),
+            graduate_clicks=int(rng.integers(0, 4)),
+            max_age_hours=float(rng.uniform(1, 30)),
+        )
+        c = p.config
+        now, born = 0.0, 0
+        for step in range(12):
+            for _ in range(int(rng.integers(0, 60))):
+                p.register(
+                    f"i{born}",
+                    now - float(rng.uniform(0, 40)) * H,
+                    impressions=int(rng.integers(0, 25)) if rng.random() < 0.3 else 0,
+                    clicks=int(rng.integers(0, 5)) if rng.random() < 0.3 else 0,
+                )
+                born += 1
+            tracked = list(p._index)
+            if tracked:
+                p.record_impressions(
+                    [str(i) for i in rng.choice(tracked, int(rng.integers(0, 200)))], now_s=now
+                )
+                for item_id in rng.choice(tracked, int(rng.integers(0, 20))):
+                    p.record_click(str(item_id))
+                p.forget([str(i) for i in rng.choice(tracked, int(rng.integers(0, 10)))])
+            now += float(rng.uniform(0, 4)) * H
+            want = []
+            for item_id, _row in sorted(p._index.items(), key=lambda kv: -kv[1]):
+                e = p.get(item_id)
+                assert e is not None
+                evidence = e.impressions >= c.graduate_impressions and e.clicks >= c.graduate_clicks
+                if evidence or now - e.listed_at_s > c.max_age_hours * H:
+                    want.append((item_id, "evidence" if evidence else "aged_out", e.impressions, e.clicks))
+            got = [(e.item_id, e.reason, e.impressions, e.clicks) for e in p.graduations(now_s=now)]
+            assert got == want, (trial, step)
+            assert not any(item_id in p for item_id, *_ in got)
+
+
+def test_on_schedule_share_counts_every_row_across_its_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The share is counted a chunk of rows at a time (the lock let go between chunks): with chunks
+    smaller than the ledger it must still count every item once."""
+    import exploration.pacing as pacing
+
+    monkeypatch.setattr(pacing, "SHARE_CHUNK", 7)
+    p = make(target_impressions=10, window_hours=10, schedule_fraction=1.0)
+    for i in range(50):
+        p.register(f"i{i}", listed_at_s=-5 * H, impressions=5 if i < 20 else 4)  # expected: 5
+    assert p.on_schedule_share(now_s=0.0) == pytest.approx(20 / 50)
+    assert make().on_schedule_share() == 1.0
+
+
 def test_pacing_reaches_coverage_for_items_no_user_prefers() -> None:
     """With the service's starving reservation, every item reaches its target even when a popular
     subset would otherwise absorb all impressions (simulated: 1 slot per request, the policy
