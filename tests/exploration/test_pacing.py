@@ -447,14 +447,17 @@ def _reference_starving(
     return [k[-1] for k in sorted(keyed)[:n]]
 
 
-def test_a_category_or_seller_restriction_ranks_only_its_items() -> None:
+def test_a_category_or_seller_restriction_ranks_only_its_items(monkeypatch: pytest.MonkeyPatch) -> None:
     """A request's category / seller filter restricts the starving items by integer codes: the answer
     must be the documented ranking of the matching items alone, for broad filters (answered from the
-    head of the deadline order) and narrow ones (ranked directly), after re-labelled and forgotten
-    items too."""
+    head of the deadline order) and narrow ones (ranked directly), codes matched by comparison or
+    through a table, after re-labelled and forgotten items too."""
+    import exploration.ledger as ledger
+
     rng = np.random.default_rng(21)
     paths = {"head": 0, "ranked": 0}
     for trial in range(25):
+        monkeypatch.setattr(ledger, "_COMPARED_NAMES", 8 if trial % 2 else 0)
         p = make(target_impressions=int(rng.integers(5, 40)), window_hours=24.0)
         now = 1_000_000.0
         n_items = int(rng.integers(200, 3000))
