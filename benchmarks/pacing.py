@@ -9,6 +9,9 @@ default ``PacingConfig``):
 - ``category_p50_ms`` / ``_p99_ms`` and ``seller_p50_ms`` / ``_p99_ms``: the same calls restricted to
   one category (5% of the items: 20 categories) or one seller (0.2%: 500 sellers), as a request with
   a category or seller filter makes them, 200 calls each after the unrestricted ones;
+- ``graduation_pass_ms``: ``graduations()`` when nothing graduates (what a replica runs every
+  ``graduation_interval_s``, under the lock its requests take), median of 20, against
+  ``graduation_full_check_ms``: the same check over every tracked row (how it was done before);
 - ``new_items_ms``: 20 new items registered, then one ``most_starving`` call (a pool sync), median of 5;
 - ``graduations_ms``: 200 items forgotten, then one call (a graduation pass), median of 5.
 
@@ -67,6 +70,21 @@ def main() -> None:
             out.append((time.perf_counter() - t) * 1e3)
             pacer.record_impressions(ids[:3], now_s=now)
     full = [_ms(lambda: pacer._ranked(100, now, None, (), True)) for _ in range(20)]
+    c = pacer.config
+
+    def full_check() -> None:
+        size = len(pacer)
+        evidence = (pacer._imps[:size] >= c.graduate_impressions) & (
+            pacer._clicks[:size] >= c.graduate_clicks
+        )
+        np.flatnonzero(evidence | ((now - pacer._listed[:size]) > c.max_age_hours * 3600.0))
+
+    graduation = {
+        "graduation_pass_ms": round(
+            float(np.median([_ms(lambda: pacer.graduations(now)) for _ in range(20)])), 3
+        ),
+        "graduation_full_check_ms": round(float(np.median([_ms(full_check) for _ in range(20)])), 3),
+    }
     nxt = args.items
 
     def new_items() -> None:
@@ -93,6 +111,7 @@ def main() -> None:
         },
         "full_ranking_p50_ms": round(float(np.median(full)), 3),
         "ratio_p99_vs_full_ranking": round(float(np.percentile(timed, 99) / np.median(full)), 4),
+        **graduation,
         "new_items_ms": round(float(np.median([_ms(new_items) for _ in range(5)])), 2),
         "graduations_ms": round(float(np.median([_ms(graduations) for _ in range(5)])), 2),
     }
