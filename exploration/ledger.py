@@ -2,10 +2,9 @@
 
 One row per tracked item in numpy arrays (listing time, impressions, clicks, seller and category
 codes) beside the list of ids, swap-removed, so that pacing can rank and filter a large pool with
-array operations. The
-counters live in the process (an API replica counts the impressions it serves and the positive
-interactions posted to it); at start-up they are seeded from the feature store's ``impressions`` and
-``clicks`` columns (:meth:`ExposureLedger.register`).
+array operations. The counters live in the process (an API replica counts the impressions it serves
+and the positive interactions posted to it); at start-up they are seeded from the feature store's
+``impressions`` and ``clicks`` columns (:meth:`ExposureLedger.register`).
 """
 
 from __future__ import annotations
