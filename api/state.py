@@ -250,10 +250,11 @@ class AppState:
                     next_grad = now + cfg.graduation_interval_s
                     await asyncio.to_thread(self.service.graduate)
                     self.metrics.pool_size.set(len(self.service))
-                    # off the event loop: a pass over every tracked item (~5 ms at a million)
-                    self.metrics.on_schedule.set(
-                        await asyncio.to_thread(self.service.pacer.on_schedule_share)
-                    )
+                    # off the event loop: passes over every tracked item (~5 ms each at a million);
+                    # the strength refreshed here is what requests read, so none recomputes it
+                    pacer = self.service.pacer
+                    self.metrics.on_schedule.set(await asyncio.to_thread(pacer.on_schedule_share))
+                    await asyncio.to_thread(pacer.refresh_strength)
             except ColdstartError as exc:
                 log.warning("maintenance: %s", exc)
             except Exception:

@@ -118,12 +118,33 @@ def test_on_schedule_share_counts_every_row_across_its_chunks(monkeypatch: pytes
     smaller than the ledger it must still count every item once."""
     import exploration.pacing as pacing
 
-    monkeypatch.setattr(pacing, "SHARE_CHUNK", 7)
+    monkeypatch.setattr(pacing, "ROWS_PER_HOLD", 7)
     p = make(target_impressions=10, window_hours=10, schedule_fraction=1.0)
     for i in range(50):
         p.register(f"i{i}", listed_at_s=-5 * H, impressions=5 if i < 20 else 4)  # expected: 5
     assert p.on_schedule_share(now_s=0.0) == pytest.approx(20 / 50)
     assert make().on_schedule_share() == 1.0
+
+
+def test_a_refreshed_strength_is_what_requests_read_without_recomputing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """refresh_strength() (the replica's maintenance loop) keeps the strength that strength() (a
+    request) returns: a request within the refresh period must not pass over the items itself."""
+    clock = {"t": 0.0}
+    p = ExposurePacer(PacingConfig(target_impressions=20, window_hours=10.0), clock=lambda: clock["t"])
+    _steady_supply(p, 50, 0.5, clock)
+    for i in range(30):
+        p.register(f"i{i}", clock["t"] - i * 600.0)
+    value = p.refresh_strength()
+    loads: list[float] = []
+    real = p._load
+    monkeypatch.setattr(p, "_load", lambda now: loads.append(now) or real(now))
+    clock["t"] += 1.0
+    assert p.strength() == value and loads == []
+    clock["t"] += 10.0 * H  # past the refresh period: the request recomputes it
+    p.strength()
+    assert loads == [clock["t"]]
 
 
 def test_pacing_reaches_coverage_for_items_no_user_prefers() -> None:
@@ -494,11 +515,17 @@ def test_a_category_or_seller_restriction_ranks_only_its_items(monkeypatch: pyte
     assert min(paths.values()) >= 10, paths  # both ways of answering were checked
 
 
-def test_load_is_the_edf_demand_bound_over_the_open_unmet_items() -> None:
-    """load() reads the deadline order the starving ranking keeps: it must equal the EDF demand bound
-    computed from scratch, with deadline ties, met items, closed windows and forgotten items."""
+@pytest.mark.parametrize("rows_per_hold", [65_536, 7])
+def test_load_is_the_edf_demand_bound_over_the_open_unmet_items(
+    rows_per_hold: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """load() reads the deadline order the starving ranking keeps, a chunk of rows per hold of the
+    lock: it must equal the EDF demand bound computed from scratch, with deadline ties, met items,
+    closed windows and forgotten items, whatever the chunk."""
+    import exploration.pacing as pacing
     from exploration.pacing import HORIZON_FLOOR
 
+    monkeypatch.setattr(pacing, "ROWS_PER_HOLD", rows_per_hold)
     rng = np.random.default_rng(5)
     clock = {"t": 0.0}
     for _ in range(20):
