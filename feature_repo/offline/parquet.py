@@ -185,8 +185,9 @@ class ParquetOfflineLog(OfflineLog):
         """Sorted distinct values of an id column, reading only that column of parts not read before.
 
         Parts are immutable (a write adds one, a compaction replaces several by one), so the values of
-        each part are kept by (name, size, mtime) and only new parts are read: the API's periodic sync
-        asks every few seconds, and re-reading every part made it O(all items ever listed) each time.
+        each part are kept by (name, size, mtime) and only new parts are read: every full read of the
+        store asks for them (``iter_items``: a replica starting without a snapshot, ``pool-snapshot``),
+        and a process that reads it again reads only what was written since.
         """
         d = self.root / table
         try:

@@ -6,6 +6,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -223,6 +224,17 @@ def test_pool_follows_the_store_and_graduation_updates_it(tmp_path: Path) -> Non
         assert len(state.service) == 13 - len(gone)
         metrics = c.get("/metrics", headers=KEY).text
         assert 'coldstart_graduations_total{reason="evidence"}' in metrics
+
+
+def test_the_maintenance_loop_refreshes_the_pacing_strength_before_any_request(tmp_path: Path) -> None:
+    """The adaptive strength is a pass over every open item: the replica's maintenance loop computes it
+    off the request path, so a request reads it instead of computing it (none is made here)."""
+    with TestClient(create_app(seeded_settings(tmp_path, n_items=10))) as c:
+        pacer = c.app.state.coldstart.service.pacer  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 20.0
+        while pacer._strength_cache is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pacer._strength_cache is not None
 
 
 def _no_scan(*_: object) -> list[str]:
