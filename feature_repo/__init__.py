@@ -42,7 +42,8 @@ def open_offline_log(settings: Settings) -> OfflineLog:
         # deferred import: SQLAlchemy, pyarrow, duckdb
         from feature_repo.offline.parquet import ParquetOfflineLog
 
-        return ParquetOfflineLog(feast.embedded_root(settings.data_dir) / "data" / "offline")
+        root = feast.embedded_root(settings.data_dir)
+        return ParquetOfflineLog(root / "data" / "offline", feast.part_merge)
     from feature_repo.offline.postgres import PostgresOfflineLog
 
     return PostgresOfflineLog(feast.postgres_url, feast.pg_schema)

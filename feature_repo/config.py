@@ -46,6 +46,36 @@ class _StoreBase(BaseModel):
         return _sql_identifier(value)
 
 
+class PartMergeConfig(BaseModel):
+    """Size-tiered merging of the embedded offline store's parquet parts (every write adds one).
+
+    Parameters
+    ----------
+    enabled
+        Merge in the background of every process that writes; ``False``: parts accumulate until
+        ``compact`` is called.
+    fanout
+        Parts of one size tier merged into one. A table keeps fewer than ``fanout`` parts per tier and
+        a row is rewritten about once per tier: larger means fewer rewrites and more parts.
+    base_bytes
+        Upper size of the smallest tier (tier ``t`` holds parts below ``base_bytes · fanout**t``).
+    max_merge_bytes
+        Largest merge: a tier whose ``fanout`` parts would exceed it is left as is (a merge streams
+        its inputs, holding one input part in memory at a time).
+    grace_s
+        How long a merged-away part stays on disk for a reader that listed it before the merge (the
+        store's own readers skip it at once; a plain glob sees its rows twice meanwhile).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    fanout: int = Field(default=8, ge=2, le=64)
+    base_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_merge_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
+    grace_s: float = Field(default=600.0, ge=0.0, le=7 * 86_400.0)
+
+
 class EmbeddedStoreConfig(_StoreBase):
     """The embedded store: SQLite online store, parquet offline store, file registry, all under one
     directory.
@@ -55,10 +85,13 @@ class EmbeddedStoreConfig(_StoreBase):
     repo_path
         That directory; default ``<settings.data_dir>/feast``. Relative paths are resolved against the
         working directory.
+    part_merge
+        How the offline store's parquet parts are merged as they accumulate.
     """
 
     type: Literal["embedded"] = "embedded"
     repo_path: Path | None = None
+    part_merge: PartMergeConfig = Field(default_factory=PartMergeConfig)
 
     def embedded_root(self, data_dir: Path) -> Path:
         """Absolute directory of the store's files (``repo_path`` or ``<data_dir>/feast``)."""

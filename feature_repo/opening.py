@@ -122,7 +122,7 @@ def open_feast_store(feast: FeastSettings, data_dir: Path) -> FeastFeatureStore:
         offline: OfflineLog
         if isinstance(feast, EmbeddedStoreConfig):
             root = feast.embedded_root(data_dir)
-            offline = ParquetOfflineLog(root / "data" / "offline")
+            offline = ParquetOfflineLog(root / "data" / "offline", feast.part_merge)
             # Feast's file registry is rewritten in place by apply: build the store, apply and read the
             # views all under the lock, so no opener reads a registry file another one is writing.
             with _file_lock(root / "data" / ".apply.lock"):

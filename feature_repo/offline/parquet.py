@@ -16,7 +16,9 @@ store reads the same directories (``FileSource``) for point-in-time joins.
 
 Each write is one transaction on the ledger: keys not seen before are inserted and their rows written
 to a new part whose name is a hash of those keys, so a retry after a crash overwrites the same part
-instead of duplicating it. Many small parts are merged by :meth:`ParquetOfflineLog.compact`.
+instead of duplicating it. A writing process merges the parts in the background, in size tiers
+(:mod:`feature_repo.offline.merging`); :meth:`ParquetOfflineLog.compact` merges a whole table at once.
+Merged-away parts are *retired*: the readers here skip them at once, the files go after a grace period.
 """
 
 from __future__ import annotations
@@ -38,13 +40,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from coldstart.errors import StoreError
+from feature_repo.config import PartMergeConfig
 from feature_repo.offline.base import OfflineLog, Row, utc
+from feature_repo.offline.merging import RETIRED_DDL, Part, PartMerger
 from feature_repo.offline.tables import TABLES, TableName, TableSpec
 
 _EMPTY_PART = "part-00000000-schema.parquet"
 
 
 _IN_CHUNK = 500  # keys per IN query (SQLite's parameter limit is 32,766 from 3.32)
+_READ_ATTEMPTS = 3  # a part deleted between the listing and the read (its grace over): list again
 
 
 def _key(spec: TableSpec, row: Row) -> str:
@@ -72,9 +77,12 @@ class ParquetOfflineLog(OfflineLog):
     ----------
     root
         Directory holding one sub-directory per table (created if missing).
+    part_merge
+        How parts are merged in the background once this object has written (default: enabled,
+        ``PartMergeConfig()``); a process that only reads starts nothing.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, part_merge: PartMergeConfig | None = None) -> None:
         self.root = Path(root).resolve()
         self._lock = threading.Lock()
         # distinct_ids: the values of each part read so far, and the last answer with its parts
@@ -94,8 +102,10 @@ class ParquetOfflineLog(OfflineLog):
                     "CREATE TABLE IF NOT EXISTS keys (tbl TEXT NOT NULL, key TEXT NOT NULL, "
                     "PRIMARY KEY (tbl, key)) WITHOUT ROWID"
                 )
+                con.execute(RETIRED_DDL)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot initialise the parquet offline store at {self.root}: {exc}") from exc
+        self._merger = PartMerger(self.root, self._ledger, self._data_parts, part_merge or PartMergeConfig())
 
     def table_dir(self, table: TableName) -> Path:
         """Directory of ``table``'s parquet parts."""
@@ -145,7 +155,6 @@ class ParquetOfflineLog(OfflineLog):
                     digest = hashlib.sha1("\x1e".join(keys).encode()).hexdigest()[:24]
                     self._atomic_write(_to_table(spec, new), self.root / spec.name / f"part-{digest}.parquet")
                 con.execute("COMMIT")
-                return len(new)
             except (OSError, sqlite3.Error, pa.ArrowException) as exc:
                 if con.in_transaction:
                     con.execute("ROLLBACK")
@@ -154,12 +163,22 @@ class ParquetOfflineLog(OfflineLog):
                 ) from exc
             finally:
                 con.close()
+        if new:
+            self._merger.note_write(spec.name)
+        return len(new)
 
     def _read(self, spec: TableSpec, since: datetime | None, until: datetime | None) -> pd.DataFrame:
-        try:
-            table = pq.read_table(self.root / spec.name, schema=spec.arrow_schema())
-        except (OSError, pa.ArrowException) as exc:
-            raise StoreError(f"cannot read offline table {spec.name}: {exc}") from exc
+        d = self.root / spec.name
+        for attempt in range(_READ_ATTEMPTS):
+            try:
+                paths = [str(d / name) for name in self.live_parts(spec.name)]
+                table = pq.read_table(paths, schema=spec.arrow_schema())
+                break
+            except FileNotFoundError as exc:  # deleted after its grace between our listing and read
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise StoreError(f"cannot read offline table {spec.name}: {exc}") from exc
+            except (OSError, sqlite3.Error, pa.ArrowException) as exc:
+                raise StoreError(f"cannot read offline table {spec.name}: {exc}") from exc
         # A writer killed between its part file and its ledger commit leaves that part behind; the
         # retry (re-delivered, identical rows, possibly batched differently) writes them again.
         df = table.to_pandas().drop_duplicates(subset=list(spec.key), keep="last").reset_index(drop=True)
@@ -181,6 +200,20 @@ class ParquetOfflineLog(OfflineLog):
                 if e.name.endswith(".parquet") and not e.name.startswith(".")
             ]
 
+    @classmethod
+    def _data_parts(cls, directory: Path) -> list[Part]:
+        """The parts the merger may merge: all but the empty schema part."""
+        return [
+            Part(name, st.st_size, st.st_mtime_ns)
+            for name, st in cls._parts(directory)
+            if name != _EMPTY_PART
+        ]
+
+    def live_parts(self, table: str) -> list[str]:
+        """Sorted names of ``table``'s parts that hold its rows: every part but the retired ones."""
+        retired = self._merger.retired(table)
+        return sorted(name for name, _ in self._parts(self.root / table) if name not in retired)
+
     def distinct_ids(self, table: TableName, column: str) -> list[str]:
         """Sorted distinct values of an id column, reading only that column of parts not read before.
 
@@ -191,7 +224,8 @@ class ParquetOfflineLog(OfflineLog):
         """
         d = self.root / table
         try:
-            parts = {(name, st.st_size, st.st_mtime_ns) for name, st in self._parts(d)}
+            retired = self._merger.retired(table)
+            parts = {(name, st.st_size, st.st_mtime_ns) for name, st in self._parts(d) if name not in retired}
             with self._ids_lock:
                 cached = self._ids.get((table, column))
                 if cached is not None and cached[0] == parts:
@@ -205,7 +239,7 @@ class ParquetOfflineLog(OfflineLog):
                 ids = sorted(set().union(*known.values()))
                 self._ids[(table, column)] = (parts, ids)
                 return list(ids)
-        except (OSError, pa.ArrowException) as exc:
+        except (OSError, sqlite3.Error, pa.ArrowException) as exc:
             raise StoreError(f"cannot read offline table {table}: {exc}") from exc
 
     def ids_written_since(self, table: TableName, column: str, since: datetime) -> list[str]:
@@ -236,10 +270,13 @@ class ParquetOfflineLog(OfflineLog):
         con = duckdb.connect()
         try:
             for spec in TABLES.values():
-                glob = str(self.root / spec.name / "*.parquet").replace("'", "''")
+                d = self.root / spec.name
+                files = ", ".join(
+                    "'" + str(d / name).replace("'", "''") + "'" for name in self.live_parts(spec.name)
+                )
                 keys = ", ".join(spec.key)
                 con.execute(
-                    f"CREATE VIEW {spec.name} AS SELECT * FROM read_parquet('{glob}') "
+                    f"CREATE VIEW {spec.name} AS SELECT * FROM read_parquet([{files}]) "
                     f"QUALIFY row_number() OVER (PARTITION BY {keys}) = 1"
                 )
             return con.execute(query).df()
@@ -247,30 +284,22 @@ class ParquetOfflineLog(OfflineLog):
             con.close()
 
     def compact(self, table: TableName) -> int:
-        """Merge ``table``'s parts into one file; returns the number of rows. Safe against writers."""
-        spec = TABLES[table]
-        with self._lock:
-            con = self._ledger()
-            try:
-                con.execute("BEGIN IMMEDIATE")  # blocks writers of every process while we swap files
-                d = self.root / spec.name
-                parts = sorted(p for p in d.glob("part-*.parquet") if p.name != _EMPTY_PART)
-                if len(parts) <= 1:
-                    con.execute("COMMIT")
-                    return sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
-                schema = spec.arrow_schema()
-                merged = pa.concat_tables([pq.read_table(p, schema=schema) for p in parts])
-                self._atomic_write(merged, d / f"part-compact-{uuid.uuid4().hex[:16]}.parquet")
-                for p in parts:
-                    p.unlink()
-                con.execute("COMMIT")
-                return int(merged.num_rows)
-            except (OSError, sqlite3.Error, pa.ArrowException) as exc:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise StoreError(f"cannot compact offline table {spec.name}: {exc}") from exc
-            finally:
-                con.close()
+        """Merge ``table``'s live parts into one now (the merged-away parts retire, as in the background
+        merges); returns the number of rows in its parts. Safe against writers and readers."""
+        d = self.root / table
+        try:
+            retired = self._merger.retired(table)
+            parts = [p for p in self._data_parts(d) if p.name not in retired]
+            names = [p.name for p in parts]
+            if len(parts) > 1:
+                merged = self._merger.merge(table, parts)
+                if merged is None:
+                    raise StoreError(f"offline table {table} changed while it was compacted; try again")
+                names = [merged]
+            return sum(pq.ParquetFile(d / name).metadata.num_rows for name in names)
+        except (OSError, sqlite3.Error, pa.ArrowException) as exc:
+            raise StoreError(f"cannot compact offline table {table}: {exc}") from exc
 
     def close(self) -> None:
-        """Nothing is held open between calls."""
+        """Stop the background merges (one in progress finishes first); nothing else is held open."""
+        self._merger.close()
