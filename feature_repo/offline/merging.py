@@ -125,7 +125,8 @@ class PartMerger:
             if self._stopping:
                 return
             self._pending.add(table)
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
+                # first write, or a forked child (which inherits the object but not the thread)
                 self._thread = threading.Thread(target=self._run, name="offline-part-merge", daemon=True)
                 self._thread.start()
             self._cv.notify()
