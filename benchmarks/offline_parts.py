@@ -67,8 +67,7 @@ def run(root: Path, merge: PartMergeConfig, batches: int, batch: int) -> dict[st
     t = time.perf_counter()
     log.close()  # waits for the merge in progress; then the remaining ones, counted with the writes
     if merge.enabled:
-        for table in ("decisions", "decision_slots"):
-            log._merger.run_once(table)
+        log.merge_parts()
     settle_s = time.perf_counter() - t
     d = log.table_dir("decisions")
     live = [n for n in log.live_parts("decisions") if "schema" not in n]

@@ -65,6 +65,9 @@ class PartMergeConfig(BaseModel):
     grace_s
         How long a merged-away part stays on disk for a reader that listed it before the merge (the
         store's own readers skip it at once; a plain glob sees its rows twice meanwhile).
+    nice
+        How much lower the merging thread's CPU priority is than its process's (Linux, where each
+        thread has its own nice value): merges take the CPU that serving and writing leave.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -74,6 +77,7 @@ class PartMergeConfig(BaseModel):
     base_bytes: int = Field(default=256 * 1024, ge=1024)
     max_merge_bytes: int = Field(default=512 * 1024 * 1024, ge=1024 * 1024)
     grace_s: float = Field(default=600.0, ge=0.0, le=7 * 86_400.0)
+    nice: int = Field(default=10, ge=0, le=19)
 
 
 class EmbeddedStoreConfig(_StoreBase):

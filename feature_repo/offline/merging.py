@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -173,6 +174,7 @@ class PartMerger:
         return merges
 
     def _run(self) -> None:
+        self._lower_priority()
         while True:
             with self._cv:
                 while not self._pending and not self._stopping:
@@ -187,6 +189,18 @@ class PartMerger:
             except (OSError, sqlite3.Error, pa.ArrowException) as exc:
                 # a full disk, a locked ledger: the next write (or the grace timer) tries again
                 log.warning("merging the parts of offline table %s failed: %s", table, exc)
+
+    def _lower_priority(self) -> None:
+        """Raise this thread's nice value by ``config.nice`` (Linux keeps one per thread), so merges take
+        the CPU only when the process's other threads and the machine's other processes leave it."""
+        if sys.platform != "linux" or not self.config.nice:
+            return
+        tid = threading.get_native_id()
+        try:
+            current = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, current + self.config.nice))
+        except OSError as exc:  # a sandbox that refuses it: merges run at the process's priority
+            log.info("offline part merges keep the process's CPU priority: %s", exc)
 
     def merge(self, table: str, group: list[Part]) -> str | None:
         """Merge ``group`` into one part and retire it; returns the merged part's name, or ``None``
@@ -207,6 +221,10 @@ class PartMerger:
                         self._unreadable.add((table, part.name))
                         log.warning("offline part %s/%s cannot be merged: %s", table, part.name, exc)
                         return None
+            # the merged part is as new as its newest input: readers that follow the parts written
+            # since a time (the replicas' pool sync) do not read its older rows again
+            newest = max(p.mtime_ns for p in group)
+            os.utime(tmp, ns=(newest, newest))
             return name if self._commit(table, group, tmp, d / name) else None
         finally:
             tmp.unlink(missing_ok=True)

@@ -243,9 +243,10 @@ class ParquetOfflineLog(OfflineLog):
             raise StoreError(f"cannot read offline table {table}: {exc}") from exc
 
     def ids_written_since(self, table: TableName, column: str, since: datetime) -> list[str]:
-        """Sorted distinct ids of the rows with ``created_ts >= since``, reading two columns of the parts
-        modified at or after ``since`` only: a part is written after every row in it was created (a
-        compaction rewrites older rows into a new part: they are read again and filtered out)."""
+        """Sorted distinct ids of the rows with ``created_ts >= since``, reading two columns of the live
+        parts modified at or after ``since`` only: a part is written after every row in it was created,
+        and a merged part carries the time of its newest input. In a merged part, the row groups of
+        older inputs are skipped by their statistics."""
         cutoff = utc(since, "since")
         # file times come from the kernel's coarse clock (up to a tick behind the precise one that
         # stamped the rows): parts from the second before are read too, their rows filtered below
@@ -253,15 +254,19 @@ class ParquetOfflineLog(OfflineLog):
         d = self.root / table
         ids: set[str] = set()
         try:
-            for name in [name for name, st in self._parts(d) if st.st_mtime_ns >= cutoff_ns]:
-                part = pq.read_table(d / name, columns=[column, "created_ts"])
+            retired = self._merger.retired(table)
+            recent = [n for n, st in self._parts(d) if st.st_mtime_ns >= cutoff_ns and n not in retired]
+            for name in recent:
+                part = pq.read_table(
+                    d / name, columns=[column, "created_ts"], filters=[("created_ts", ">=", cutoff)]
+                )
                 written = pc.greater_equal(
                     part["created_ts"], pa.scalar(cutoff, type=part["created_ts"].type)
                 )
                 ids.update(
                     str(v) for v in part.filter(written).column(column).unique().to_pylist() if v is not None
                 )
-        except (OSError, pa.ArrowException) as exc:  # a part compacted away meanwhile: the caller retries
+        except (OSError, sqlite3.Error, pa.ArrowException) as exc:  # deleted meanwhile: the caller retries
             raise StoreError(f"cannot read offline table {table}: {exc}") from exc
         return sorted(ids)
 
@@ -299,6 +304,14 @@ class ParquetOfflineLog(OfflineLog):
             return sum(pq.ParquetFile(d / name).metadata.num_rows for name in names)
         except (OSError, sqlite3.Error, pa.ArrowException) as exc:
             raise StoreError(f"cannot compact offline table {table}: {exc}") from exc
+
+    def merge_parts(self) -> int:
+        """Merge every table until none has a full tier, in the caller's thread (what the background
+        merges do over time; e.g. after a bulk load); returns the number of merges."""
+        try:
+            return sum(self._merger.run_once(table) for table in TABLES)
+        except (OSError, sqlite3.Error, pa.ArrowException) as exc:
+            raise StoreError(f"cannot merge the offline store's parts: {exc}") from exc
 
     def close(self) -> None:
         """Stop the background merges (one in progress finishes first); nothing else is held open."""

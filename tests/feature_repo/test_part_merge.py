@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -222,3 +223,51 @@ def test_feast_training_frames_are_unchanged_by_merges_inside_the_grace(tmp_path
     for col in ("content_vector", "item_vector"):
         np.testing.assert_allclose(np.stack(after[col]), np.stack(before[col]))
     store.close()
+
+
+def test_a_merged_part_is_as_new_as_its_newest_input_for_the_replicas_sync(tmp_path: Path) -> None:
+    """The replicas' pool sync reads the parts modified since its last run: a merge of old parts must
+    not make their rows look new (at 1M items a merge would make every replica re-read them)."""
+    cfg = SMALL.model_copy(update={"enabled": False})
+    log = ParquetOfflineLog(tmp_path / "offline", cfg)
+    items = random_items(40, seed=6, listed_at=T0)
+    for k in range(0, 30, 10):
+        log.write_item_content(items[k : k + 10])
+    d = log.table_dir("item_content")
+    hour_ago = time.time() - 3600
+    for part in d.glob("part-*.parquet"):
+        os.utime(part, (hour_ago, hour_ago))
+    mark = datetime.now(UTC)
+    log.write_item_content(items[30:])  # the fourth part, new
+    assert log._merger.run_once("item_content") == 1
+    (merged,) = data_parts(log, "item_content")
+    assert abs((d / merged).stat().st_mtime - time.time()) < 30  # the new input's time
+    assert log.ids_written_since("item_content", "item_id", mark) == sorted(i.item_id for i in items[30:])
+    # four parts written an hour ago (their file times say so; their rows' times say now) merge into a
+    # part as old as they are: the sync does not read it
+    mark = datetime.now(UTC) - timedelta(seconds=30)
+    for k in range(0, 40, 10):
+        log.write_item_content(random_items(10, seed=10 + k, prefix=f"late{k}", listed_at=T0))
+    for part in d.glob("part-*.parquet"):
+        os.utime(part, (hour_ago, hour_ago))
+    assert log._merger.run_once("item_content") == 1
+    assert all((d / n).stat().st_mtime < time.time() - 3000 for n in data_parts(log, "item_content"))
+    assert log.ids_written_since("item_content", "item_id", mark) == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
+def test_merges_run_at_a_lower_cpu_priority_than_their_process(tmp_path: Path) -> None:
+    log = ParquetOfflineLog(tmp_path / "offline", SMALL.model_copy(update={"nice": 7}))
+    log.write_interactions(clicks(0, 5))  # starts the merging thread
+    deadline = time.monotonic() + 10
+    nice = None
+    while nice is None and time.monotonic() < deadline:
+        for t in threading.enumerate():
+            if t.name == "offline-part-merge" and t.native_id is not None:
+                stat = Path(f"/proc/self/task/{t.native_id}/stat").read_text()
+                nice = int(stat.rsplit(")", 1)[1].split()[16])  # field 19 of proc(5)
+                if nice == os.getpriority(os.PRIO_PROCESS, 0):
+                    nice = None  # not lowered yet: the thread has just started
+        time.sleep(0.02)
+    log.close()
+    assert nice == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 7)
