@@ -149,11 +149,11 @@ class PartMerger:
         finally:
             con.close()
 
-    def run_once(self, table: str) -> int:
+    def run_once(self, table: str, *, until_closed: bool = False) -> int:
         """Merge ``table`` until no tier is full and delete retired parts past their grace; returns the
-        number of merges committed."""
+        number of merges committed. ``until_closed``: stop between merges once :meth:`close` is called."""
         merges = 0
-        while True:
+        while not (until_closed and self._stopping):
             retired = self.retired(table)
             parts = [
                 p
@@ -165,6 +165,8 @@ class PartMerger:
                 break
             progressed = False
             for group in groups:
+                if until_closed and self._stopping:
+                    return merges
                 if self.merge(table, group) is not None:
                     merges += 1
                     progressed = True
@@ -185,7 +187,7 @@ class PartMerger:
                     return
                 table = self._pending.pop()
             try:
-                self.run_once(table)
+                self.run_once(table, until_closed=True)
             except (OSError, sqlite3.Error, pa.ArrowException) as exc:
                 # a full disk, a locked ledger: the next write (or the grace timer) tries again
                 log.warning("merging the parts of offline table %s failed: %s", table, exc)
