@@ -11,7 +11,7 @@ default ``PacingConfig``):
   a category or seller filter makes them, 200 calls each after the unrestricted ones;
 - ``graduation_pass_ms``: ``graduations()`` when nothing graduates (what a replica runs every
   ``graduation_interval_s``, under the lock its requests take), median of 20, against
-  ``graduation_full_check_ms``: the same check over every tracked row (how it was done before);
+  ``graduation_full_check_ms``: the same check over every tracked row (the baseline);
 - ``new_items_ms``: 20 new items registered, then one ``most_starving`` call (a pool sync), median of 5;
 - ``graduations_ms``: 200 items forgotten, then one call (a graduation pass), median of 5.
 

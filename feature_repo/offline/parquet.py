@@ -209,10 +209,14 @@ class ParquetOfflineLog(OfflineLog):
             if name != _EMPTY_PART
         ]
 
+    def _live(self, table: str) -> list[tuple[str, os.stat_result]]:
+        """``table``'s parts that hold its rows (names and stats): every part but the retired ones."""
+        retired = self._merger.retired(table)
+        return [(name, st) for name, st in self._parts(self.root / table) if name not in retired]
+
     def live_parts(self, table: str) -> list[str]:
         """Sorted names of ``table``'s parts that hold its rows: every part but the retired ones."""
-        retired = self._merger.retired(table)
-        return sorted(name for name, _ in self._parts(self.root / table) if name not in retired)
+        return sorted(name for name, _ in self._live(table))
 
     def distinct_ids(self, table: TableName, column: str) -> list[str]:
         """Sorted distinct values of an id column, reading only that column of parts not read before.
@@ -224,8 +228,7 @@ class ParquetOfflineLog(OfflineLog):
         """
         d = self.root / table
         try:
-            retired = self._merger.retired(table)
-            parts = {(name, st.st_size, st.st_mtime_ns) for name, st in self._parts(d) if name not in retired}
+            parts = {(name, st.st_size, st.st_mtime_ns) for name, st in self._live(table)}
             with self._ids_lock:
                 cached = self._ids.get((table, column))
                 if cached is not None and cached[0] == parts:
@@ -254,8 +257,7 @@ class ParquetOfflineLog(OfflineLog):
         d = self.root / table
         ids: set[str] = set()
         try:
-            retired = self._merger.retired(table)
-            recent = [n for n, st in self._parts(d) if st.st_mtime_ns >= cutoff_ns and n not in retired]
+            recent = [name for name, st in self._live(table) if st.st_mtime_ns >= cutoff_ns]
             for name in recent:
                 part = pq.read_table(
                     d / name, columns=[column, "created_ts"], filters=[("created_ts", ">=", cutoff)]
@@ -293,8 +295,11 @@ class ParquetOfflineLog(OfflineLog):
         merges); returns the number of rows in its parts. Safe against writers and readers."""
         d = self.root / table
         try:
-            retired = self._merger.retired(table)
-            parts = [p for p in self._data_parts(d) if p.name not in retired]
+            parts = [
+                Part(name, st.st_size, st.st_mtime_ns)
+                for name, st in self._live(table)
+                if name != _EMPTY_PART
+            ]
             names = [p.name for p in parts]
             if len(parts) > 1:
                 merged = self._merger.merge(table, parts)
