@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from exploration.policies import ArmBatch
-from exploration.pool.base import CandidatePool, PoolEntry
+from exploration.pool.base import PoolEntry
 from exploration.schedule import PacingView
 
 N_BUCKETS = 8
@@ -27,17 +27,19 @@ def _bucket_starts(dim: int) -> NDArray[np.intp]:
 
 
 def arm_features(
-    pool: CandidatePool,
     ids: list[str],
-    sims: list[float],
     entries: list[PoolEntry],
+    sims: NDArray[np.float64],
     user_vec: NDArray[np.float32] | None,
     view: PacingView,
     now: float,
+    vectors: NDArray[np.float32] | None = None,
 ) -> ArmBatch:
-    """The candidates as the policy's arms: one row of :data:`FEATURES` per id (``sims``: NaN for the
-    starving reservation), the sellers kept for the per-seller cap."""
-    n = len(ids)
+    """The candidates as the policy's arms: one row of :data:`FEATURES` per entry (``ids``: their ids;
+    ``sims``: NaN for the starving reservation), the sellers kept for the per-seller cap.
+    ``vectors``: the entries' indexed vectors, ``(n, dim)``, when the caller has them (a pool search
+    reads them by row); otherwise the entries' own, those of the user's dimension."""
+    n = len(entries)
     if not n:
         return ArmBatch([], FEATURES, np.zeros((0, len(FEATURES))))
     dots = np.zeros(n)
@@ -45,13 +47,12 @@ def arm_features(
     if user_vec is not None:
         dim = user_vec.shape[0]
         usable: list[int] | slice = slice(None)
-        gathered = pool.vectors(ids)  # one gather from the pool's matrix
-        if gathered is not None and gathered.shape == (n, dim):
-            V: NDArray[np.floating] = gathered
-        else:  # the entries' own copies, those of the user's dimension
-            vectors = [e.vector for e in entries]
-            usable = [i for i, v in enumerate(vectors) if v.shape == (dim,)]
-            V = np.stack([vectors[i] for i in usable]) if usable else np.zeros((0, dim))
+        if vectors is not None and vectors.shape == (n, dim):
+            V: NDArray[np.floating] = vectors
+        else:
+            own = [e.vector for e in entries]
+            usable = [i for i, v in enumerate(own) if v.shape == (dim,)]
+            V = np.stack([own[i] for i in usable]) if usable else np.zeros((0, dim))
         if V.shape[0]:
             prod = V.astype(np.float64) * user_vec.astype(np.float64)
             buckets[usable] = np.add.reduceat(prod, _bucket_starts(dim), axis=1)
@@ -59,14 +60,13 @@ def arm_features(
     imps = view.impressions
     boosts = view.boosts
     listed = np.array([e.listed_at_s for e in entries], dtype=np.float64)
-    sims_arr = np.asarray(sims, dtype=np.float64)
     matrix = np.column_stack(
         [
             dots,
             np.log1p(np.maximum(0.0, now - listed) / 3600.0),
             np.log1p(imps.astype(np.float64)),
             np.log(boosts),
-            np.isnan(sims_arr).astype(np.float64),
+            np.isnan(sims).astype(np.float64),
             buckets,
         ]
     ).round(6)

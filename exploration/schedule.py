@@ -31,6 +31,12 @@ class PacingView:
     """Impressions counted so far (0 for unknown ids)."""
     urgency: NDArray[np.float64]
     """Impressions still needed per hour left before the deadline (0: not urgent or unknown)."""
+    known: NDArray[np.bool_]
+    """Whether the pacer tracks the item (the slot service serves only tracked items)."""
+
+    def take(self, rows: NDArray[np.intp]) -> PacingView:
+        """The view of the candidates at ``rows``."""
+        return PacingView(self.boosts[rows], self.impressions[rows], self.urgency[rows], self.known[rows])
 
 
 def _lexsort_head(primary: NDArray[np.float64], secondary: NDArray[np.float64], n: int) -> NDArray[np.intp]:
@@ -118,7 +124,7 @@ class ScheduledLedger(ExposureLedger):
         urgency[known] = np.where(urgent, need / np.maximum(hours_left, 0.01 * c.window_hours), 0.0)
         impressions = np.zeros(n, dtype=np.int64)
         impressions[known] = imps
-        return PacingView(boosts=boosts, impressions=impressions, urgency=urgency)
+        return PacingView(boosts=boosts, impressions=impressions, urgency=urgency, known=known)
 
     def boosts(self, item_ids: Sequence[str], now_s: float | None = None) -> NDArray[np.float64]:
         """``(len(item_ids),)`` pmf multipliers in ``[1, max_boost]`` (unknown ids get 1)."""

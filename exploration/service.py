@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import threading
 import time
 import uuid
@@ -262,14 +261,17 @@ class SlotService:
             )
             user_vec = None
 
-        ids, sims = self._candidates(request, user_vec, now)
-        entries = [self._entries.get(i) for i in ids]
-        keep = [n for n, e in enumerate(entries) if e is not None]
-        ids = [ids[n] for n in keep]
-        sims = [sims[n] for n in keep]
+        ids, entries, sims, vectors = self._candidates(request, user_vec, now)
         view = self.pacer.view(ids, now)
+        if not view.known.all():  # left the pacer since the search (graduated): not served
+            keep = np.flatnonzero(view.known)
+            entries = [entries[n] for n in keep.tolist()]
+            ids = [ids[n] for n in keep.tolist()]
+            sims = sims[keep]
+            vectors = None if vectors is None else vectors[keep]
+            view = view.take(keep)
         boosts = view.boosts
-        arms = arm_features(self.pool, ids, sims, [entries[n] for n in keep], user_vec, view, now)  # type: ignore[misc]
+        arms = arm_features(ids, entries, sims, user_vec, view, now, vectors)
         context: dict[str, float | str] = {
             **request.context,
             "has_user": 1.0 if user_vec is not None else 0.0,
@@ -347,31 +349,37 @@ class SlotService:
 
     def _candidates(
         self, request: SlotRequest, user_vec: NDArray[np.float32] | None, now: float
-    ) -> tuple[list[str], list[float]]:
+    ) -> tuple[list[str], list[PoolEntry], NDArray[np.float64], NDArray[np.float32] | None]:
+        """The candidates' ids, entries, similarities (NaN: the starving reservation) and, for a known
+        user, their vectors (``None`` when an entry's vector is not of the pool's dimension)."""
         m = self.candidates_m
         filt = PoolFilter(
             categories=tuple(request.categories),
             sellers=tuple(request.sellers),
             exclude_item_ids=frozenset(request.exclude_item_ids),
         )
-
         ids: list[str] = []
-        sims: list[float] = []
+        entries: list[PoolEntry] = []
+        sims = np.zeros(0)
+        vectors: NDArray[np.float32] | None = None
         seen: set[str] = set()
         if user_vec is not None and m > self.starving_candidates:
-            hit_ids, hit_scores = self.pool.search_ids(user_vec, m - self.starving_candidates, filt)
-            ids, sims = list(hit_ids), hit_scores.tolist()
+            # entries and vectors come with the hits, read by the pool's rows: no id lookup per hit
+            found = self.pool.search_candidates(user_vec, m - self.starving_candidates, filt)
+            entries, sims, vectors = found.entries, found.scores, found.vectors
+            ids = found.item_ids
             seen = set(ids)
             if len(seen) != len(ids):  # a pool returned an item twice: keep its first (best) hit
                 first = {item_id: n for n, item_id in reversed(list(enumerate(ids)))}
                 keep = sorted(first.values())
-                ids, sims = [ids[n] for n in keep], [sims[n] for n in keep]
-            n_extra, behind = m - len(ids), True
+                entries, sims, vectors = [entries[n] for n in keep], sims[keep], vectors[keep]
+                ids = [ids[n] for n in keep]
+            n_extra, behind = m - len(entries), True
         elif user_vec is not None:
             n_extra, behind = m, True
         else:
             n_extra, behind = m, False
-        extra = self.pacer.most_starving(
+        starving = self.pacer.most_starving(
             n_extra + len(seen),
             now_s=now,
             categories=filt.categories,
@@ -379,14 +387,24 @@ class SlotService:
             exclude=filt.exclude_item_ids,
             only_behind=behind,
         )
-        for item_id in extra:
-            if len(ids) >= m:
+        extra: list[PoolEntry] = []
+        for item_id in starving:
+            if len(entries) + len(extra) >= m:
                 break
-            if item_id not in seen:
+            entry = self._entries.get(item_id)
+            if entry is not None and item_id not in seen:
                 seen.add(item_id)
-                ids.append(item_id)
-                sims.append(math.nan)
-        return ids, sims
+                extra.append(entry)
+        if extra:
+            sims = np.concatenate([sims, np.full(len(extra), np.nan)])
+            if user_vec is not None and all(np.shape(e.vector) == user_vec.shape for e in extra):
+                own = np.asarray([e.vector for e in extra], dtype=np.float32)
+                vectors = own if vectors is None else np.concatenate([vectors, own])
+            else:  # arm_features falls back to the entries' own vectors of the user's dimension
+                vectors = None
+            entries = [*entries, *extra]
+            ids = [*ids, *(e.item_id for e in extra)]
+        return ids, entries, sims, vectors
 
     def close(self) -> None:
         """Flush and close the sinks."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from exploration.pool.base import (
     POOL_STATUSES,
     CandidatePool,
+    PoolCandidates,
     PoolEntry,
     PoolFilter,
     PoolHit,
@@ -35,6 +36,7 @@ __all__ = [
     "HnswPool",
     "HnswPoolConfig",
     "ItemPools",
+    "PoolCandidates",
     "PoolConfig",
     "PoolEntry",
     "PoolFilter",

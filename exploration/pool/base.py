@@ -27,9 +27,13 @@ PoolSpace = Literal["item", "content"]
 POOL_STATUSES: tuple[str, ...] = ("cold", "warming", "warm")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PoolEntry:
-    """One cold item in the pool. ``vector`` is ``(dim,)`` float32 in the space the pool indexes."""
+    """One cold item in the pool. ``vector`` is ``(dim,)`` float32 in the space the pool indexes.
+
+    Slotted: a million of them are held per replica, and a request reads ~100 at random (no
+    per-instance dict: less memory, and one object to fetch per entry instead of two).
+    """
 
     item_id: str
     vector: NDArray[np.float32]
@@ -45,6 +49,25 @@ class PoolHit:
 
     item_id: str
     score: float
+
+
+@dataclass(frozen=True)
+class PoolCandidates:
+    """A search's hits with their stored entries and vectors, best first: ``vectors[i]`` (float32) is
+    ``entries[i]``'s indexed vector and ``scores[i]`` (float64) its inner product with the query.
+
+    The slot service's form: an index reads entries and vectors by its own rows, where looking each
+    hit up by id again costs cache misses in a dict of a million ids.
+    """
+
+    entries: list[PoolEntry]
+    scores: NDArray[np.float64]
+    vectors: NDArray[np.float32]
+
+    @property
+    def item_ids(self) -> list[str]:
+        """The hits' ids, best first."""
+        return [e.item_id for e in self.entries]
 
 
 @dataclass(frozen=True)
@@ -80,6 +103,27 @@ class CandidatePool(ABC):
         """
         hits = self.search(query, k, filters)
         return [h.item_id for h in hits], np.array([h.score for h in hits], dtype=np.float64)
+
+    def search_candidates(
+        self, query: NDArray[np.float32], k: int, filters: PoolFilter | None = None
+    ) -> PoolCandidates:
+        """:meth:`search` with each hit's entry and vector (:class:`PoolCandidates`).
+
+        This default looks the hits up by id (:meth:`get`, :meth:`vectors`) and leaves out hits it
+        cannot find (removed meanwhile); implementations read them by row instead.
+        """
+        ids, scores = self.search_ids(query, k, filters)
+        found = [(n, e) for n, e in enumerate(self.get(i) for i in ids) if e is not None]
+        entries = [e for _, e in found]
+        vectors = self.vectors([e.item_id for e in entries])
+        if vectors is None:
+            dim = int(query.shape[0])
+            vectors = np.asarray([e.vector for e in entries], dtype=np.float32).reshape(len(entries), dim)
+        return PoolCandidates(entries, scores[[n for n, _ in found]], vectors)
+
+    def get(self, item_id: str) -> PoolEntry | None:
+        """The stored entry of ``item_id``, or ``None``; this default keeps no entries (``None``)."""
+        return None
 
     def vectors(self, item_ids: Sequence[str]) -> NDArray[np.float32] | None:
         """``(len(item_ids), dim)`` float32: the indexed vectors of ``item_ids``, in that order (a copy).

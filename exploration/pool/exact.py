@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from coldstart.errors import InvalidInputError
-from exploration.pool.base import CandidatePool, PoolEntry, PoolFilter, PoolHit
+from exploration.pool.base import CandidatePool, PoolCandidates, PoolEntry, PoolFilter, PoolHit
 
 log = logging.getLogger(__name__)
 
@@ -372,3 +372,22 @@ class ExactPool(CandidatePool):
             slots, scores = self._top(query, k, filters)
             entries = self._entries
             return [entries[s].item_id for s in slots.tolist()], scores.astype(np.float64)  # type: ignore[union-attr]
+
+    def search_candidates(
+        self, query: NDArray[np.float32], k: int, filters: PoolFilter | None = None
+    ) -> PoolCandidates:
+        """:meth:`search` with the hits' entries and vectors, read by slot (no id lookup)."""
+        with self._lock:
+            slots, scores = self._top(query, k, filters)
+            return self.candidates_at(slots, scores)
+
+    def candidates_at(self, slots: NDArray[np.intp], scores: NDArray[np.floating]) -> PoolCandidates:
+        """The entries and vectors of matrix rows ``slots`` (best first, from a search of this pool
+        or of a graph over its rows) as :class:`PoolCandidates`."""
+        with self._lock:
+            entries = self._entries
+            return PoolCandidates(
+                [entries[s] for s in slots.tolist()],  # type: ignore[misc]
+                scores.astype(np.float64),
+                self._matrix[slots],
+            )

@@ -24,7 +24,6 @@ exact-or-nearly.
 
 from __future__ import annotations
 
-import heapq
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -34,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from coldstart.errors import InvalidInputError
-from exploration.pool.base import CandidatePool, PoolEntry, PoolFilter, PoolHit
+from exploration.pool.base import CandidatePool, PoolCandidates, PoolEntry, PoolFilter, PoolHit
 from exploration.pool.exact import ExactPool
 from exploration.pool.hnsw_graph import Graph, Storage, WriterFirstLock, run_graph_work
 
@@ -93,14 +92,16 @@ class _Part:
         vectors = self.exact.vectors(ids)
         o = self.owner
         graph = Graph(int(self.exact.dim or 1), o.m, o.ef_construction, o.ef_search, o.ef_add, o.storage)
+        slots = np.arange(len(ids), dtype=np.int64)
         if ids and vectors is not None:
             graph.add(ids, vectors)
+            slots = graph.reorder()  # graph row r now holds exact row slots[r]
         # the bulk of the graph is built with the wide ef_construction; items streamed in later are
         # inserted with the narrower ef_add, which bounds the cost of an upsert
         graph.index.hnsw.efConstruction = o.ef_add
         self.graph = graph
         self._slot_of_row = np.zeros(0, dtype=np.int64)
-        self._map_rows(0, np.arange(len(ids), dtype=np.int64))
+        self._map_rows(0, slots)
 
     def attach(self, graph: Graph) -> None:
         """Serve ``graph`` (a saved one whose live rows are this part's items)."""
@@ -117,12 +118,10 @@ class _Part:
             self._slot_of_row = grown
         self._slot_of_row[start:end] = slots
 
-    def search(
-        self, query: NDArray[np.float32], k: int, filters: PoolFilter | None
-    ) -> tuple[list[str], NDArray[np.float64]]:
+    def search(self, query: NDArray[np.float32], k: int, filters: PoolFilter | None) -> PoolCandidates:
         narrowed = filters is not None and bool(filters.categories or filters.sellers)
         if self.graph is None or narrowed:
-            return self.exact.search_ids(query, k, filters)
+            return self.exact.search_candidates(query, k, filters)
         graph = self.graph
         exclude = filters.exclude_item_ids if filters is not None else frozenset()
         present = sum(1 for i in exclude if i in graph.row_of)
@@ -131,11 +130,10 @@ class _Part:
         rows, _ = graph.search_rows(query, math.ceil(k * self.owner.rerank_factor) + present)
         if present:
             rows = rows[[graph.rows[r] not in exclude for r in rows.tolist()]]
-        if not len(rows):
-            return [], np.zeros(0, dtype=np.float64)
-        scores = self.exact.rows(self._slot_of_row[rows]).astype(np.float64) @ query.astype(np.float64)
+        slots = self._slot_of_row[rows]
+        scores = self.exact.rows(slots).astype(np.float64) @ query.astype(np.float64)
         top = np.argsort(-scores, kind="stable")[:k]
-        return [graph.rows[r] for r in rows[top].tolist()], scores[top]
+        return self.exact.candidates_at(slots[top], scores[top])
 
 
 class HnswPool(CandidatePool):
@@ -342,31 +340,42 @@ class HnswPool(CandidatePool):
                 part.owner = self
 
     # -- search ---------------------------------------------------------------------------------
-    def search_ids(
+    def search_candidates(
         self, query: NDArray[np.float32], k: int, filters: PoolFilter | None = None
-    ) -> tuple[list[str], NDArray[np.float64]]:
-        """Top-``k`` by inner product, best first, from the parts ``filters`` names."""
+    ) -> PoolCandidates:
+        """Top-``k`` by inner product, best first, from the parts ``filters`` names, with their entries
+        and vectors (read by row)."""
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise InvalidInputError("k", k, "must be an integer >= 1")
         with self._lock.read():
             if len(self) == 0:
-                return [], np.zeros(0, dtype=np.float64)
+                return PoolCandidates([], np.zeros(0), np.zeros((0, self.dim or 1), dtype=np.float32))
             q = self._all.exact._check_vector(query, "query")
             if filters is None or not (filters.categories or filters.sellers):
                 return self._all.search(q, int(k), filters)
             # the narrower side picks the parts; the other restriction is applied inside them
             if filters.sellers:
-                parts = [self._by_seller[s] for s in set(filters.sellers) if s in self._by_seller]
+                parts = [self._by_seller[s] for s in sorted(set(filters.sellers)) if s in self._by_seller]
                 inner = PoolFilter(categories=filters.categories, exclude_item_ids=filters.exclude_item_ids)
             else:
-                parts = [self._by_category[c] for c in set(filters.categories) if c in self._by_category]
+                cats = sorted(set(filters.categories))
+                parts = [self._by_category[c] for c in cats if c in self._by_category]
                 inner = PoolFilter(exclude_item_ids=filters.exclude_item_ids)
             found = [p.search(q, int(k), inner) for p in parts]
-        merged = heapq.nlargest(
-            int(k),
-            ((float(s), i) for ids, scores in found for i, s in zip(ids, scores.tolist(), strict=True)),
-        )
-        return [i for _, i in merged], np.asarray([s for s, _ in merged], dtype=np.float64)
+        if len(found) == 1:
+            return found[0]
+        entries = [e for c in found for e in c.entries]
+        scores = np.concatenate([np.zeros(0), *(c.scores for c in found)])
+        vectors = np.concatenate([np.zeros((0, q.shape[0]), dtype=np.float32), *(c.vectors for c in found)])
+        top = np.argsort(-scores, kind="stable")[: int(k)]  # ties: the parts' (sorted) order
+        return PoolCandidates([entries[i] for i in top.tolist()], scores[top], vectors[top])
+
+    def search_ids(
+        self, query: NDArray[np.float32], k: int, filters: PoolFilter | None = None
+    ) -> tuple[list[str], NDArray[np.float64]]:
+        """:meth:`search_candidates` as ``(item_ids, scores)``."""
+        found = self.search_candidates(query, k, filters)
+        return found.item_ids, found.scores
 
     def search(self, query: NDArray[np.float32], k: int, filters: PoolFilter | None = None) -> list[PoolHit]:
         """:meth:`search_ids` as :class:`PoolHit` objects."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import faiss
 import numpy as np
 import pytest
 
@@ -16,6 +17,7 @@ from exploration.pool import (
     PoolFilter,
     build_pool,
 )
+from exploration.pool.hnsw_graph import Graph
 
 DIM = 16
 
@@ -250,3 +252,47 @@ def test_a_waiting_writer_goes_before_later_searches() -> None:
     for t in threads:
         t.join(10)
     assert order == ["search 1", "write", "search 2"]
+
+
+@pytest.mark.parametrize("storage", ["sq8", "flat"])
+def test_reordered_graph_keeps_its_results_and_puts_neighbours_near(storage: str) -> None:
+    es = clustered(3000, seed=4)
+    order = np.random.default_rng(4).permutation(len(es))  # built in an order unrelated to the graph
+    ids = [es[i].item_id for i in order]
+    graph = Graph(DIM, 16, 64, 64, 32, storage)
+    graph.add(ids, np.stack([es[i].vector for i in order]))
+    graph.drop(ids[::10])  # tombstones move with their rows
+    queries = np.random.default_rng(6).standard_normal((20, DIM)).astype(np.float32)
+
+    def results() -> list[list[str]]:
+        return [[graph.rows[r] for r in graph.search_rows(q, 30)[0].tolist()] for q in queries]
+
+    def near() -> float:  # share of bottom-layer links to a row at most 100 rows away
+        h = graph.index.hnsw
+        links = faiss.vector_to_array(h.neighbors)
+        starts = faiss.vector_to_array(h.offsets).astype(np.int64)[: len(ids)]
+        nb = links[starts[:, None] + np.arange(h.nb_neighbors(0))]
+        rows = np.broadcast_to(np.arange(len(ids))[:, None], nb.shape)
+        return float((np.abs(nb - rows)[nb >= 0] <= 100).mean())
+
+    before, near_before, dead = results(), near(), graph.dead
+    perm = graph.reorder()
+    assert sorted(perm.tolist()) == list(range(len(ids)))
+    assert results() == before
+    assert graph.dead == dead and set(graph.row_of) == set(ids) - set(ids[::10])
+    assert all(graph.rows[r] == i for i, r in graph.row_of.items())
+    assert near() > 1.5 * near_before  # about 2x here (random order: 100 / 3000 x 2)
+
+
+def test_pool_graphs_are_built_reordered_and_serve_the_right_rows() -> None:
+    es = clustered(2000, seed=8)
+    pool, exact = HnswPool(graph_min=500, storage="flat"), ExactPool()
+    pool.upsert(es)
+    exact.upsert(es)
+    graph = pool._all.graph
+    assert graph is not None and graph.rows != [e.item_id for e in es]  # renumbered at the build
+    for q in np.random.default_rng(9).standard_normal((10, DIM)).astype(np.float32):
+        found = pool.search_candidates(q, 20)
+        np.testing.assert_array_equal(found.vectors, exact.vectors(found.item_ids))
+        assert [e.item_id for e in found.entries] == found.item_ids
+        np.testing.assert_allclose(found.scores, found.vectors @ q, rtol=1e-5, atol=1e-5)
