@@ -5,7 +5,8 @@ For one request it
 1. reads the user's vector from the feature store (an unknown user falls back to context only);
 2. takes the top ``M - R`` cold items of the pool by inner product with that vector, plus up to ``R``
    of the most starving items (``R = starving_candidates``; an unknown user gets ``M`` items, the most
-   starving first), honouring the request's category/seller filters and exclusions;
+   starving first), honouring the request's category/seller filters and exclusions
+   (:mod:`exploration.candidates`);
 3. builds each candidate's features (:mod:`exploration.arm_features`: user·item dot, user⊙item bucket
    sums, item age, impressions, pacing boost) and samples ``k`` slots without replacement from the
    current policy's pmf (multiplied by the pacing boosts) mixed with the pacing distribution over
@@ -35,6 +36,7 @@ from numpy.typing import NDArray
 from coldstart.decisions import Decision, DecisionDraft, Slot
 from coldstart.errors import ColdstartError, InvalidInputError
 from exploration.arm_features import arm_features
+from exploration.candidates import gather_candidates
 from exploration.model_store import PolicyHolder
 from exploration.pacing import ExposurePacer, GraduationEvent
 from exploration.pool.base import POOL_STATUSES, CandidatePool, PoolEntry, PoolFilter, entry_from_item
@@ -261,17 +263,27 @@ class SlotService:
             )
             user_vec = None
 
-        ids, entries, sims, vectors = self._candidates(request, user_vec, now)
-        view = self.pacer.view(ids, now)
+        filt = PoolFilter(
+            categories=tuple(request.categories),
+            sellers=tuple(request.sellers),
+            exclude_item_ids=frozenset(request.exclude_item_ids),
+        )
+        cands = gather_candidates(
+            self.pool,
+            self.pacer,
+            self._entries,
+            filt,
+            user_vec,
+            now,
+            m=self.candidates_m,
+            starving=self.starving_candidates,
+        )
+        view = self.pacer.view(cands.ids, now)
         if not view.known.all():  # left the pacer since the search (graduated): not served
             keep = np.flatnonzero(view.known)
-            entries = [entries[n] for n in keep.tolist()]
-            ids = [ids[n] for n in keep.tolist()]
-            sims = sims[keep]
-            vectors = None if vectors is None else vectors[keep]
-            view = view.take(keep)
+            cands, view = cands.take(keep.tolist()), view.take(keep)
         boosts = view.boosts
-        arms = arm_features(ids, entries, sims, user_vec, view, now, vectors)
+        arms = arm_features(cands.ids, cands.entries, cands.sims, user_vec, view, now, cands.vectors)
         context: dict[str, float | str] = {
             **request.context,
             "has_user": 1.0 if user_vec is not None else 0.0,
@@ -346,65 +358,6 @@ class SlotService:
             self._users_down_until = time.monotonic() + self.users_retry_s
             return None, "user_store_unavailable"
         return (None if user is None else np.asarray(user.vector, dtype=np.float32).reshape(-1)), None
-
-    def _candidates(
-        self, request: SlotRequest, user_vec: NDArray[np.float32] | None, now: float
-    ) -> tuple[list[str], list[PoolEntry], NDArray[np.float64], NDArray[np.float32] | None]:
-        """The candidates' ids, entries, similarities (NaN: the starving reservation) and, for a known
-        user, their vectors (``None`` when an entry's vector is not of the pool's dimension)."""
-        m = self.candidates_m
-        filt = PoolFilter(
-            categories=tuple(request.categories),
-            sellers=tuple(request.sellers),
-            exclude_item_ids=frozenset(request.exclude_item_ids),
-        )
-        ids: list[str] = []
-        entries: list[PoolEntry] = []
-        sims = np.zeros(0)
-        vectors: NDArray[np.float32] | None = None
-        seen: set[str] = set()
-        if user_vec is not None and m > self.starving_candidates:
-            # entries and vectors come with the hits, read by the pool's rows: no id lookup per hit
-            found = self.pool.search_candidates(user_vec, m - self.starving_candidates, filt)
-            entries, sims, vectors = found.entries, found.scores, found.vectors
-            ids = found.item_ids
-            seen = set(ids)
-            if len(seen) != len(ids):  # a pool returned an item twice: keep its first (best) hit
-                first = {item_id: n for n, item_id in reversed(list(enumerate(ids)))}
-                keep = sorted(first.values())
-                entries, sims, vectors = [entries[n] for n in keep], sims[keep], vectors[keep]
-                ids = [ids[n] for n in keep]
-            n_extra, behind = m - len(entries), True
-        elif user_vec is not None:
-            n_extra, behind = m, True
-        else:
-            n_extra, behind = m, False
-        starving = self.pacer.most_starving(
-            n_extra + len(seen),
-            now_s=now,
-            categories=filt.categories,
-            sellers=filt.sellers,
-            exclude=filt.exclude_item_ids,
-            only_behind=behind,
-        )
-        extra: list[PoolEntry] = []
-        for item_id in starving:
-            if len(entries) + len(extra) >= m:
-                break
-            entry = self._entries.get(item_id)
-            if entry is not None and item_id not in seen:
-                seen.add(item_id)
-                extra.append(entry)
-        if extra:
-            sims = np.concatenate([sims, np.full(len(extra), np.nan)])
-            if user_vec is not None and all(np.shape(e.vector) == user_vec.shape for e in extra):
-                own = np.asarray([e.vector for e in extra], dtype=np.float32)
-                vectors = own if vectors is None else np.concatenate([vectors, own])
-            else:  # arm_features falls back to the entries' own vectors of the user's dimension
-                vectors = None
-            entries = [*entries, *extra]
-            ids = [*ids, *(e.item_id for e in extra)]
-        return ids, entries, sims, vectors
 
     def close(self) -> None:
         """Flush and close the sinks."""

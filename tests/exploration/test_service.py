@@ -13,7 +13,7 @@ from exploration.config import PacingConfig, VWPolicyConfig
 from exploration.model_store import PolicyHolder
 from exploration.pacing import ExposurePacer
 from exploration.policies import build_policy, learn_decision
-from exploration.pool import build_pool
+from exploration.pool import CandidatePool, build_pool
 from exploration.pool.exact import ExactPool
 from exploration.service import SlotRequest, SlotService
 from exploration.sinks import MemoryDecisionSink, OfflineDecisionSink
@@ -70,10 +70,14 @@ def test_known_user_gets_a_logged_decision_from_the_nearest_items(store) -> None
 
 
 class _PoolWithoutVectors(ExactPool):
-    """A pool that cannot hand its vectors out (the base default): the service uses its entries."""
+    """A pool with the base class's candidates (hits looked up by id) that cannot hand its vectors
+    out: the candidates carry their entries' own vectors."""
 
     def vectors(self, item_ids):  # type: ignore[no-untyped-def]
         return None
+
+    def search_candidates(self, query, k, filters=None):  # type: ignore[no-untyped-def]
+        return CandidatePool.search_candidates(self, query, k, filters)
 
 
 def test_candidate_features_are_the_same_from_the_pool_matrix_or_the_entries(store) -> None:  # type: ignore[no-untyped-def]
@@ -234,6 +238,7 @@ def test_pacing_view_matches_the_single_field_reads(store) -> None:  # type: ign
     assert view.impressions.tolist() == svc.pacer.impressions(ids).tolist()
     assert view.impressions[:3].tolist() == [4, 4, 4]
     assert (view.boosts >= 1.0).all() and view.boosts[-1] == 1.0 and view.urgency[-1] == 0.0
+    assert view.known.tolist() == [True] * (len(ids) - 1) + [False]
     assert (view.urgency[3:-1] > view.urgency[0]).all()  # fewer impressions: more urgent
     assert np.allclose(view.boosts, svc.pacer.boosts(ids, now))
     assert np.allclose(view.urgency, svc.pacer.urgency(ids, now))
@@ -252,3 +257,13 @@ def test_the_offline_sink_drops_only_an_invalid_draft(store, tmp_path) -> None: 
     logged = set(store.offline.distinct_ids("decisions", "decision_id"))
     assert {drafts[0].decision_id, drafts[2].decision_id} <= logged
     assert bad.decision_id not in logged
+
+
+def test_an_item_the_pacer_no_longer_tracks_is_not_served(store) -> None:  # type: ignore[no-untyped-def]
+    svc, _ = service(store, candidates_m=20, starving_candidates=0)
+    first = svc.select(SlotRequest(user_id="user-0", k=3)).decision
+    gone = first.candidates[0].item_id
+    svc.pacer.forget([gone])  # graduated between the pool's search and the pacing read
+    again = svc.select(SlotRequest(user_id="user-0", k=3)).decision
+    assert gone in svc.pool and gone not in {c.item_id for c in again.candidates}
+    assert len(again.candidates) == 19 and sum(c.probability for c in again.candidates) == pytest.approx(1)
