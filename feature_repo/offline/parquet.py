@@ -192,13 +192,20 @@ class ParquetOfflineLog(OfflineLog):
 
     @staticmethod
     def _parts(directory: Path) -> list[tuple[str, os.stat_result]]:
-        """The parquet parts of a table's directory (names and stats; temporary files left out)."""
+        """The parquet parts of a table's directory (names and stats; temporary files left out).
+
+        A part deleted between the listing and its stat is left out: only a retired part past its
+        grace is ever deleted, and its rows are in the part that retired it."""
+        found = []
         with os.scandir(directory) as entries:
-            return [
-                (e.name, e.stat())
-                for e in entries
-                if e.name.endswith(".parquet") and not e.name.startswith(".")
-            ]
+            for e in entries:
+                if not e.name.endswith(".parquet") or e.name.startswith("."):
+                    continue
+                try:
+                    found.append((e.name, e.stat()))
+                except FileNotFoundError:
+                    continue
+        return found
 
     @classmethod
     def _data_parts(cls, directory: Path) -> list[Part]:

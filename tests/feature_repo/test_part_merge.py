@@ -271,3 +271,37 @@ def test_merges_run_at_a_lower_cpu_priority_than_their_process(tmp_path: Path) -
         time.sleep(0.02)
     log.close()
     assert nice == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 7)
+
+
+def test_a_part_purged_during_a_listing_is_left_out_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = ParquetOfflineLog(tmp_path / "offline", SMALL.model_copy(update={"enabled": False}))
+    for b in range(4):
+        log.write_interactions(clicks(10 * b, 10))
+    d = log.table_dir("interactions")
+    retired = set(data_parts(log, "interactions"))
+    assert log._merger.run_once("interactions") == 1
+    victim = sorted(retired)[0]
+    real_scandir = os.scandir
+
+    class Listing:  # the directory as listed, then the victim purged before its stat
+        def __init__(self, path: Path) -> None:
+            with real_scandir(path) as it:
+                self.entries = list(it)
+            (Path(path) / victim).unlink(missing_ok=True)
+
+        def __enter__(self) -> list[os.DirEntry[str]]:
+            return self.entries
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr("feature_repo.offline.parquet.os.scandir", Listing)
+    since = T0 - timedelta(days=1)
+    assert victim not in log.live_parts("interactions")
+    # the replicas' sync reads the parts written since a time: rows once, no error
+    assert sorted(log.ids_written_since("interactions", "event_id", since)) == sorted(
+        f"e{k}" for k in range(40)
+    )
+    assert not (d / victim).exists()
