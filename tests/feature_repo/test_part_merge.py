@@ -39,6 +39,17 @@ def data_parts(log: ParquetOfflineLog, table: str) -> list[str]:
     return [n for n in log.live_parts(table) if "schema" not in n]
 
 
+def merged_once(root: Path) -> tuple[ParquetOfflineLog, set[str]]:
+    """A store (background merging off) with four small interaction parts merged once by hand; returns
+    it and the parts that merge retired."""
+    log = ParquetOfflineLog(root, SMALL.model_copy(update={"enabled": False}))
+    for b in range(4):
+        log.write_interactions(clicks(10 * b, 10))
+    retired = set(data_parts(log, "interactions"))
+    assert log._merger.run_once("interactions") == 1
+    return log, retired
+
+
 def settled(log: ParquetOfflineLog, table: str, cfg: PartMergeConfig, timeout_s: float = 30.0) -> bool:
     """Whether ``table`` reaches fewer than ``fanout`` live parts in every tier within the timeout."""
     deadline = time.monotonic() + timeout_s
@@ -133,12 +144,8 @@ def test_readers_see_every_row_once_while_writers_and_merges_run(tmp_path: Path)
 
 
 def test_merged_parts_retire_for_the_grace_then_go(tmp_path: Path) -> None:
-    log = ParquetOfflineLog(tmp_path / "offline", SMALL.model_copy(update={"enabled": False}))
-    for b in range(4):
-        log.write_interactions(clicks(10 * b, 10))
+    log, before = merged_once(tmp_path / "offline")
     d = log.table_dir("interactions")
-    before = set(data_parts(log, "interactions"))
-    assert log._merger.run_once("interactions") == 1
     after = set(data_parts(log, "interactions"))
     assert len(after) == 1 and not after & before
     assert before <= {p.name for p in d.glob("*.parquet")}  # still on disk for earlier listings
@@ -276,12 +283,8 @@ def test_merges_run_at_a_lower_cpu_priority_than_their_process(tmp_path: Path) -
 def test_a_part_purged_during_a_listing_is_left_out_of_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log = ParquetOfflineLog(tmp_path / "offline", SMALL.model_copy(update={"enabled": False}))
-    for b in range(4):
-        log.write_interactions(clicks(10 * b, 10))
+    log, retired = merged_once(tmp_path / "offline")
     d = log.table_dir("interactions")
-    retired = set(data_parts(log, "interactions"))
-    assert log._merger.run_once("interactions") == 1
     victim = sorted(retired)[0]
     real_scandir = os.scandir
 
