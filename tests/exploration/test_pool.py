@@ -284,6 +284,10 @@ def test_search_ids_is_search_as_arrays() -> None:
         ids, scores = pool.search_ids(q, 30, filt)
         assert ids == [h.item_id for h in hits]
         assert scores.dtype == np.float64 and scores.tolist() == [h.score for h in hits]
+        found = pool.search_candidates(q, 30, filt)  # the same hits, entries and vectors read by slot
+        assert found.item_ids == ids and found.scores.tolist() == scores.tolist()
+        assert found.entries == [pool.get(i) for i in ids]
+        np.testing.assert_array_equal(found.vectors, pool.vectors(ids))
     empty = build_pool()
     ids, scores = empty.search_ids(np.zeros(DIM, dtype=np.float32), 3)
     assert ids == [] and scores.shape == (0,)
